@@ -1,0 +1,419 @@
+//! # custos-store-sqlite
+//!
+//! The embedded default backend: one SQLite file in the data directory.
+//!
+//! **Owns:** the SQLite schema, the single writer thread that group-commits queued writes,
+//! and a small pool of read connections.
+//!
+//! **Durability:** WAL journal with `synchronous=FULL`, so a commit is fsync'd before any
+//! caller of that batch is acknowledged. Each caller's ops run inside their own SAVEPOINT,
+//! so one failing caller never commits partially and never fails the others.
+#![forbid(unsafe_code)]
+
+use custos_store::{
+    collapse_children, drain_batch, prefix_upper_bound, validate_key, BoxFuture, CertRow, Job,
+    Result, Storage, StoreError, StoreStats, WriteOp,
+};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+const BACKEND: &str = "sqlite";
+const MAX_IDLE_READERS: usize = 8;
+
+fn be(e: rusqlite::Error) -> StoreError {
+    StoreError::backend(BACKEND, e)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS kv (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS certs (
+    mount      TEXT NOT NULL,
+    serial     TEXT NOT NULL,
+    issuer_id  TEXT NOT NULL,
+    not_after  INTEGER NOT NULL,
+    revoked_at INTEGER,
+    value      BLOB NOT NULL,
+    PRIMARY KEY (mount, serial)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS certs_by_expiry ON certs (mount, not_after);
+CREATE INDEX IF NOT EXISTS certs_revoked ON certs (mount, serial) WHERE revoked_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+";
+
+#[derive(Default)]
+struct Counters {
+    transactions: AtomicU64,
+    writes: AtomicU64,
+}
+
+/// SQLite-backed [`Storage`].
+pub struct SqliteStore {
+    path: PathBuf,
+    tx: mpsc::Sender<Job>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    counters: Arc<Counters>,
+}
+
+fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+    let c = Connection::open(path)?;
+    c.busy_timeout(std::time::Duration::from_secs(10))?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "FULL")?;
+    Ok(c)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and starts the writer thread.
+    /// Must be called inside a Tokio runtime.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let writer = open_conn(&path).map_err(be)?;
+        writer.execute_batch(SCHEMA).map_err(be)?;
+        restrict_permissions(&path);
+        let (tx, rx) = mpsc::channel::<Job>(4096);
+        let counters = Arc::new(Counters::default());
+        let c2 = counters.clone();
+        std::thread::Builder::new()
+            .name("custos-sqlite-writer".into())
+            .spawn(move || writer_loop(writer, rx, c2))
+            .map_err(|e| StoreError::backend(BACKEND, e))?;
+        Ok(SqliteStore {
+            path,
+            tx,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            counters,
+        })
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let pool = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.lock().ok().and_then(|mut p| p.pop());
+            let conn = match conn {
+                Some(c) => c,
+                None => open_conn(&path).map_err(be)?,
+            };
+            let out = f(&conn).map_err(be);
+            if let Ok(mut p) = pool.lock() {
+                if p.len() < MAX_IDLE_READERS {
+                    p.push(conn);
+                }
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::backend(BACKEND, e))?
+    }
+}
+
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for p in [
+        path.to_path_buf(),
+        path.with_extension("db-wal"),
+        path.with_extension("db-shm"),
+    ] {
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+    }
+}
+#[cfg(not(unix))]
+fn restrict_permissions(_: &Path) {}
+
+fn apply_op(c: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
+    match op {
+        WriteOp::Put { key, value } => {
+            c.prepare_cached(
+                "INSERT INTO kv (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![key, value])?;
+        }
+        WriteOp::Delete { key } => {
+            c.prepare_cached("DELETE FROM kv WHERE key = ?1")?
+                .execute(params![key])?;
+        }
+        WriteOp::PutCert(r) => {
+            c.prepare_cached(
+                "INSERT INTO certs (mount, serial, issuer_id, not_after, revoked_at, value)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(mount, serial) DO UPDATE SET issuer_id = excluded.issuer_id,
+                   not_after = excluded.not_after, revoked_at = excluded.revoked_at,
+                   value = excluded.value",
+            )?
+            .execute(params![
+                r.mount,
+                r.serial,
+                r.issuer_id,
+                r.not_after,
+                r.revoked_at,
+                r.value
+            ])?;
+        }
+        WriteOp::RevokeCert {
+            mount,
+            serial,
+            revoked_at,
+        } => {
+            c.prepare_cached(
+                "UPDATE certs SET revoked_at = ?3
+                 WHERE mount = ?1 AND serial = ?2 AND revoked_at IS NULL",
+            )?
+            .execute(params![mount, serial, revoked_at])?;
+        }
+        WriteOp::DeleteCert { mount, serial } => {
+            c.prepare_cached("DELETE FROM certs WHERE mount = ?1 AND serial = ?2")?
+                .execute(params![mount, serial])?;
+        }
+    }
+    Ok(())
+}
+
+fn apply_job(c: &Connection, ops: &[WriteOp]) -> rusqlite::Result<()> {
+    c.execute_batch("SAVEPOINT job")?;
+    for op in ops {
+        if let Err(e) = apply_op(c, op) {
+            c.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            return Err(e);
+        }
+    }
+    c.execute_batch("RELEASE job")
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, counters: Arc<Counters>) {
+    while let Some(first) = rx.blocking_recv() {
+        let batch = drain_batch(first, &mut rx);
+        let mut outcomes: Vec<(oneshot::Sender<Result<()>>, Result<()>)> =
+            Vec::with_capacity(batch.len());
+        let begun = conn.execute_batch("BEGIN IMMEDIATE");
+        if let Err(e) = begun {
+            let msg = e.to_string();
+            for job in batch {
+                let _ = job.reply.send(Err(StoreError::backend(
+                    BACKEND,
+                    std::io::Error::other(msg.clone()),
+                )));
+            }
+            continue;
+        }
+        for job in batch {
+            let r = apply_job(&conn, &job.ops).map_err(be);
+            outcomes.push((job.reply, r));
+        }
+        match conn.execute_batch("COMMIT") {
+            Ok(()) => {
+                counters.transactions.fetch_add(1, Ordering::Relaxed);
+                for (reply, r) in outcomes {
+                    if r.is_ok() {
+                        counters.writes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                let msg = e.to_string();
+                for (reply, _) in outcomes {
+                    let _ = reply.send(Err(StoreError::backend(
+                        BACKEND,
+                        std::io::Error::other(msg.clone()),
+                    )));
+                }
+            }
+        }
+    }
+}
+
+fn cert_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertRow> {
+    Ok(CertRow {
+        mount: r.get(0)?,
+        serial: r.get(1)?,
+        issuer_id: r.get(2)?,
+        not_after: r.get(3)?,
+        revoked_at: r.get(4)?,
+        value: r.get(5)?,
+    })
+}
+
+impl Storage for SqliteStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
+        Box::pin(async move {
+            validate_key(key)?;
+            let key = key.to_string();
+            self.read(move |c| {
+                c.prepare_cached("SELECT value FROM kv WHERE key = ?1")?
+                    .query_row(params![key], |r| r.get(0))
+                    .optional()
+            })
+            .await
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            let lo = prefix.to_string();
+            let hi = prefix_upper_bound(prefix);
+            let keys = self
+                .read(move |c| {
+                    let mut out = Vec::new();
+                    match hi {
+                        Some(hi) => {
+                            let mut st = c.prepare_cached(
+                                "SELECT key FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key",
+                            )?;
+                            let rows = st.query_map(params![lo, hi], |r| r.get::<_, String>(0))?;
+                            for r in rows {
+                                out.push(r?);
+                            }
+                        }
+                        None => {
+                            let mut st = c.prepare_cached("SELECT key FROM kv ORDER BY key")?;
+                            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+                            for r in rows {
+                                out.push(r?);
+                            }
+                        }
+                    }
+                    Ok(out)
+                })
+                .await?;
+            Ok(collapse_children(prefix, keys))
+        })
+    }
+
+    fn write(&self, ops: Vec<WriteOp>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            for op in &ops {
+                op.validate()?;
+            }
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .send(Job { ops, reply })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn get_cert<'a>(
+        &'a self,
+        mount: &'a str,
+        serial: &'a str,
+    ) -> BoxFuture<'a, Result<Option<CertRow>>> {
+        let (m, s) = (mount.to_string(), serial.to_string());
+        Box::pin(self.read(move |c| {
+            c.prepare_cached(
+                "SELECT mount, serial, issuer_id, not_after, revoked_at, value
+                 FROM certs WHERE mount = ?1 AND serial = ?2",
+            )?
+            .query_row(params![m, s], cert_from_row)
+            .optional()
+        }))
+    }
+
+    fn list_certs<'a>(
+        &'a self,
+        mount: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>>> {
+        let (m, a) = (mount.to_string(), after.unwrap_or("").to_string());
+        let limit = limit as i64;
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT serial FROM certs WHERE mount = ?1 AND serial > ?2
+                 ORDER BY serial LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![m, a, limit], |r| r.get::<_, String>(0))?;
+            rows.collect()
+        }))
+    }
+
+    fn certs_expiring_before<'a>(
+        &'a self,
+        mount: &'a str,
+        before: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<CertRow>>> {
+        let m = mount.to_string();
+        let limit = limit as i64;
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT mount, serial, issuer_id, not_after, revoked_at, value FROM certs
+                 WHERE mount = ?1 AND not_after < ?2 ORDER BY not_after, serial LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![m, before, limit], cert_from_row)?;
+            rows.collect()
+        }))
+    }
+
+    fn revoked_certs<'a>(
+        &'a self,
+        mount: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(String, i64)>>> {
+        let (m, a) = (mount.to_string(), after.unwrap_or("").to_string());
+        let limit = limit as i64;
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT serial, revoked_at FROM certs
+                 WHERE mount = ?1 AND serial > ?2 AND revoked_at IS NOT NULL
+                 ORDER BY serial LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![m, a, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        }))
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            transactions: self.counters.transactions.load(Ordering::Relaxed),
+            writes: self.counters.writes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_passes_the_storage_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(SqliteStore::open(dir.path().join("custos.db")).unwrap());
+        custos_store::conformance::run_all(s).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acknowledged_writes_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("custos.db");
+        {
+            let s = SqliteStore::open(&p).unwrap();
+            s.write(vec![WriteOp::Put {
+                key: "durable".into(),
+                value: b"yes".to_vec(),
+            }])
+            .await
+            .unwrap();
+        }
+        let s = SqliteStore::open(&p).unwrap();
+        assert_eq!(s.get("durable").await.unwrap().unwrap(), b"yes");
+    }
+}
