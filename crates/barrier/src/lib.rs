@@ -26,7 +26,7 @@ mod keyring;
 pub mod shamir;
 
 pub use envelope::{open_with_key, seal_with_key, KEY_LEN};
-pub use keyring::{Keyring, KeyringStatus};
+pub use keyring::{Keyring, KeyringStatus, KEYRING_PATH};
 
 use zeroize::Zeroizing;
 

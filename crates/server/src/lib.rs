@@ -1,1 +1,160 @@
-//! placeholder
+//! # custos-server
+//!
+//! The Custos server: everything that touches the network, the disk and the clock.
+//!
+//! **Owns:** the seal state machine and the encrypted view of storage ([`core`]), the token
+//! store, the policy store, mount tables and the KV engine, audit devices, the
+//! Vault-compatible HTTP edge ([`http`]) and the listeners ([`listener`]).
+//!
+//! **Delegates:** encryption and Shamir to `custos-barrier`, policy evaluation to
+//! `custos-acl`, audit line format to `custos-audit`, persistence to `custos-store`.
+//!
+//! **Must never:** log a token, key or share; answer a request that no audit device could
+//! record (once one is enabled); acknowledge a write before storage made it durable.
+#![forbid(unsafe_code)]
+#![allow(missing_docs)]
+
+pub mod audit_dev;
+pub mod config;
+pub mod core;
+pub mod duration;
+pub mod error;
+pub mod http;
+pub mod listener;
+pub mod logical;
+pub mod metrics;
+pub mod mounts;
+mod policy;
+mod router;
+pub mod seal;
+pub mod token;
+
+pub use crate::config::{Config, ConfigError, StorageConfig};
+pub use crate::core::{Core, CoreConfig};
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Version reported by health and seal-status.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Start-up failures, each naming what to fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Storage could not be opened.
+    #[error("storage: {0}")]
+    Storage(#[from] custos_store::StoreError),
+    /// The listener.
+    #[error(transparent)]
+    Listen(#[from] listener::ListenError),
+    /// The core.
+    #[error("core: {0}")]
+    Core(#[from] error::ApiError),
+}
+
+/// Opens the configured storage backend.
+pub async fn open_storage(
+    cfg: &StorageConfig,
+) -> Result<Arc<dyn custos_store::Storage>, StartError> {
+    Ok(match cfg {
+        StorageConfig::Sqlite { path } => Arc::new(custos_store_sqlite::SqliteStore::open(path)?),
+        StorageConfig::Postgresql { url, schema } => {
+            Arc::new(custos_store_postgres::PostgresStore::connect(url, schema).await?)
+        }
+    })
+}
+
+/// A running server.
+pub struct Running {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The core.
+    pub core: Arc<Core>,
+    /// The serving task.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+fn core_config(cfg: &Config) -> CoreConfig {
+    CoreConfig {
+        seal: cfg.seal.clone(),
+        limits: cfg.limits.clone(),
+        default_lease_ttl: cfg.default_lease_ttl,
+        max_lease_ttl: cfg.max_lease_ttl,
+        unauthenticated_metrics_access: cfg.unauthenticated_metrics_access,
+        cluster_name: cfg.cluster_name.clone(),
+    }
+}
+
+/// Starts a server from a validated config: TLS material is loaded and the port bound
+/// before storage is touched, so every configuration error surfaces before serving.
+/// A keyfile seal unseals automatically; a Shamir seal starts sealed.
+pub async fn start(cfg: &Config) -> Result<Running, StartError> {
+    let tls = listener::tls_config(&cfg.listener)?;
+    let l = listener::bind(cfg.listen_addr).await?;
+    let addr = l
+        .local_addr()
+        .map_err(|source| listener::ListenError::Bind {
+            addr: cfg.listen_addr,
+            source,
+        })?;
+    let store = open_storage(&cfg.storage).await?;
+    let core = Core::new(store, core_config(cfg)).await?;
+    if core.initialized() && matches!(cfg.seal, config::SealConfig::Keyfile { .. }) {
+        core.auto_unseal().await?;
+    }
+    token::spawn_sweeper(core.clone(), std::time::Duration::from_secs(60));
+    let app = http::router(core.clone());
+    let task = tokio::spawn(listener::serve(l, tls, app));
+    Ok(Running { addr, core, task })
+}
+
+/// Dev mode: SQLite in `dir`, initialised with one share, unsealed, a `secret/` KV mount.
+pub async fn start_dev(
+    dir: &std::path::Path,
+    addr: SocketAddr,
+    root_token_id: Option<&str>,
+) -> Result<(Running, zeroize::Zeroizing<String>, String), StartError> {
+    let l = listener::bind(addr).await?;
+    let bound = l
+        .local_addr()
+        .map_err(|source| listener::ListenError::Bind { addr, source })?;
+    let store = open_storage(&StorageConfig::Sqlite {
+        path: dir.join("custos.db"),
+    })
+    .await?;
+    let core = Core::new(store, CoreConfig::default()).await?;
+    let init = core.init(1, 1, root_token_id).await?;
+    let share = hex::encode(&init.keys[0][..]);
+    core.submit_unseal_share(Some(&share), false).await?;
+    if let Some(a) = core.active() {
+        let req = logical::Request {
+            id: String::new(),
+            op: custos_acl::Operation::Update,
+            path: "sys/mounts/secret".into(),
+            data: serde_json::json!({"type": "kv", "description": "key/value secret storage", "options": {"version": "1"}})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            token: None,
+            remote_addr: None,
+            head: false,
+        };
+        a.enable_mount("secret", &req).await?;
+    }
+    token::spawn_sweeper(core.clone(), std::time::Duration::from_secs(60));
+    let app = http::router(core.clone());
+    let task = tokio::spawn(listener::serve(l, None, app));
+    Ok((
+        Running {
+            addr: bound,
+            core,
+            task,
+        },
+        init.root_token,
+        share,
+    ))
+}

@@ -1,0 +1,390 @@
+//! Audit devices (`sys/audit/*`): the file device writing custos-audit chained lines.
+//!
+//! As in Vault, a request is refused unless at least one enabled device records it, and
+//! every string in request and response data is HMAC'd with the device's own salt.
+
+use crate::core::{Active, Plain};
+use crate::error::{ApiError, ApiResult};
+use crate::logical::{AuthBlock, Response};
+use base64::Engine as _;
+use custos_audit::{Chain, Hasher};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use zeroize::Zeroizing;
+
+const AUDIT_TABLE: &str = "core/audit";
+
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredDevice {
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+    description: String,
+    options: Map<String, Value>,
+    salt: String,
+}
+
+impl Drop for StoredDevice {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.salt);
+    }
+}
+
+enum Out {
+    Stdout,
+    File(std::fs::File),
+}
+
+struct Device {
+    stored: StoredDevice,
+    hasher: Hasher,
+    sink: Mutex<(Out, Chain)>,
+}
+
+/// The caller's identity as the audit log shows it (secrets HMAC'd per device).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AuditAuth {
+    pub token: Option<Zeroizing<String>>,
+    pub accessor: String,
+    pub display_name: String,
+    pub policies: Vec<String>,
+    pub metadata: Map<String, Value>,
+}
+
+/// One request (and optionally its response) to record.
+pub(crate) struct AuditEvent<'a> {
+    pub id: &'a str,
+    pub operation: &'a str,
+    pub path: &'a str,
+    pub data: &'a Map<String, Value>,
+    pub remote: String,
+    pub auth: &'a AuditAuth,
+    pub response: Option<&'a Response>,
+    pub error: Option<String>,
+}
+
+fn auth_json(h: &Hasher, a: &AuditAuth) -> Value {
+    json!({
+        "client_token": a.token.as_ref().map(|t| h.hmac(t)).unwrap_or_default(),
+        "accessor": if a.accessor.is_empty() { String::new() } else { h.hmac(&a.accessor) },
+        "display_name": a.display_name,
+        "policies": a.policies,
+        "token_policies": a.policies,
+        "metadata": a.metadata,
+        "token_type": "service",
+    })
+}
+
+fn response_auth_json(h: &Hasher, a: &AuthBlock) -> Value {
+    json!({
+        "client_token": h.hmac(&a.client_token),
+        "accessor": h.hmac(&a.accessor),
+        "policies": a.policies,
+        "token_policies": a.token_policies,
+        "metadata": a.metadata,
+        "lease_duration": a.lease_duration,
+        "renewable": a.renewable,
+        "token_type": a.token_type,
+    })
+}
+
+impl Device {
+    fn render(&self, ev: &AuditEvent<'_>) -> Map<String, Value> {
+        let h = &self.hasher;
+        let mut data = Value::Object(ev.data.clone());
+        h.hash_strings(&mut data);
+        let mut m = Map::new();
+        m.insert(
+            "time".into(),
+            json!(time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()),
+        );
+        m.insert(
+            "type".into(),
+            json!(if ev.response.is_some() {
+                "response"
+            } else {
+                "request"
+            }),
+        );
+        m.insert("auth".into(), auth_json(h, ev.auth));
+        m.insert(
+            "request".into(),
+            json!({
+                "id": ev.id,
+                "operation": ev.operation,
+                "path": ev.path,
+                "data": data,
+                "remote_address": ev.remote,
+                "client_token": ev.auth.token.as_ref().map(|t| h.hmac(t)).unwrap_or_default(),
+                "client_token_accessor": if ev.auth.accessor.is_empty() { String::new() } else { h.hmac(&ev.auth.accessor) },
+            }),
+        );
+        if let Some(r) = ev.response {
+            let mut rd = r.data.clone().map(Value::Object).unwrap_or(Value::Null);
+            h.hash_strings(&mut rd);
+            let mut resp = json!({ "data": rd, "warnings": r.warnings });
+            if let Some(a) = &r.auth {
+                resp["auth"] = response_auth_json(h, a);
+            }
+            m.insert("response".into(), resp);
+        }
+        m.insert("error".into(), json!(ev.error.clone().unwrap_or_default()));
+        m
+    }
+
+    fn log(&self, ev: &AuditEvent<'_>) -> std::io::Result<()> {
+        let entry = self.render(ev);
+        let mut sink = self
+            .sink
+            .lock()
+            .map_err(|_| std::io::Error::other("audit sink poisoned"))?;
+        let (line, next) = sink.1.next_line(&entry);
+        let mut bytes = line.into_bytes();
+        bytes.push(b'\n');
+        match &mut sink.0 {
+            Out::Stdout => std::io::stdout().lock().write_all(&bytes)?,
+            Out::File(f) => {
+                f.write_all(&bytes)?;
+                f.flush()?;
+            }
+        }
+        sink.1 = next;
+        Ok(())
+    }
+}
+
+fn open_device(stored: StoredDevice) -> ApiResult<Device> {
+    let salt = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(&stored.salt)
+            .map_err(|_| ApiError::internal(std::io::Error::other("audit salt corrupt")))?,
+    );
+    let file_path = stored
+        .options
+        .get("file_path")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let (out, chain) = if file_path == "stdout" {
+        (Out::Stdout, Chain::default())
+    } else {
+        let chain = match std::fs::read_to_string(&file_path) {
+            Ok(text) => match text.lines().rev().find(|l| !l.trim().is_empty()) {
+                Some(last) => Chain::from_last_line(last).map_err(|e| {
+                    ApiError::bad(format!(
+                        "audit file {file_path} exists but its last line is not a chained audit line ({e}); move it aside first"
+                    ))
+                })?,
+                None => Chain::default(),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Chain::default(),
+            Err(e) => return Err(ApiError::bad(format!("cannot read audit file {file_path}: {e}"))),
+        };
+        let mut oo = std::fs::OpenOptions::new();
+        oo.create(true).append(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mode = stored
+                .options
+                .get("mode")
+                .and_then(Value::as_str)
+                .and_then(|m| u32::from_str_radix(m, 8).ok())
+                .unwrap_or(0o600);
+            oo.mode(mode);
+        }
+        let f = oo
+            .open(&file_path)
+            .map_err(|e| ApiError::bad(format!("cannot open audit file {file_path}: {e}")))?;
+        (Out::File(f), chain)
+    };
+    Ok(Device {
+        hasher: Hasher::new(&salt),
+        stored,
+        sink: Mutex::new((out, chain)),
+    })
+}
+
+/// All enabled devices.
+#[derive(Default)]
+pub(crate) struct AuditBroker {
+    devices: tokio::sync::RwLock<Vec<Arc<Device>>>,
+}
+
+impl AuditBroker {
+    /// Opens every device in the stored table (at unseal). A device that cannot be opened
+    /// keeps the server sealed: it must never serve without its audit record.
+    pub(crate) async fn load(&self, a: &Active) -> ApiResult<()> {
+        let table: Vec<StoredDevice> = a.get_json(AUDIT_TABLE).await?.unwrap_or_default();
+        let mut devs = Vec::new();
+        for d in table {
+            devs.push(Arc::new(open_device(d)?));
+        }
+        *self.devices.write().await = devs;
+        Ok(())
+    }
+
+    /// Records an event. Fails if devices exist and none could record it.
+    pub(crate) async fn log(&self, ev: &AuditEvent<'_>) -> ApiResult<()> {
+        let devs = self.devices.read().await.clone();
+        if devs.is_empty() {
+            return Ok(());
+        }
+        let mut ok = 0;
+        for d in &devs {
+            match d.log(ev) {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    tracing::error!(device = %d.stored.path, error = %e, "audit device failed")
+                }
+            }
+        }
+        if ok == 0 {
+            return Err(ApiError::internal(std::io::Error::other(
+                "no audit device could record the request",
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn list(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        for d in self.devices.read().await.iter() {
+            m.insert(
+                d.stored.path.clone(),
+                json!({
+                    "type": d.stored.kind,
+                    "description": d.stored.description,
+                    "options": d.stored.options,
+                    "path": d.stored.path,
+                    "local": false,
+                }),
+            );
+        }
+        m
+    }
+
+    pub(crate) async fn hash(&self, path: &str, input: &str) -> ApiResult<String> {
+        let p = format!("{}/", path.trim_end_matches('/'));
+        self.devices
+            .read()
+            .await
+            .iter()
+            .find(|d| d.stored.path == p)
+            .map(|d| d.hasher.hmac(input))
+            .ok_or_else(|| ApiError::bad(format!("unknown audit device {path:?}")))
+    }
+
+    pub(crate) async fn enable(
+        &self,
+        a: &Active,
+        path: &str,
+        data: &Map<String, Value>,
+    ) -> ApiResult<Response> {
+        let path = crate::mounts::normalize_mount_path(path)?;
+        let kind = data
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::bad("missing required field \"type\""))?;
+        if kind != "file" {
+            return Err(ApiError::bad(format!(
+                "audit device type {kind:?} is not supported; use \"file\""
+            )));
+        }
+        let options = match data.get("options") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(o)) => o.clone(),
+            Some(_) => return Err(ApiError::bad("options: must be an object")),
+        };
+        for (k, v) in &options {
+            if !matches!(
+                k.as_str(),
+                "file_path"
+                    | "path"
+                    | "mode"
+                    | "log_raw"
+                    | "hmac_accessor"
+                    | "format"
+                    | "prefix"
+                    | "elide_list_responses"
+            ) {
+                return Err(ApiError::bad(format!("options: unknown option {k:?}")));
+            }
+            if !v.is_string() {
+                return Err(ApiError::bad(format!("options.{k}: must be a string")));
+            }
+        }
+        let mut options = options;
+        if let Some(p) = options.remove("path") {
+            options.entry("file_path").or_insert(p);
+        }
+        if options.get("log_raw").and_then(Value::as_str) == Some("true") {
+            return Err(ApiError::bad(
+                "options.log_raw: raw logging of secrets is not supported",
+            ));
+        }
+        if let Some(m) = options.get("mode").and_then(Value::as_str) {
+            if u32::from_str_radix(m, 8).map(|v| v > 0o777).unwrap_or(true) {
+                return Err(ApiError::bad(
+                    "options.mode: must be an octal file mode such as \"0600\"",
+                ));
+            }
+        }
+        match options.get("file_path").and_then(Value::as_str) {
+            Some(p) if !p.is_empty() => {}
+            _ => {
+                return Err(ApiError::bad(
+                    "options.file_path is required (a file path or \"stdout\")",
+                ))
+            }
+        }
+        let mut devs = self.devices.write().await;
+        if devs.iter().any(|d| d.stored.path == path) {
+            return Err(ApiError::bad(format!("path already in use: {path}")));
+        }
+        let mut salt = Zeroizing::new([0u8; 32]);
+        custos_barrier::random_bytes(salt.as_mut())?;
+        let stored = StoredDevice {
+            path: path.clone(),
+            kind: kind.into(),
+            description: data
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .into(),
+            options,
+            salt: base64::engine::general_purpose::STANDARD.encode(salt.as_ref()),
+        };
+        let dev = open_device(stored.clone())?;
+        let mut table: Vec<StoredDevice> = devs.iter().map(|d| d.stored.clone()).collect();
+        table.push(stored);
+        a.write(vec![Plain::Put(
+            AUDIT_TABLE.into(),
+            serde_json::to_vec(&table)?,
+        )])
+        .await?;
+        devs.push(Arc::new(dev));
+        Ok(Response::empty())
+    }
+
+    pub(crate) async fn disable(&self, a: &Active, path: &str) -> ApiResult<Response> {
+        let p = crate::mounts::normalize_mount_path(path)?;
+        let mut devs = self.devices.write().await;
+        let table: Vec<StoredDevice> = devs
+            .iter()
+            .filter(|d| d.stored.path != p)
+            .map(|d| d.stored.clone())
+            .collect();
+        a.write(vec![Plain::Put(
+            AUDIT_TABLE.into(),
+            serde_json::to_vec(&table)?,
+        )])
+        .await?;
+        devs.retain(|d| d.stored.path != p);
+        Ok(Response::empty())
+    }
+}

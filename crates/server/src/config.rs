@@ -1,0 +1,393 @@
+//! Server configuration (TOML), validated completely before any port is bound.
+
+use crate::duration::parse_duration;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A configuration problem, naming the setting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or has unknown keys.
+    #[error("config: {0}")]
+    Parse(String),
+    /// A setting has an invalid value.
+    #[error("config: {setting}: {reason}")]
+    Invalid {
+        /// Dotted setting name, e.g. `listener.tls_cert_file`.
+        setting: &'static str,
+        /// Why it is invalid.
+        reason: String,
+    },
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+/// Where data lives.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StorageConfig {
+    /// Embedded SQLite file.
+    Sqlite {
+        /// Database file.
+        path: PathBuf,
+    },
+    /// PostgreSQL (HA).
+    Postgresql {
+        /// Connection URL or key=value string.
+        url: String,
+        /// Schema to hold the tables.
+        #[serde(default = "default_schema")]
+        schema: String,
+    },
+}
+
+fn default_schema() -> String {
+    "custos".into()
+}
+
+/// Client-certificate policy of a TLS listener. Safe default: none requested.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Do not ask for a client certificate.
+    #[default]
+    None,
+    /// Ask; verify if presented (for cert login).
+    Request,
+    /// Require a valid client certificate.
+    Require,
+}
+
+/// The API listener.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address to bind.
+    pub address: String,
+    /// Must be set to true to serve plain HTTP; otherwise TLS files are required.
+    #[serde(default)]
+    pub tls_disable: bool,
+    /// PEM certificate chain.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA bundle for client certificates.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Client-certificate policy.
+    #[serde(default)]
+    pub tls_client_auth: ClientAuth,
+}
+
+/// How the unseal key is held.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SealConfig {
+    /// Shamir shares held by operators (default).
+    Shamir,
+    /// A 32-byte key in a file (hex, base64 or raw): auto-unseal for tests and single nodes.
+    Keyfile {
+        /// The key file.
+        key_file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_request_bytes: Option<usize>,
+    request_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTtl {
+    default_lease_ttl: Option<String>,
+    max_lease_ttl: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    #[serde(default)]
+    unauthenticated_metrics_access: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    storage: StorageConfig,
+    listener: ListenerConfig,
+    seal: Option<SealConfig>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    ttl: RawTtl,
+    #[serde(default)]
+    telemetry: RawTelemetry,
+    cluster_name: Option<String>,
+}
+
+/// Request limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body accepted (Vault's default is 32 MiB).
+    pub max_request_bytes: usize,
+    /// Per-request timeout in seconds (Vault's default is 90 s).
+    pub request_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_bytes: 32 * 1024 * 1024,
+            request_timeout_secs: 90,
+        }
+    }
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Storage.
+    pub storage: StorageConfig,
+    /// API listener.
+    pub listener: ListenerConfig,
+    /// Parsed listener address.
+    pub listen_addr: SocketAddr,
+    /// Seal.
+    pub seal: SealConfig,
+    /// Limits.
+    pub limits: Limits,
+    /// Default token/lease TTL, seconds.
+    pub default_lease_ttl: u64,
+    /// Maximum token/lease TTL, seconds.
+    pub max_lease_ttl: u64,
+    /// Serve `sys/metrics` without a token.
+    pub unauthenticated_metrics_access: bool,
+    /// Reported by sys/health.
+    pub cluster_name: String,
+}
+
+/// 768h, Vault's default for both TTLs.
+pub const DEFAULT_TTL: u64 = 768 * 3600;
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates config text. Checks that files named exist and are readable.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            ConfigError::Parse(e.message().to_string() + &span_hint(text, e.span()))
+        })?;
+        let listen_addr: SocketAddr = raw
+            .listener
+            .address
+            .parse()
+            .map_err(|e| invalid("listener.address", format!("{e}")))?;
+        let l = &raw.listener;
+        if l.tls_disable {
+            if l.tls_cert_file.is_some() || l.tls_key_file.is_some() {
+                return Err(invalid(
+                    "listener.tls_disable",
+                    "is true but TLS files are also set; choose one",
+                ));
+            }
+            if l.tls_client_auth != ClientAuth::None {
+                return Err(invalid(
+                    "listener.tls_client_auth",
+                    "needs TLS (tls_disable is true)",
+                ));
+            }
+        } else {
+            let cert = l.tls_cert_file.as_ref().ok_or_else(|| {
+                invalid(
+                    "listener.tls_cert_file",
+                    "is required unless tls_disable = true",
+                )
+            })?;
+            let key = l.tls_key_file.as_ref().ok_or_else(|| {
+                invalid(
+                    "listener.tls_key_file",
+                    "is required unless tls_disable = true",
+                )
+            })?;
+            readable("listener.tls_cert_file", cert)?;
+            readable("listener.tls_key_file", key)?;
+            if l.tls_client_auth != ClientAuth::None {
+                let ca = l.tls_client_ca_file.as_ref().ok_or_else(|| {
+                    invalid(
+                        "listener.tls_client_ca_file",
+                        "is required when tls_client_auth is request or require",
+                    )
+                })?;
+                readable("listener.tls_client_ca_file", ca)?;
+            }
+        }
+        match &raw.storage {
+            StorageConfig::Sqlite { path } => {
+                let parent = path
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(std::path::Path::new("."));
+                if !parent.is_dir() {
+                    return Err(invalid(
+                        "storage.path",
+                        format!("directory {} does not exist", parent.display()),
+                    ));
+                }
+            }
+            StorageConfig::Postgresql { url, schema } => {
+                if url.trim().is_empty() {
+                    return Err(invalid("storage.url", "is empty"));
+                }
+                if schema.is_empty()
+                    || !schema
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                {
+                    return Err(invalid(
+                        "storage.schema",
+                        "must be a lower-case SQL identifier",
+                    ));
+                }
+            }
+        }
+        let seal = raw.seal.unwrap_or(SealConfig::Shamir);
+        if let SealConfig::Keyfile { key_file } = &seal {
+            readable("seal.key_file", key_file)?;
+            crate::seal::read_key_file(key_file).map_err(|e| invalid("seal.key_file", e))?;
+        }
+        let mut limits = Limits::default();
+        if let Some(n) = raw.limits.max_request_bytes {
+            if n == 0 {
+                return Err(invalid("limits.max_request_bytes", "must be positive"));
+            }
+            limits.max_request_bytes = n;
+        }
+        if let Some(t) = &raw.limits.request_timeout {
+            limits.request_timeout_secs =
+                parse_duration(t).map_err(|e| invalid("limits.request_timeout", e))?;
+            if limits.request_timeout_secs == 0 {
+                return Err(invalid("limits.request_timeout", "must be positive"));
+            }
+        }
+        let ttl = |v: &Option<String>, name: &'static str| -> Result<u64, ConfigError> {
+            match v {
+                None => Ok(DEFAULT_TTL),
+                Some(s) => parse_duration(s).map_err(|e| invalid(name, e)),
+            }
+        };
+        let default_lease_ttl = ttl(&raw.ttl.default_lease_ttl, "ttl.default_lease_ttl")?;
+        let max_lease_ttl = ttl(&raw.ttl.max_lease_ttl, "ttl.max_lease_ttl")?;
+        if default_lease_ttl > max_lease_ttl {
+            return Err(invalid(
+                "ttl.default_lease_ttl",
+                "must not exceed ttl.max_lease_ttl",
+            ));
+        }
+        Ok(Config {
+            storage: raw.storage,
+            listener: raw.listener,
+            listen_addr,
+            seal,
+            limits,
+            default_lease_ttl,
+            max_lease_ttl,
+            unauthenticated_metrics_access: raw.telemetry.unauthenticated_metrics_access,
+            cluster_name: raw.cluster_name.unwrap_or_else(|| "custos".into()),
+        })
+    }
+}
+
+fn readable(setting: &'static str, p: &std::path::Path) -> Result<(), ConfigError> {
+    std::fs::File::open(p)
+        .map(|_| ())
+        .map_err(|e| invalid(setting, format!("cannot read {}: {e}", p.display())))
+}
+
+fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(r) => {
+            let line = text[..r.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    const BASE: &str = "[storage]\nbackend = \"sqlite\"\npath = \"/tmp/custos-test.db\"\n";
+
+    #[test]
+    fn plain_http_needs_explicit_tls_disable() {
+        let e = err(&format!("{BASE}[listener]\naddress = \"127.0.0.1:8200\"\n"));
+        assert!(e.contains("listener.tls_cert_file"), "{e}");
+        let ok = Config::parse(&format!(
+            "{BASE}[listener]\naddress = \"127.0.0.1:8200\"\ntls_disable = true\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.seal, SealConfig::Shamir);
+        assert_eq!(ok.limits, Limits::default());
+    }
+
+    #[test]
+    fn each_bad_setting_is_named() {
+        let l = "[listener]\naddress = \"127.0.0.1:8200\"\ntls_disable = true\n";
+        assert!(err(&format!(
+            "{BASE}[listener]\naddress = \"nope\"\ntls_disable = true\n"
+        ))
+        .contains("listener.address"));
+        assert!(
+            err(&format!("{BASE}{l}[limits]\nrequest_timeout = \"ten\"\n"))
+                .contains("limits.request_timeout")
+        );
+        assert!(err(&format!(
+            "{BASE}{l}[seal]\ntype = \"keyfile\"\nkey_file = \"/nonexistent\"\n"
+        ))
+        .contains("seal.key_file"));
+        assert!(err(&format!(
+            "{BASE}{l}[ttl]\ndefault_lease_ttl = \"10h\"\nmax_lease_ttl = \"1h\"\n"
+        ))
+        .contains("ttl.default_lease_ttl"));
+        assert!(err(&format!("{BASE}{l}bogus = 1\n")).contains("bogus"));
+        assert!(err(&format!(
+            "[storage]\nbackend = \"sqlite\"\npath = \"/no/such/dir/x.db\"\n{l}"
+        ))
+        .contains("storage.path"));
+        assert!(err(&format!(
+            "[storage]\nbackend = \"postgresql\"\nurl = \"x\"\nschema = \"Bad;\"\n{l}"
+        ))
+        .contains("storage.schema"));
+    }
+}

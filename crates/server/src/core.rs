@@ -1,0 +1,533 @@
+//! The core: seal state machine, the encrypted view of storage, and the request pipeline
+//! (route → authenticate → authorise → audit request → handle → audit response).
+
+use crate::audit_dev::AuditBroker;
+use crate::config::{Limits, SealConfig};
+use crate::error::{ApiError, ApiResult};
+use crate::logical::{Request, Response};
+use crate::metrics::Metrics;
+use crate::mounts::MountTable;
+use crate::seal::{decode_share, StoredSealConfig, KEYRING_PATH, ROOT_KEY_PATH, SEAL_CONFIG_PATH};
+use crate::token::TokenEntry;
+use aws_lc_rs::hmac;
+use custos_acl::Policy;
+use custos_barrier::{shamir, Keyring, SecretKey, KEY_LEN};
+use custos_store::{Storage, WriteOp};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use zeroize::Zeroizing;
+
+/// Storage key of the token HMAC key (encrypted).
+pub(crate) const TOKEN_KEY_PATH: &str = "core/token-hmac-key";
+
+/// Settings the core needs (the subset of [`crate::config::Config`] that is not about I/O).
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// How the unseal key is held.
+    pub seal: SealConfig,
+    /// Request limits.
+    pub limits: Limits,
+    /// Default TTL for tokens.
+    pub default_lease_ttl: u64,
+    /// Max TTL for tokens.
+    pub max_lease_ttl: u64,
+    /// Serve metrics without a token.
+    pub unauthenticated_metrics_access: bool,
+    /// Cluster name for health.
+    pub cluster_name: String,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            seal: SealConfig::Shamir,
+            limits: Limits::default(),
+            default_lease_ttl: crate::config::DEFAULT_TTL,
+            max_lease_ttl: crate::config::DEFAULT_TTL,
+            unauthenticated_metrics_access: false,
+            cluster_name: "custos".into(),
+        }
+    }
+}
+
+/// Everything that exists only while unsealed. Dropping it zeroizes the keys.
+pub(crate) struct Active {
+    pub(crate) store: Arc<dyn Storage>,
+    keyring: RwLock<Keyring>,
+    pub(crate) token_key: hmac::Key,
+    pub(crate) policies: RwLock<HashMap<String, Arc<Policy>>>,
+    pub(crate) mounts: tokio::sync::RwLock<MountTable>,
+    pub(crate) auth_mounts: tokio::sync::RwLock<MountTable>,
+    pub(crate) audit: AuditBroker,
+}
+
+/// A plaintext write, encrypted by [`Active::write`].
+pub(crate) enum Plain {
+    Put(String, Vec<u8>),
+    Delete(String),
+}
+
+impl Active {
+    pub(crate) fn encrypt(&self, path: &str, value: &[u8]) -> ApiResult<Vec<u8>> {
+        let kr = self.keyring.read().map_err(|_| poisoned())?;
+        Ok(kr.encrypt(path, value)?)
+    }
+
+    /// Reads and decrypts one entry.
+    pub(crate) async fn get(&self, path: &str) -> ApiResult<Option<Zeroizing<Vec<u8>>>> {
+        let Some(ct) = self.store.get(path).await? else {
+            return Ok(None);
+        };
+        let kr = self.keyring.read().map_err(|_| poisoned())?;
+        Ok(Some(Zeroizing::new(kr.decrypt(path, &ct)?)))
+    }
+
+    /// Reads and parses a JSON entry.
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> ApiResult<Option<T>> {
+        match self.get(path).await? {
+            Some(b) => Ok(Some(serde_json::from_slice(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Encrypts and writes a batch atomically.
+    pub(crate) async fn write(&self, ops: Vec<Plain>) -> ApiResult<()> {
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(match op {
+                Plain::Put(k, v) => {
+                    let value = self.encrypt(&k, &v)?;
+                    WriteOp::Put { key: k, value }
+                }
+                Plain::Delete(k) => WriteOp::Delete { key: k },
+            });
+        }
+        Ok(self.store.write(out).await?)
+    }
+
+    pub(crate) async fn put_json(&self, path: &str, v: &impl serde::Serialize) -> ApiResult<()> {
+        let bytes = Zeroizing::new(serde_json::to_vec(v)?);
+        self.write(vec![Plain::Put(path.to_string(), bytes.to_vec())])
+            .await
+    }
+
+    pub(crate) async fn list(&self, prefix: &str) -> ApiResult<Vec<String>> {
+        Ok(self.store.list(prefix).await?)
+    }
+
+    pub(crate) fn key_status(&self) -> ApiResult<custos_barrier::KeyringStatus> {
+        Ok(self.keyring.read().map_err(|_| poisoned())?.status())
+    }
+
+    /// Adds a data key (sys/rotate) and persists the keyring. Old data stays readable.
+    pub(crate) async fn rotate(&self) -> ApiResult<custos_barrier::KeyringStatus> {
+        let sealed = {
+            let mut kr = self.keyring.write().map_err(|_| poisoned())?;
+            kr.rotate(now_unix())?;
+            kr.seal()?
+        };
+        self.store
+            .write(vec![WriteOp::Put {
+                key: KEYRING_PATH.to_string(),
+                value: sealed,
+            }])
+            .await?;
+        self.key_status()
+    }
+}
+
+fn poisoned() -> ApiError {
+    ApiError::internal(std::io::Error::other("lock poisoned"))
+}
+
+pub(crate) fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+enum State {
+    Uninitialized,
+    Sealed,
+    Active(Arc<Active>),
+}
+
+struct UnsealProgress {
+    shares: Vec<Zeroizing<Vec<u8>>>,
+    nonce: String,
+}
+
+/// The server core, shared by every listener.
+pub struct Core {
+    pub(crate) store: Arc<dyn Storage>,
+    pub(crate) cfg: CoreConfig,
+    state: RwLock<State>,
+    seal_config: RwLock<Option<StoredSealConfig>>,
+    unseal: tokio::sync::Mutex<UnsealProgress>,
+    pub(crate) metrics: Metrics,
+    pub(crate) started: i64,
+}
+
+/// The result of `sys/init`.
+pub struct InitResult {
+    /// Unseal shares (empty for keyfile seals).
+    pub keys: Vec<Zeroizing<Vec<u8>>>,
+    /// The initial root token.
+    pub root_token: Zeroizing<String>,
+}
+
+impl Core {
+    /// Opens the core over `store`. Reads the seal configuration; never unseals by itself
+    /// (call [`Core::auto_unseal`] for keyfile seals).
+    pub async fn new(store: Arc<dyn Storage>, cfg: CoreConfig) -> Result<Arc<Self>, ApiError> {
+        let sc: Option<StoredSealConfig> = match store.get(SEAL_CONFIG_PATH).await? {
+            Some(b) => Some(serde_json::from_slice(&b)?),
+            None => None,
+        };
+        let state = if sc.is_some() {
+            State::Sealed
+        } else {
+            State::Uninitialized
+        };
+        Ok(Arc::new(Core {
+            store,
+            cfg,
+            state: RwLock::new(state),
+            seal_config: RwLock::new(sc),
+            unseal: tokio::sync::Mutex::new(UnsealProgress {
+                shares: Vec::new(),
+                nonce: String::new(),
+            }),
+            metrics: Metrics::default(),
+            started: now_unix(),
+        }))
+    }
+
+    pub(crate) fn active(&self) -> Option<Arc<Active>> {
+        match &*self.state.read().ok()? {
+            State::Active(a) => Some(a.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether `sys/init` has run.
+    pub fn initialized(&self) -> bool {
+        self.seal_config
+            .read()
+            .map(|s| s.is_some())
+            .unwrap_or(false)
+    }
+
+    /// Whether the core is sealed (uninitialized counts as sealed).
+    pub fn sealed(&self) -> bool {
+        self.active().is_none()
+    }
+
+    pub(crate) fn seal_params(&self) -> Option<StoredSealConfig> {
+        self.seal_config.read().ok().and_then(|s| s.clone())
+    }
+
+    /// Initializes: creates the keyring, root key, unseal shares and the root token, in one
+    /// atomic write. `root_token_id` fixes the root token (dev mode only).
+    pub async fn init(
+        &self,
+        shares: u8,
+        threshold: u8,
+        root_token_id: Option<&str>,
+    ) -> ApiResult<InitResult> {
+        if self.initialized() {
+            return Err(ApiError::bad("Custos is already initialized"));
+        }
+        let now = now_unix();
+        let keyring = Keyring::generate(now)?;
+        let (unseal_key, keys, kind, shares, threshold): (SecretKey, _, _, u8, u8) = match &self
+            .cfg
+            .seal
+        {
+            SealConfig::Shamir => {
+                if shares == 0 || threshold == 0 || threshold > shares {
+                    return Err(ApiError::bad(format!(
+                            "invalid seal configuration: need 1 <= secret_threshold <= secret_shares <= 255 (got threshold {threshold}, shares {shares})"
+                        )));
+                }
+                if threshold == 1 && shares > 1 {
+                    return Err(ApiError::bad(
+                            "invalid seal configuration: secret_threshold must be greater than 1 when secret_shares is greater than 1",
+                        ));
+                }
+                let key = custos_barrier::generate_key()?;
+                let parts = if shares == 1 {
+                    let mut one = Zeroizing::new(key.to_vec());
+                    one.push(1);
+                    // A single "share" is the key itself plus x=1, so 1-of-1 works uniformly.
+                    vec![one]
+                } else {
+                    shamir::split(key.as_ref(), threshold as usize, shares as usize)
+                        .map_err(custos_barrier::BarrierError::from)?
+                };
+                (key, parts, "shamir", shares, threshold)
+            }
+            SealConfig::Keyfile { key_file } => {
+                let key = crate::seal::read_key_file(key_file)
+                    .map_err(|e| ApiError::internal(std::io::Error::other(e)))?;
+                (key, Vec::new(), "keyfile", 1, 1)
+            }
+        };
+        let sc = StoredSealConfig {
+            kind: kind.into(),
+            secret_shares: shares,
+            secret_threshold: threshold,
+            initialized_at: now,
+        };
+        let root_wrapped =
+            custos_barrier::seal_with_key(&unseal_key, ROOT_KEY_PATH, keyring.root_key())?;
+        let token_key = custos_barrier::generate_key()?;
+        let active = Active {
+            store: self.store.clone(),
+            keyring: RwLock::new(keyring),
+            token_key: hmac::Key::new(hmac::HMAC_SHA256, token_key.as_ref()),
+            policies: RwLock::new(HashMap::new()),
+            mounts: tokio::sync::RwLock::new(MountTable::default_secrets()),
+            auth_mounts: tokio::sync::RwLock::new(MountTable::default_auth()),
+            audit: AuditBroker::default(),
+        };
+        let (root_token, root_entry) = TokenEntry::new_root(&active, root_token_id, now)?;
+        let mut plain = vec![
+            Plain::Put(TOKEN_KEY_PATH.into(), token_key.to_vec()),
+            Plain::Put(
+                crate::policy::policy_key("default"),
+                serde_json::to_vec(
+                    &json!({"name": "default", "policy": custos_acl::DEFAULT_POLICY}),
+                )?,
+            ),
+            Plain::Put(
+                crate::mounts::MOUNTS_PATH.into(),
+                serde_json::to_vec(&*active.mounts.read().await)?,
+            ),
+            Plain::Put(
+                crate::mounts::AUTH_PATH.into(),
+                serde_json::to_vec(&*active.auth_mounts.read().await)?,
+            ),
+        ];
+        plain.extend(root_entry.storage_ops(&active)?);
+        let mut ops = vec![
+            WriteOp::Put {
+                key: SEAL_CONFIG_PATH.into(),
+                value: serde_json::to_vec(&sc)?,
+            },
+            WriteOp::Put {
+                key: ROOT_KEY_PATH.into(),
+                value: root_wrapped,
+            },
+            WriteOp::Put {
+                key: KEYRING_PATH.into(),
+                value: active.keyring.read().map_err(|_| poisoned())?.seal()?,
+            },
+        ];
+        for p in plain {
+            ops.push(match p {
+                Plain::Put(k, v) => {
+                    let value = active.encrypt(&k, &v)?;
+                    WriteOp::Put { key: k, value }
+                }
+                Plain::Delete(k) => WriteOp::Delete { key: k },
+            });
+        }
+        self.store.write(ops).await?;
+        *self.seal_config.write().map_err(|_| poisoned())? = Some(sc);
+        *self.state.write().map_err(|_| poisoned())? = State::Sealed;
+        tracing::info!(kind, shares, threshold, "custos initialized");
+        Ok(InitResult { keys, root_token })
+    }
+
+    /// Submits one unseal share. Returns `true` once unsealed. Duplicate shares are ignored;
+    /// a wrong share makes the combination fail and resets progress.
+    pub async fn submit_unseal_share(&self, share: Option<&str>, reset: bool) -> ApiResult<bool> {
+        let sc = self
+            .seal_params()
+            .ok_or_else(|| ApiError::bad("Custos is not initialized"))?;
+        if !self.sealed() {
+            return Ok(true);
+        }
+        let mut progress = self.unseal.lock().await;
+        if reset {
+            progress.shares.clear();
+            progress.nonce.clear();
+            if share.is_none() {
+                return Ok(false);
+            }
+        }
+        let share = share.ok_or_else(|| {
+            ApiError::bad("'key' must be specified in request body as JSON, or 'reset' set to true")
+        })?;
+        let share = decode_share(share).ok_or_else(|| {
+            ApiError::bad(format!(
+                "'key' must be a valid hex or base64 string of {} bytes",
+                KEY_LEN + 1
+            ))
+        })?;
+        if progress
+            .shares
+            .iter()
+            .any(|s| bool::from(subtle::ConstantTimeEq::ct_eq(&s[..], &share[..])))
+        {
+            return Ok(false);
+        }
+        if progress.shares.is_empty() {
+            progress.nonce = uuid::Uuid::new_v4().to_string();
+        }
+        progress.shares.push(share);
+        if progress.shares.len() < sc.secret_threshold as usize {
+            return Ok(false);
+        }
+        let shares = std::mem::take(&mut progress.shares);
+        progress.nonce.clear();
+        drop(progress);
+        let key = if sc.secret_shares == 1 {
+            let s = &shares[0];
+            let mut k: SecretKey = Zeroizing::new([0u8; KEY_LEN]);
+            k.copy_from_slice(&s[..KEY_LEN]);
+            k
+        } else {
+            let refs: Vec<&[u8]> = shares.iter().map(|s| &s[..]).collect();
+            let combined = shamir::combine(&refs).map_err(|e| {
+                ApiError::bad(format!("invalid unseal key(s): {e}; progress reset"))
+            })?;
+            let mut k: SecretKey = Zeroizing::new([0u8; KEY_LEN]);
+            k.copy_from_slice(&combined);
+            k
+        };
+        self.unseal_with_key(&key).await.map_err(|e| match e {
+            ApiError::Internal(inner)
+                if inner
+                    .downcast_ref::<custos_barrier::BarrierError>()
+                    .is_some_and(|b| *b == custos_barrier::BarrierError::Authentication) =>
+            {
+                ApiError::bad("invalid unseal key(s): the shares do not reconstruct the unseal key; progress reset")
+            }
+            other => other,
+        })?;
+        Ok(true)
+    }
+
+    /// Current unseal progress: (shares received, nonce).
+    pub async fn unseal_progress(&self) -> (usize, String) {
+        let p = self.unseal.lock().await;
+        (p.shares.len(), p.nonce.clone())
+    }
+
+    /// Unseals with the unseal key from the configured key file.
+    pub async fn auto_unseal(&self) -> ApiResult<()> {
+        let SealConfig::Keyfile { key_file } = &self.cfg.seal else {
+            return Err(ApiError::bad("auto-unseal needs a keyfile seal"));
+        };
+        let key = crate::seal::read_key_file(key_file)
+            .map_err(|e| ApiError::internal(std::io::Error::other(e)))?;
+        self.unseal_with_key(&key).await
+    }
+
+    async fn unseal_with_key(&self, key: &[u8; KEY_LEN]) -> ApiResult<()> {
+        let wrapped = self
+            .store
+            .get(ROOT_KEY_PATH)
+            .await?
+            .ok_or_else(|| ApiError::internal(std::io::Error::other("root key missing")))?;
+        let root_bytes = custos_barrier::open_with_key(key, ROOT_KEY_PATH, &wrapped)?;
+        if root_bytes.len() != KEY_LEN {
+            return Err(ApiError::internal(std::io::Error::other(
+                "root key corrupt",
+            )));
+        }
+        let mut root: SecretKey = Zeroizing::new([0u8; KEY_LEN]);
+        root.copy_from_slice(&root_bytes);
+        let sealed_kr = self
+            .store
+            .get(KEYRING_PATH)
+            .await?
+            .ok_or_else(|| ApiError::internal(std::io::Error::other("keyring missing")))?;
+        let keyring = Keyring::open(root, &sealed_kr)?;
+        let tk_ct = self
+            .store
+            .get(TOKEN_KEY_PATH)
+            .await?
+            .ok_or_else(|| ApiError::internal(std::io::Error::other("token key missing")))?;
+        let tk = Zeroizing::new(keyring.decrypt(TOKEN_KEY_PATH, &tk_ct)?);
+        let active = Active {
+            store: self.store.clone(),
+            keyring: RwLock::new(keyring),
+            token_key: hmac::Key::new(hmac::HMAC_SHA256, &tk),
+            policies: RwLock::new(HashMap::new()),
+            mounts: tokio::sync::RwLock::new(MountTable::default_secrets()),
+            auth_mounts: tokio::sync::RwLock::new(MountTable::default_auth()),
+            audit: AuditBroker::default(),
+        };
+        if let Some(t) = active
+            .get_json::<MountTable>(crate::mounts::MOUNTS_PATH)
+            .await?
+        {
+            *active.mounts.write().await = t;
+        }
+        if let Some(t) = active
+            .get_json::<MountTable>(crate::mounts::AUTH_PATH)
+            .await?
+        {
+            *active.auth_mounts.write().await = t;
+        }
+        active.audit.load(&active).await?;
+        *self.state.write().map_err(|_| poisoned())? = State::Active(Arc::new(active));
+        tracing::info!("custos unsealed");
+        Ok(())
+    }
+
+    /// Seals: drops every key from memory.
+    pub fn seal(&self) -> ApiResult<()> {
+        let mut st = self.state.write().map_err(|_| poisoned())?;
+        if matches!(*st, State::Active(_)) {
+            *st = State::Sealed;
+            tracing::info!("custos sealed");
+        }
+        Ok(())
+    }
+
+    /// The `sys/seal-status` body.
+    pub async fn seal_status(&self) -> Value {
+        let sc = self.seal_params();
+        let (progress, nonce) = self.unseal_progress().await;
+        json!({
+            "type": sc.as_ref().map(|s| s.kind.as_str()).unwrap_or("shamir"),
+            "initialized": sc.is_some(),
+            "sealed": self.sealed(),
+            "t": sc.as_ref().map(|s| s.secret_threshold).unwrap_or(0),
+            "n": sc.as_ref().map(|s| s.secret_shares).unwrap_or(0),
+            "progress": progress,
+            "nonce": nonce,
+            "version": crate::VERSION,
+            "build_date": "",
+            "migration": false,
+            "recovery_seal": false,
+            "storage_type": self.store.backend(),
+            "cluster_name": self.cfg.cluster_name,
+            "cluster_id": "",
+        })
+    }
+
+    /// Runs one request through the whole pipeline.
+    pub async fn handle(self: &Arc<Self>, req: Request) -> ApiResult<Response> {
+        crate::router::dispatch(self, req).await
+    }
+}

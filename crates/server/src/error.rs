@@ -1,0 +1,93 @@
+//! The API error type and its mapping to Vault's status codes.
+
+use custos_acl::Denial;
+
+/// An error answered to an API client. The message is what the client sees; internal
+/// detail is logged, never returned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// 400: the request is malformed or invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 403: missing/invalid/expired token or ACL denial.
+    #[error("permission denied")]
+    PermissionDenied(Option<Denial>),
+    /// 404 with a message (unknown route).
+    #[error("no handler for route {0:?}. route entry not found.")]
+    NoRoute(String),
+    /// 404 with an empty `errors` list (Vault's answer for a missing entry).
+    #[error("")]
+    NotFound,
+    /// 405.
+    #[error("unsupported operation")]
+    MethodNotAllowed,
+    /// 413.
+    #[error("request body too large: the limit is {0} bytes")]
+    TooLarge(usize),
+    /// 503 while sealed.
+    #[error("Custos is sealed")]
+    Sealed,
+    /// 503 (504 semantics) when the request timed out.
+    #[error("request timed out after {0} seconds")]
+    Timeout(u64),
+    /// 500: logged with detail; the client sees a generic message.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    /// HTTP status code, as Vault uses them.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) => 400,
+            ApiError::PermissionDenied(_) => 403,
+            ApiError::NoRoute(_) | ApiError::NotFound => 404,
+            ApiError::MethodNotAllowed => 405,
+            ApiError::TooLarge(_) => 413,
+            ApiError::Sealed => 503,
+            ApiError::Timeout(_) => 504,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
+    /// The `errors` array of the JSON body.
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            ApiError::NotFound => vec![],
+            ApiError::PermissionDenied(Some(d)) => vec![d.to_string()],
+            other => vec![other.to_string()],
+        }
+    }
+
+    /// Shorthand for a 400.
+    pub fn bad(msg: impl Into<String>) -> Self {
+        ApiError::BadRequest(msg.into())
+    }
+
+    /// Wraps an internal failure.
+    pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ApiError::Internal(Box::new(e))
+    }
+}
+
+impl From<custos_store::StoreError> for ApiError {
+    fn from(e: custos_store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<custos_barrier::BarrierError> for ApiError {
+    fn from(e: custos_barrier::BarrierError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<serde_json::Error> for ApiError {
+    fn from(e: serde_json::Error) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+/// Result alias for handlers.
+pub type ApiResult<T> = Result<T, ApiError>;

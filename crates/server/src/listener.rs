@@ -1,0 +1,184 @@
+//! Listeners: TCP, optionally TLS (rustls, aws-lc-rs provider), HTTP/1.1 and HTTP/2.
+
+use crate::config::{ClientAuth, ListenerConfig};
+use axum::extract::ConnectInfo;
+use axum::Extension;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// The verified client certificate chain of a TLS connection, for certificate login.
+#[derive(Debug, Clone)]
+pub struct PeerCertificates(pub Vec<CertificateDer<'static>>);
+
+/// Listener start-up errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenError {
+    /// A TLS file is unreadable or invalid.
+    #[error("{setting}: {reason}")]
+    Tls {
+        /// The setting.
+        setting: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// Binding failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn tls_err(setting: &'static str, reason: impl ToString) -> ListenError {
+    ListenError::Tls {
+        setting,
+        reason: reason.to_string(),
+    }
+}
+
+fn load_certs(
+    setting: &'static str,
+    p: &std::path::Path,
+) -> Result<Vec<CertificateDer<'static>>, ListenError> {
+    let data = std::fs::read(p).map_err(|e| tls_err(setting, e))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut data.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls_err(setting, e))?;
+    if certs.is_empty() {
+        return Err(tls_err(setting, "no PEM certificates found"));
+    }
+    Ok(certs)
+}
+
+/// Builds the rustls server config for a listener (None when TLS is disabled).
+pub fn tls_config(l: &ListenerConfig) -> Result<Option<Arc<rustls::ServerConfig>>, ListenError> {
+    if l.tls_disable {
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (&l.tls_cert_file, &l.tls_key_file) else {
+        return Err(tls_err(
+            "listener.tls_cert_file",
+            "TLS needs tls_cert_file and tls_key_file",
+        ));
+    };
+    let chain = load_certs("listener.tls_cert_file", cert)?;
+    let key_pem = zeroize::Zeroizing::new(
+        std::fs::read(key).map_err(|e| tls_err("listener.tls_key_file", e))?,
+    );
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| tls_err("listener.tls_key_file", e))?
+        .ok_or_else(|| tls_err("listener.tls_key_file", "no PEM private key found"))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err("listener", e))?;
+    let builder = match l.tls_client_auth {
+        ClientAuth::None => builder.with_no_client_auth(),
+        mode => {
+            let ca = l.tls_client_ca_file.as_ref().ok_or_else(|| {
+                tls_err("listener.tls_client_ca_file", "required for client auth")
+            })?;
+            let mut roots = rustls::RootCertStore::empty();
+            for c in load_certs("listener.tls_client_ca_file", ca)? {
+                roots
+                    .add(c)
+                    .map_err(|e| tls_err("listener.tls_client_ca_file", e))?;
+            }
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            );
+            let v = if mode == ClientAuth::Request {
+                v.allow_unauthenticated()
+            } else {
+                v
+            };
+            builder.with_client_cert_verifier(
+                v.build()
+                    .map_err(|e| tls_err("listener.tls_client_ca_file", e))?,
+            )
+        }
+    };
+    let mut cfg = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| tls_err("listener.tls_key_file", e))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(cfg)))
+}
+
+/// Binds `addr`. Separate from [`serve`] so that errors surface before the server starts.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ListenError::Bind { addr, source })
+}
+
+/// Serves `app` on `listener` until the task is dropped.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: axum::Router,
+) {
+    let acceptor = tls.map(TlsAcceptor::from);
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30));
+            builder.http2().max_concurrent_streams(256);
+            let app = app.layer(Extension(ConnectInfo(addr)));
+            match acceptor {
+                Some(acc) => {
+                    let tls =
+                        match tokio::time::timeout(Duration::from_secs(10), acc.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    let peer = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                        .unwrap_or_default();
+                    let svc =
+                        TowerToHyperService::new(app.layer(Extension(PeerCertificates(peer))));
+                    let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+                }
+                None => {
+                    let svc = TowerToHyperService::new(app);
+                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                }
+            }
+        });
+    }
+}

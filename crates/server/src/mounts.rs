@@ -1,0 +1,391 @@
+//! Mount tables (`sys/mounts`, `sys/auth`) and the KV version 1 secrets engine.
+
+use crate::core::{Active, Plain};
+use crate::duration::duration_value;
+use crate::error::{ApiError, ApiResult};
+use crate::logical::{Request, Response};
+use custos_acl::Operation;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+/// Storage key of the secrets mount table.
+pub const MOUNTS_PATH: &str = "core/mounts";
+/// Storage key of the auth mount table.
+pub const AUTH_PATH: &str = "core/auth";
+/// Secrets engine types this build can mount.
+pub const SECRET_TYPES: &[&str] = &["kv"];
+/// Paths that can never be mounted over.
+const RESERVED: &[&str] = &["sys/", "auth/", "cubbyhole/", "identity/"];
+
+/// Tunable mount settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct MountConfig {
+    /// Seconds; 0 = system default.
+    #[serde(default)]
+    pub default_lease_ttl: u64,
+    /// Seconds; 0 = system default.
+    #[serde(default)]
+    pub max_lease_ttl: u64,
+}
+
+/// One mount.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MountEntry {
+    /// Path with trailing `/`.
+    pub path: String,
+    /// Engine type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Free text.
+    pub description: String,
+    /// Stable id; data lives under `logical/<uuid>/`.
+    pub uuid: String,
+    /// Accessor.
+    pub accessor: String,
+    /// Tunables.
+    pub config: MountConfig,
+    /// Engine options.
+    pub options: Map<String, Value>,
+}
+
+/// A mount table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct MountTable {
+    /// Entries.
+    pub entries: Vec<MountEntry>,
+}
+
+fn entry(path: &str, kind: &str, description: &str) -> MountEntry {
+    let id = uuid::Uuid::new_v4().to_string();
+    MountEntry {
+        path: path.into(),
+        kind: kind.into(),
+        description: description.into(),
+        accessor: format!("{kind}_{}", &id[..8]),
+        uuid: id,
+        config: MountConfig::default(),
+        options: Map::new(),
+    }
+}
+
+impl MountTable {
+    /// The built-in secrets mounts.
+    pub fn default_secrets() -> Self {
+        MountTable {
+            entries: vec![entry(
+                "sys/",
+                "system",
+                "system endpoints used for control, policy and debugging",
+            )],
+        }
+    }
+
+    /// The built-in auth mounts.
+    pub fn default_auth() -> Self {
+        MountTable {
+            entries: vec![entry("token/", "token", "token based credentials")],
+        }
+    }
+
+    /// The longest mount whose path prefixes `path`.
+    pub fn find(&self, path: &str) -> Option<&MountEntry> {
+        self.entries
+            .iter()
+            .filter(|e| path.starts_with(&e.path) || format!("{path}/") == e.path)
+            .max_by_key(|e| e.path.len())
+    }
+
+    /// The JSON for `GET sys/mounts` / `sys/auth`.
+    pub fn describe(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        for e in &self.entries {
+            m.insert(e.path.clone(), describe_entry(e));
+        }
+        m
+    }
+}
+
+pub(crate) fn describe_entry(e: &MountEntry) -> Value {
+    json!({
+        "type": e.kind,
+        "description": e.description,
+        "accessor": e.accessor,
+        "uuid": e.uuid,
+        "config": {
+            "default_lease_ttl": e.config.default_lease_ttl,
+            "max_lease_ttl": e.config.max_lease_ttl,
+            "force_no_cache": false,
+        },
+        "options": if e.options.is_empty() { Value::Null } else { Value::Object(e.options.clone()) },
+        "local": false,
+        "seal_wrap": false,
+        "external_entropy_access": false,
+    })
+}
+
+/// Normalises a mount path: no leading `/`, exactly one trailing `/`, sane characters.
+pub fn normalize_mount_path(p: &str) -> ApiResult<String> {
+    let p = p.trim_matches('/');
+    if p.is_empty() || p.len() > 200 {
+        return Err(ApiError::bad("mount path must be 1 to 200 characters"));
+    }
+    if p.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return Err(ApiError::bad(
+            "mount path has an empty, '.' or '..' segment",
+        ));
+    }
+    if !p
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+    {
+        return Err(ApiError::bad(
+            "mount path may only contain letters, digits, '-', '_', '.' and '/'",
+        ));
+    }
+    Ok(format!("{p}/"))
+}
+
+fn parse_config(v: Option<&Value>) -> ApiResult<MountConfig> {
+    let mut c = MountConfig::default();
+    let Some(v) = v else { return Ok(c) };
+    let Some(obj) = v.as_object() else {
+        return Err(ApiError::bad("config: must be an object"));
+    };
+    for (k, val) in obj {
+        match k.as_str() {
+            "default_lease_ttl" => {
+                c.default_lease_ttl =
+                    duration_value(val).map_err(|e| ApiError::bad(format!("config.{k}: {e}")))?
+            }
+            "max_lease_ttl" => {
+                c.max_lease_ttl =
+                    duration_value(val).map_err(|e| ApiError::bad(format!("config.{k}: {e}")))?
+            }
+            "force_no_cache"
+            | "audit_non_hmac_request_keys"
+            | "audit_non_hmac_response_keys"
+            | "listing_visibility"
+            | "passthrough_request_headers"
+            | "allowed_response_headers" => {}
+            other => return Err(ApiError::bad(format!("config: unknown setting {other:?}"))),
+        }
+    }
+    Ok(c)
+}
+
+impl Active {
+    /// `POST sys/mounts/<path>`.
+    pub(crate) async fn enable_mount(&self, path: &str, req: &Request) -> ApiResult<Response> {
+        let path = normalize_mount_path(path)?;
+        if RESERVED.iter().any(|r| path.starts_with(r)) {
+            return Err(ApiError::bad(format!(
+                "cannot mount at reserved path {path:?}"
+            )));
+        }
+        let kind = req
+            .str_field("type")
+            .ok_or_else(|| ApiError::bad("missing required field \"type\""))?;
+        if !SECRET_TYPES.contains(&kind.as_str()) {
+            return Err(ApiError::bad(format!(
+                "secrets engine type {kind:?} is not available in this build (available: {})",
+                SECRET_TYPES.join(", ")
+            )));
+        }
+        let mut e = entry(
+            &path,
+            &kind,
+            &req.str_field("description").unwrap_or_default(),
+        );
+        e.config = parse_config(req.data.get("config"))?;
+        if let Some(o) = req.data.get("options") {
+            let o = o
+                .as_object()
+                .ok_or_else(|| ApiError::bad("options: must be an object"))?;
+            if let Some(v) = o.get("version") {
+                let v = v
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string());
+                if v != "1" {
+                    return Err(ApiError::bad(format!(
+                        "kv version {v:?} is not supported; only version 1 is available"
+                    )));
+                }
+            }
+            e.options = o.clone();
+        }
+        let mut table = self.mounts.write().await;
+        if table
+            .entries
+            .iter()
+            .any(|x| x.path.starts_with(&path) || path.starts_with(&x.path))
+        {
+            return Err(ApiError::bad(format!(
+                "path is already in use at {path} or conflicts with an existing mount"
+            )));
+        }
+        let mut next = table.clone();
+        next.entries.push(e);
+        self.write(vec![Plain::Put(
+            MOUNTS_PATH.into(),
+            serde_json::to_vec(&next)?,
+        )])
+        .await?;
+        *table = next;
+        Ok(Response::empty())
+    }
+
+    /// `DELETE sys/mounts/<path>`: removes the mount and all of its data.
+    pub(crate) async fn disable_mount(&self, path: &str) -> ApiResult<Response> {
+        let path = normalize_mount_path(path)?;
+        if path == "sys/" {
+            return Err(ApiError::bad("cannot unmount \"sys/\""));
+        }
+        let mut table = self.mounts.write().await;
+        let Some(e) = table.entries.iter().find(|x| x.path == path).cloned() else {
+            return Ok(Response::empty());
+        };
+        let mut next = table.clone();
+        next.entries.retain(|x| x.path != path);
+        let mut ops = vec![Plain::Put(MOUNTS_PATH.into(), serde_json::to_vec(&next)?)];
+        for k in self.list_all(&format!("logical/{}/", e.uuid)).await? {
+            ops.push(Plain::Delete(k));
+        }
+        self.write(ops).await?;
+        *table = next;
+        Ok(Response::empty())
+    }
+
+    /// `sys/mounts/<path>/tune`.
+    pub(crate) async fn tune_mount(&self, path: &str, req: &Request) -> ApiResult<Response> {
+        let path = normalize_mount_path(path)?;
+        let mut table = self.mounts.write().await;
+        let idx = table
+            .entries
+            .iter()
+            .position(|x| x.path == path)
+            .ok_or_else(|| ApiError::bad(format!("no mount at {path:?}")))?;
+        if req.op == Operation::Read {
+            let e = &table.entries[idx];
+            return Ok(Response::data(json!({
+                "default_lease_ttl": e.config.default_lease_ttl,
+                "max_lease_ttl": e.config.max_lease_ttl,
+                "description": e.description,
+                "force_no_cache": false,
+            })));
+        }
+        let mut next = table.clone();
+        let mut cfg_fields = Map::new();
+        for (k, v) in &req.data {
+            match k.as_str() {
+                "default_lease_ttl" | "max_lease_ttl" => {
+                    cfg_fields.insert(k.clone(), v.clone());
+                }
+                "description" => {
+                    next.entries[idx].description = v.as_str().unwrap_or_default().to_string()
+                }
+                "audit_non_hmac_request_keys"
+                | "audit_non_hmac_response_keys"
+                | "listing_visibility"
+                | "passthrough_request_headers"
+                | "allowed_response_headers"
+                | "options" => {}
+                other => return Err(ApiError::bad(format!("unknown tune setting {other:?}"))),
+            }
+        }
+        let parsed = parse_config(Some(&Value::Object(cfg_fields.clone())))?;
+        if cfg_fields.contains_key("default_lease_ttl") {
+            next.entries[idx].config.default_lease_ttl = parsed.default_lease_ttl;
+        }
+        if cfg_fields.contains_key("max_lease_ttl") {
+            next.entries[idx].config.max_lease_ttl = parsed.max_lease_ttl;
+        }
+        let c = &next.entries[idx].config;
+        if c.max_lease_ttl > 0 && c.default_lease_ttl > c.max_lease_ttl {
+            return Err(ApiError::bad(
+                "default_lease_ttl must not exceed max_lease_ttl",
+            ));
+        }
+        self.write(vec![Plain::Put(
+            MOUNTS_PATH.into(),
+            serde_json::to_vec(&next)?,
+        )])
+        .await?;
+        *table = next;
+        Ok(Response::empty())
+    }
+
+    /// Every key under `prefix`, recursively.
+    pub(crate) async fn list_all(&self, prefix: &str) -> ApiResult<Vec<String>> {
+        let mut out = Vec::new();
+        let mut stack = vec![prefix.to_string()];
+        while let Some(p) = stack.pop() {
+            for k in self.list(&p).await? {
+                if k.ends_with('/') {
+                    stack.push(format!("{p}{k}"));
+                } else {
+                    out.push(format!("{p}{k}"));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the KV entry exists (for create vs update).
+    pub(crate) async fn kv_exists(&self, mount: &MountEntry, key: &str) -> ApiResult<bool> {
+        Ok(self
+            .store
+            .get(&format!("logical/{}/{key}", mount.uuid))
+            .await?
+            .is_some())
+    }
+
+    /// The KV v1 engine.
+    pub(crate) async fn kv(
+        &self,
+        mount: &MountEntry,
+        key: &str,
+        req: &Request,
+    ) -> ApiResult<Response> {
+        let storage_key = format!("logical/{}/{key}", mount.uuid);
+        match req.op {
+            Operation::List => {
+                let prefix = if key.is_empty() || key.ends_with('/') {
+                    key.to_string()
+                } else {
+                    format!("{key}/")
+                };
+                Response::list(
+                    self.list(&format!("logical/{}/{prefix}", mount.uuid))
+                        .await?,
+                )
+            }
+            _ if key.is_empty() || key.ends_with('/') => {
+                Err(ApiError::bad("missing secret path: a key name is required"))
+            }
+            Operation::Read => {
+                let v: Map<String, Value> = self
+                    .get_json(&storage_key)
+                    .await?
+                    .ok_or(ApiError::NotFound)?;
+                Ok(Response::data(Value::Object(v)))
+            }
+            Operation::Create | Operation::Update => {
+                if req.data.is_empty() {
+                    return Err(ApiError::bad("missing data fields"));
+                }
+                self.write(vec![Plain::Put(
+                    storage_key,
+                    serde_json::to_vec(&req.data)?,
+                )])
+                .await?;
+                Ok(Response::empty())
+            }
+            Operation::Delete => {
+                self.write(vec![Plain::Delete(storage_key)]).await?;
+                Ok(Response::empty())
+            }
+            Operation::Patch => Err(ApiError::MethodNotAllowed),
+        }
+    }
+}
