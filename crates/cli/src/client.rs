@@ -1,0 +1,148 @@
+//! A small Vault-protocol HTTP client used by every command.
+
+use serde_json::Value;
+use std::time::Duration;
+
+/// CLI errors. Each names the problem; `exit_code` follows the usual convention.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad arguments (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The server answered with an error.
+    #[error("{method} {url}: code {status}: {}", if .errors.is_empty() { "(no error message)".to_string() } else { .errors.join("; ") })]
+    Api {
+        method: String,
+        url: String,
+        status: u16,
+        errors: Vec<String>,
+    },
+    /// Transport failure.
+    #[error("cannot reach {url}: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// Local I/O.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Anything else, already worded for the user.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+pub type CliResult<T> = Result<T, CliError>;
+
+/// Connection settings (from flags or CUSTOS_ADDR / CUSTOS_TOKEN / CUSTOS_CACERT).
+#[derive(Clone)]
+pub struct Client {
+    pub addr: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(addr: &str, token: Option<String>, cacert: Option<&str>) -> CliResult<Self> {
+        let mut b = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .pool_max_idle_per_host(512);
+        if let Some(path) = cacert {
+            let pem = std::fs::read(path).map_err(|source| CliError::Io {
+                what: format!("CUSTOS_CACERT {path}"),
+                source,
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| CliError::Usage(format!("CUSTOS_CACERT {path}: {e}")))?;
+            b = b.tls_certs_only([cert]);
+        }
+        let http = b
+            .build()
+            .map_err(|e| CliError::Other(format!("cannot build HTTP client: {e}")))?;
+        let addr = addr.trim_end_matches('/').to_string();
+        if !addr.starts_with("http://") && !addr.starts_with("https://") {
+            return Err(CliError::Usage(format!(
+                "address {addr:?} must start with http:// or https://"
+            )));
+        }
+        Ok(Client { addr, token, http })
+    }
+
+    pub fn with_token(&self, token: &str) -> Client {
+        Client {
+            token: Some(token.to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// Sends a request; returns the JSON body (Null for 204). Errors carry Vault's `errors`.
+    pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> CliResult<Value> {
+        let (v, _) = self.call_status(method, path, body, false).await?;
+        Ok(v)
+    }
+
+    /// Like `call`, but with `allow_any_status` returns non-2xx bodies instead of failing.
+    pub async fn call_status(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        allow_any_status: bool,
+    ) -> CliResult<(Value, u16)> {
+        let url = format!("{}/v1/{}", self.addr, path.trim_start_matches('/'));
+        let m = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| CliError::Usage(format!("bad method {method}")))?;
+        let mut rb = self.http.request(m, &url);
+        if let Some(t) = &self.token {
+            rb = rb.header("X-Vault-Token", t);
+        }
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let resp = rb.send().await.map_err(|source| CliError::Transport {
+            url: url.clone(),
+            source,
+        })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|source| CliError::Transport {
+            url: url.clone(),
+            source,
+        })?;
+        let v: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if status >= 400 && !allow_any_status {
+            let errors = v
+                .get("errors")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| e.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            return Err(CliError::Api {
+                method: method.into(),
+                url,
+                status,
+                errors,
+            });
+        }
+        Ok((v, status))
+    }
+}

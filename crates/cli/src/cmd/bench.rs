@@ -1,0 +1,286 @@
+//! `custos bench`: drives the HTTP API with N concurrent clients and reports ops/s, p50 and
+//! p99, next to the machine's own limits measured in the same run:
+//! * `fsync` — single-threaded write+fdatasync per second in the data directory: the rate a
+//!   store without group commit could acknowledge durable writes at;
+//! * `sys/health` — the HTTP stack's ceiling on this machine (no storage, no crypto).
+
+use super::Cli;
+use crate::client::{CliError, CliResult, Client};
+use crate::output::Format;
+use clap::Args;
+use serde_json::{json, Value};
+use std::io::{Seek, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Seconds per operation.
+    #[arg(long, default_value_t = 5)]
+    pub duration: u64,
+    /// Operations to run, comma-separated: health, token-create, lookup-self, kv-write, kv-read.
+    #[arg(long, default_value = "health,token-create,lookup-self")]
+    pub ops: String,
+    /// Bench the server at --address (with --token) instead of an in-process dev server.
+    #[arg(long)]
+    pub remote: bool,
+    /// Directory for the in-process server's database and the fsync probe.
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+struct Outcome {
+    op: String,
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+    total: u64,
+}
+
+fn fsync_rate(dir: &std::path::Path, secs: f64) -> CliResult<f64> {
+    let p = dir.join("fsync-probe.bin");
+    let io = |source| CliError::Io {
+        what: format!("fsync probe in {}", dir.display()),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .read(true)
+        .open(&p)
+        .map_err(io)?;
+    let buf = vec![7u8; 4096];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        f.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+        f.write_all(&buf).map_err(io)?;
+        f.sync_data().map_err(io)?;
+        n += 1;
+    }
+    let _ = std::fs::remove_file(&p);
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn drive(
+    client: &Client,
+    op: &str,
+    clients: usize,
+    dur: Duration,
+    tokens: Arc<Vec<String>>,
+) -> CliResult<Outcome> {
+    let deadline = Instant::now() + dur;
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let c = client.clone();
+        let op = op.to_string();
+        let tokens = tokens.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat: Vec<u32> = Vec::new();
+            let mut errors = 0u64;
+            let mut n = 0usize;
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                let r = match op.as_str() {
+                    "health" => c.call("GET", "sys/health", None).await,
+                    "token-create" => {
+                        c.call(
+                            "POST",
+                            "auth/token/create",
+                            Some(&json!({"policies": ["default"], "ttl": "1h"})),
+                        )
+                        .await
+                    }
+                    "lookup-self" => {
+                        let t = &tokens[(i + n * clients) % tokens.len().max(1)];
+                        c.with_token(t)
+                            .call("GET", "auth/token/lookup-self", None)
+                            .await
+                    }
+                    "kv-write" => {
+                        c.call(
+                            "PUT",
+                            &format!("secret/bench/{i}/{n}"),
+                            Some(&json!({"value": "x"})),
+                        )
+                        .await
+                    }
+                    "kv-read" => {
+                        c.call("GET", &format!("secret/bench/{i}/{}", n % 64), None)
+                            .await
+                    }
+                    _ => Ok(Value::Null),
+                };
+                lat.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                if r.is_err() {
+                    errors += 1;
+                }
+                n += 1;
+            }
+            (lat, errors)
+        }));
+    }
+    let start = Instant::now();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t
+            .await
+            .map_err(|e| CliError::Other(format!("bench task failed: {e}")))?;
+        all.extend(l);
+        errors += e;
+    }
+    let elapsed = start.elapsed().as_secs_f64().max(dur.as_secs_f64());
+    all.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if all.is_empty() {
+            return 0.0;
+        }
+        let idx = ((all.len() as f64 - 1.0) * p).round() as usize;
+        all[idx.min(all.len() - 1)] as f64 / 1000.0
+    };
+    Ok(Outcome {
+        op: op.to_string(),
+        ops_per_sec: (all.len() as u64 - errors) as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        errors,
+        total: all.len() as u64,
+    })
+}
+
+pub async fn run(cli: &Cli, a: &BenchArgs) -> CliResult<()> {
+    if a.clients == 0 || a.duration == 0 {
+        return Err(CliError::Usage(
+            "--clients and --duration must be positive".into(),
+        ));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("custos-bench-")
+        .tempdir_in(a.dir.clone().unwrap_or_else(std::env::temp_dir))
+        .map_err(|source| CliError::Io {
+            what: "creating bench dir".into(),
+            source,
+        })?;
+    let (client, _server) = if a.remote {
+        (cli.client()?, None)
+    } else {
+        let (running, root, _) = custos_server::start_dev(
+            tmp.path(),
+            "127.0.0.1:0"
+                .parse()
+                .map_err(|_| CliError::Other("addr".into()))?,
+            None,
+        )
+        .await
+        .map_err(|e| CliError::Other(e.to_string()))?;
+        let c = Client::new(
+            &format!("http://{}", running.addr),
+            Some(root.to_string()),
+            None,
+        )?;
+        (c, Some(running))
+    };
+    let fsync = fsync_rate(tmp.path(), 2.0)?;
+    let dur = Duration::from_secs(a.duration);
+    let mut tokens = Vec::new();
+    let ops: Vec<&str> = a
+        .ops
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    for op in &ops {
+        if ![
+            "health",
+            "token-create",
+            "lookup-self",
+            "kv-write",
+            "kv-read",
+        ]
+        .contains(op)
+        {
+            return Err(CliError::Usage(format!("--ops: unknown operation {op:?}")));
+        }
+    }
+    if ops.contains(&"lookup-self") {
+        for _ in 0..256 {
+            let v = client
+                .call(
+                    "POST",
+                    "auth/token/create",
+                    Some(&json!({"policies": ["default"], "ttl": "1h"})),
+                )
+                .await?;
+            if let Some(t) = v.pointer("/auth/client_token").and_then(Value::as_str) {
+                tokens.push(t.to_string());
+            }
+        }
+    }
+    if ops.contains(&"kv-read") {
+        for i in 0..a.clients {
+            for n in 0..64 {
+                client
+                    .call(
+                        "PUT",
+                        &format!("secret/bench/{i}/{n}"),
+                        Some(&json!({"value": "x"})),
+                    )
+                    .await?;
+            }
+        }
+    }
+    let tokens = Arc::new(tokens);
+    let mut results = Vec::new();
+    for op in &ops {
+        results.push(drive(&client, op, a.clients, dur, tokens.clone()).await?);
+    }
+    let ceiling = results
+        .iter()
+        .find(|r| r.op == "health")
+        .map(|r| r.ops_per_sec);
+    if cli.format == Format::Json {
+        let rows: Vec<Value> = results.iter().map(|r| json!({
+            "op": r.op, "clients": a.clients, "ops_per_sec": r.ops_per_sec, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
+            "errors": r.errors, "requests": r.total,
+            "ratio_to_http_ceiling": ceiling.map(|c| r.ops_per_sec / c),
+            "ratio_to_fsync_rate": r.ops_per_sec / fsync,
+        })).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"fsync_per_sec": fsync, "results": rows}))
+                .unwrap_or_default()
+        );
+        return Ok(());
+    }
+    println!(
+        "machine limits (same run): fsync+write 4KiB = {fsync:.0}/s in {}",
+        tmp.path().display()
+    );
+    println!(
+        "{:<14} {:>7} {:>10} {:>9} {:>9} {:>8} {:>10} {:>10}",
+        "op", "clients", "ops/s", "p50 ms", "p99 ms", "errors", "/ceiling", "/fsync"
+    );
+    for r in &results {
+        println!(
+            "{:<14} {:>7} {:>10.0} {:>9.2} {:>9.2} {:>8} {:>10} {:>10.2}",
+            r.op,
+            a.clients,
+            r.ops_per_sec,
+            r.p50_ms,
+            r.p99_ms,
+            r.errors,
+            ceiling
+                .map(|c| format!("{:.2}", r.ops_per_sec / c))
+                .unwrap_or_else(|| "-".into()),
+            r.ops_per_sec / fsync
+        );
+    }
+    println!("(/ceiling = share of the sys/health rate, the HTTP stack's limit here; /fsync > 1 means group commit acknowledges more durable writes than the disk's raw fsync rate)");
+    Ok(())
+}

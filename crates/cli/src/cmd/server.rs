@@ -1,0 +1,95 @@
+//! `custos server`.
+
+use crate::client::{CliError, CliResult};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// Development mode: in-memory-style temporary storage, initialised, unsealed, plain HTTP.
+    #[arg(long)]
+    pub dev: bool,
+    /// Production configuration file (TOML).
+    #[arg(long, conflicts_with = "dev")]
+    pub config: Option<PathBuf>,
+    /// Dev mode: use this root token id instead of a random one.
+    #[arg(long, requires = "dev")]
+    pub dev_root_token_id: Option<String>,
+    /// Dev mode: listen address.
+    #[arg(long, requires = "dev", default_value = "127.0.0.1:8200")]
+    pub dev_listen_address: String,
+    /// Log filter (RUST_LOG syntax).
+    #[arg(long, env = "CUSTOS_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+pub async fn run(a: &ServerArgs) -> CliResult<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&a.log_level)
+        .map_err(|e| CliError::Usage(format!("--log-level: {e}")))?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    if a.dev {
+        let addr: SocketAddr = a
+            .dev_listen_address
+            .parse()
+            .map_err(|e| CliError::Usage(format!("--dev-listen-address: {e}")))?;
+        let dir = tempfile::Builder::new()
+            .prefix("custos-dev-")
+            .tempdir()
+            .map_err(|source| CliError::Io {
+                what: "creating dev data dir".into(),
+                source,
+            })?;
+        let (running, root, share) =
+            custos_server::start_dev(dir.path(), addr, a.dev_root_token_id.as_deref())
+                .await
+                .map_err(|e| CliError::Other(e.to_string()))?;
+        println!(
+            "==> Custos server started in DEV mode. Do not run dev mode in production.\n\n\
+             Listening on:  http://{}\n\
+             Storage:       {} (deleted on exit)\n\
+             Unseal Key:    {}\n\
+             Root Token:    {}\n\n\
+             export CUSTOS_ADDR='http://{}'\n",
+            running.addr,
+            dir.path().display(),
+            share,
+            root.as_str(),
+            running.addr
+        );
+        wait(running.task).await;
+        drop(dir);
+        return Ok(());
+    }
+    let path = a
+        .config
+        .as_ref()
+        .ok_or_else(|| CliError::Usage("server needs --config FILE or --dev".into()))?;
+    let cfg = custos_server::Config::load(path).map_err(|e| CliError::Usage(e.to_string()))?;
+    let running = custos_server::start(&cfg)
+        .await
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    let scheme = if cfg.listener.tls_disable {
+        "http"
+    } else {
+        "https"
+    };
+    println!(
+        "==> Custos server started.\n    Listening on: {scheme}://{}\n    Initialized: {}\n    Sealed: {}",
+        running.addr,
+        running.core.initialized(),
+        running.core.sealed()
+    );
+    wait(running.task).await;
+    Ok(())
+}
+
+async fn wait(task: tokio::task::JoinHandle<()>) {
+    tokio::select! {
+        _ = task => {}
+        _ = tokio::signal::ctrl_c() => { eprintln!("==> shutting down"); }
+    }
+}

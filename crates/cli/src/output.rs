@@ -1,0 +1,101 @@
+//! Human and JSON output.
+
+use serde_json::Value;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Format {
+    /// Aligned key/value table.
+    #[default]
+    Human,
+    /// The raw JSON response.
+    Json,
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "n/a".into(),
+        Value::Array(a) => format!("[{}]", a.iter().map(scalar).collect::<Vec<_>>().join(" ")),
+        other => other.to_string(),
+    }
+}
+
+/// Prints `v` (a whole response) in the chosen format. Human output shows `auth` and `data`
+/// as a table, like Vault's CLI.
+pub fn print(format: Format, v: &Value) {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        return;
+    }
+    let mut rows: Vec<(String, String)> = Vec::new();
+    if let Some(a) = v.get("auth").and_then(Value::as_object) {
+        for (k, val) in a {
+            let key = match k.as_str() {
+                "client_token" => "token".to_string(),
+                "accessor" => "token_accessor".to_string(),
+                "lease_duration" => "token_duration".to_string(),
+                "renewable" => "token_renewable".to_string(),
+                other => other.to_string(),
+            };
+            rows.push((key, scalar(val)));
+        }
+    }
+    let data = v.get("data").filter(|d| !d.is_null()).unwrap_or(v);
+    if let Some(obj) = data.as_object() {
+        if v.get("auth").map(|a| a.is_null()).unwrap_or(true)
+            || v.get("data").is_some_and(|d| !d.is_null())
+        {
+            for (k, val) in obj {
+                if matches!(
+                    k.as_str(),
+                    "request_id"
+                        | "lease_id"
+                        | "lease_duration"
+                        | "renewable"
+                        | "wrap_info"
+                        | "warnings"
+                        | "auth"
+                        | "mount_type"
+                ) && v.get("data").is_some()
+                {
+                    continue;
+                }
+                rows.push((k.clone(), scalar(val)));
+            }
+        }
+    }
+    if let Some(w) = v.get("warnings").and_then(Value::as_array) {
+        for x in w {
+            eprintln!("WARNING! {}", scalar(x));
+        }
+    }
+    if rows.is_empty() {
+        println!("Success!");
+        return;
+    }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(3).max(3);
+    println!("{:width$}    Value", "Key");
+    println!("{:width$}    -----", "---");
+    for (k, val) in rows {
+        println!("{k:width$}    {val}");
+    }
+}
+
+/// Prints a LIST result one key per line (or JSON).
+pub fn print_list(format: Format, v: &Value) {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        return;
+    }
+    let keys = v
+        .get("data")
+        .and_then(|d| d.get("keys"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    println!("Keys\n----");
+    for k in keys {
+        println!("{}", scalar(&k));
+    }
+}
