@@ -148,12 +148,67 @@ impl Device {
         match &mut sink.0 {
             Out::Stdout => std::io::stdout().lock().write_all(&bytes)?,
             Out::File(f) => {
-                f.write_all(&bytes)?;
-                f.flush()?;
+                // A failed write must not leave half a line behind: cut the file back.
+                let before = f.metadata().map(|m| m.len()).ok();
+                if let Err(e) = f.write_all(&bytes).and_then(|()| f.flush()) {
+                    if let Some(len) =
+                        before.filter(|_| f.metadata().map(|m| m.is_file()).unwrap_or(false))
+                    {
+                        let _ = f.set_len(len);
+                    }
+                    return Err(e);
+                }
             }
         }
         sink.1 = next;
         Ok(())
+    }
+}
+
+/// Longest audit line we will scan back for (requests are capped at 32 MiB before HMAC).
+const MAX_LINE: u64 = 128 * 1024 * 1024;
+
+/// The last non-empty line of a regular file, read backwards from the end. Devices, pipes and
+/// missing files have no chain to continue.
+fn last_line(path: &std::path::Path) -> std::io::Result<Option<String>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_file() || meta.len() == 0 {
+        return Ok(None);
+    }
+    let mut f = std::fs::File::open(path)?;
+    let len = meta.len();
+    let mut end = len;
+    let mut tail: Vec<u8> = Vec::new();
+    const CHUNK: u64 = 64 * 1024;
+    loop {
+        let start = end.saturating_sub(CHUNK);
+        let mut buf = vec![0u8; (end - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut buf)?;
+        buf.extend_from_slice(&tail);
+        tail = buf;
+        let trimmed_len = tail
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(0, |i| i + 1);
+        if let Some(nl) = tail[..trimmed_len].iter().rposition(|b| *b == b'\n') {
+            return Ok(Some(
+                String::from_utf8_lossy(&tail[nl + 1..trimmed_len]).into_owned(),
+            ));
+        }
+        if start == 0 {
+            return Ok((trimmed_len > 0)
+                .then(|| String::from_utf8_lossy(&tail[..trimmed_len]).into_owned()));
+        }
+        if len - start > MAX_LINE {
+            return Err(std::io::Error::other("last line is longer than 128 MiB"));
+        }
+        end = start;
     }
 }
 
@@ -172,16 +227,13 @@ fn open_device(stored: StoredDevice) -> ApiResult<Device> {
     let (out, chain) = if file_path == "stdout" {
         (Out::Stdout, Chain::default())
     } else {
-        let chain = match std::fs::read_to_string(&file_path) {
-            Ok(text) => match text.lines().rev().find(|l| !l.trim().is_empty()) {
-                Some(last) => Chain::from_last_line(last).map_err(|e| {
-                    ApiError::bad(format!(
-                        "audit file {file_path} exists but its last line is not a chained audit line ({e}); move it aside first"
-                    ))
-                })?,
-                None => Chain::default(),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Chain::default(),
+        let chain = match last_line(std::path::Path::new(&file_path)) {
+            Ok(Some(last)) => Chain::from_last_line(&last).map_err(|e| {
+                ApiError::bad(format!(
+                    "audit file {file_path} exists but its last line is not a chained audit line ({e}); move it aside first"
+                ))
+            })?,
+            Ok(None) => Chain::default(),
             Err(e) => return Err(ApiError::bad(format!("cannot read audit file {file_path}: {e}"))),
         };
         let mut oo = std::fs::OpenOptions::new();
@@ -360,6 +412,20 @@ impl AuditBroker {
             salt: base64::engine::general_purpose::STANDARD.encode(salt.as_ref()),
         };
         let dev = open_device(stored.clone())?;
+        // As Vault does: a device that cannot record a test message is not enabled.
+        let probe_auth = AuditAuth::default();
+        let empty = Map::new();
+        dev.log(&AuditEvent {
+            id: "audit-device-test",
+            operation: "update",
+            path: &format!("sys/audit/{path}"),
+            data: &empty,
+            remote: String::new(),
+            auth: &probe_auth,
+            response: None,
+            error: None,
+        })
+        .map_err(|e| ApiError::bad(format!("audit device failed the test message: {e}")))?;
         let mut table: Vec<StoredDevice> = devs.iter().map(|d| d.stored.clone()).collect();
         table.push(stored);
         a.write(vec![Plain::Put(

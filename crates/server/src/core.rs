@@ -526,6 +526,12 @@ impl Core {
         })
     }
 
+    /// Revokes expired tokens now (the background sweeper calls the same code every minute).
+    pub async fn sweep_expired_now(&self) -> ApiResult<usize> {
+        let a = self.active().ok_or(ApiError::Sealed)?;
+        a.sweep_expired(now_unix()).await
+    }
+
     /// Runs one request through the whole pipeline.
     pub async fn handle(self: &Arc<Self>, req: Request) -> ApiResult<Response> {
         crate::router::dispatch(self, req).await

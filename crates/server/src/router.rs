@@ -217,7 +217,11 @@ pub(crate) async fn dispatch(core: &Arc<Core>, mut req: Request) -> ApiResult<Re
         req.op = Create;
     }
     let acl = a.acl_for(&caller.policies).await?;
-    let acl_path = req.path.trim_start_matches('/').to_string();
+    let mut acl_path = req.path.trim_start_matches('/').to_string();
+    // As Vault does: a LIST is checked against the path with a trailing slash.
+    if req.op == List && !acl_path.ends_with('/') {
+        acl_path.push('/');
+    }
     let decision = acl.check(&acl_path, req.op, e.sudo, Some(&req.data));
     let auth = AuditAuth {
         token: Some(token.clone()),
