@@ -286,7 +286,10 @@ fn rule_from_map(pattern: &str, body: &Map<String, Value>) -> Result<PathRule, P
     })
 }
 
-fn hcl_blocks(text: &str) -> Result<Vec<(String, Map<String, Value>)>, PolicyError> {
+/// `(path pattern, rule body)` pairs in document order.
+type RawBlocks = Vec<(String, Map<String, Value>)>;
+
+fn hcl_blocks(text: &str) -> Result<RawBlocks, PolicyError> {
     let body = hcl::parse(text).map_err(|e| match e {
         hcl::Error::Parse(p) => PolicyError::Syntax {
             line: p.location().line(),
@@ -333,7 +336,7 @@ fn hcl_blocks(text: &str) -> Result<Vec<(String, Map<String, Value>)>, PolicyErr
     Ok(out)
 }
 
-fn json_blocks(text: &str) -> Result<Vec<(String, Map<String, Value>)>, PolicyError> {
+fn json_blocks(text: &str) -> Result<RawBlocks, PolicyError> {
     let v: Value = serde_json::from_str(text).map_err(|e| PolicyError::Json {
         line: e.line(),
         message: e.to_string(),

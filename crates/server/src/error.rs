@@ -13,6 +13,9 @@ pub enum ApiError {
     /// 403: missing/invalid/expired token or ACL denial.
     #[error("permission denied")]
     PermissionDenied(Option<Denial>),
+    /// 403 for a token named in a request body that does not exist (Vault's "bad token").
+    #[error("bad token")]
+    BadToken,
     /// 404 with a message (unknown route).
     #[error("no handler for route {0:?}. route entry not found.")]
     NoRoute(String),
@@ -41,7 +44,7 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             ApiError::BadRequest(_) => 400,
-            ApiError::PermissionDenied(_) => 403,
+            ApiError::PermissionDenied(_) | ApiError::BadToken => 403,
             ApiError::NoRoute(_) | ApiError::NotFound => 404,
             ApiError::MethodNotAllowed => 405,
             ApiError::TooLarge(_) => 413,

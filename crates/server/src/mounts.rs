@@ -147,7 +147,9 @@ pub fn normalize_mount_path(p: &str) -> ApiResult<String> {
 
 fn parse_config(v: Option<&Value>) -> ApiResult<MountConfig> {
     let mut c = MountConfig::default();
-    let Some(v) = v else { return Ok(c) };
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(c);
+    };
     let Some(obj) = v.as_object() else {
         return Err(ApiError::bad("config: must be an object"));
     };
@@ -197,7 +199,7 @@ impl Active {
             &req.str_field("description").unwrap_or_default(),
         );
         e.config = parse_config(req.data.get("config"))?;
-        if let Some(o) = req.data.get("options") {
+        if let Some(o) = req.data.get("options").filter(|o| !o.is_null()) {
             let o = o
                 .as_object()
                 .ok_or_else(|| ApiError::bad("options: must be an object"))?;

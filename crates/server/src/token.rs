@@ -539,7 +539,7 @@ fn accessor_field(req: &Request) -> ApiResult<String> {
 }
 
 fn invalid_token() -> ApiError {
-    ApiError::bad("bad token")
+    ApiError::BadToken
 }
 
 /// `lookup`, `lookup-self`, `lookup-accessor`.
