@@ -2,7 +2,7 @@
 # Prints a PostgreSQL URL for the test suite, starting a server if needed. Never skips:
 #   1. CUSTOS_TEST_PG_URL, if set;
 #   2. else 127.0.0.1:5432 if it answers (trust auth, database "test" or "postgres");
-#   3. else a throwaway cluster (initdb/pg_ctl) on 127.0.0.1:55432 in target/pg-throwaway,
+#   3. else (or with CUSTOS_TEST_PG_THROWAWAY=1) a throwaway cluster (initdb/pg_ctl) on 127.0.0.1:55432 in target/pg-throwaway,
 #      installing Debian's postgresql first if initdb is missing.
 # Exits non-zero with a reason if none of these works.
 set -euo pipefail
@@ -23,7 +23,7 @@ if [ -n "${CUSTOS_TEST_PG_URL:-}" ]; then
   exit 0
 fi
 
-if can_connect 127.0.0.1:5432; then
+if [ -z "${CUSTOS_TEST_PG_THROWAWAY:-}" ] && can_connect 127.0.0.1:5432; then
   for db in test postgres; do
     url="host=127.0.0.1 port=5432 user=postgres dbname=$db"
     if ! command -v psql >/dev/null || psql "$url" -Atc 'select 1' >/dev/null 2>&1; then
