@@ -43,14 +43,18 @@ pub enum TokenCmd {
     },
     /// Look up a token (your own if none given).
     Lookup {
-        token: Option<String>,
+        /// The token (or accessor) to look up.
+        #[arg(value_name = "TOKEN")]
+        target: Option<String>,
         /// Treat the argument as an accessor.
         #[arg(long)]
         accessor: bool,
     },
     /// Renew a token (your own if none given).
     Renew {
-        token: Option<String>,
+        /// The token (or accessor) to renew.
+        #[arg(value_name = "TOKEN")]
+        target: Option<String>,
         /// Requested increment, e.g. 1h.
         #[arg(long)]
         increment: Option<String>,
@@ -60,7 +64,9 @@ pub enum TokenCmd {
     },
     /// Revoke a token and its children (your own with --self).
     Revoke {
-        token: Option<String>,
+        /// The token (or accessor) to revoke.
+        #[arg(value_name = "TOKEN")]
+        target: Option<String>,
         /// Revoke the calling token.
         #[arg(long = "self")]
         this: bool,
@@ -115,7 +121,7 @@ pub async fn run(cli: &Cli, c: &TokenCmd) -> CliResult<()> {
             };
             client.call("POST", path, Some(&Value::Object(b))).await?
         }
-        TokenCmd::Lookup { token, accessor } => match (token, accessor) {
+        TokenCmd::Lookup { target, accessor } => match (target, accessor) {
             (None, false) => client.call("GET", "auth/token/lookup-self", None).await?,
             (Some(t), false) => {
                 client
@@ -138,7 +144,7 @@ pub async fn run(cli: &Cli, c: &TokenCmd) -> CliResult<()> {
             }
         },
         TokenCmd::Renew {
-            token,
+            target,
             increment,
             accessor,
         } => {
@@ -146,7 +152,7 @@ pub async fn run(cli: &Cli, c: &TokenCmd) -> CliResult<()> {
             if let Some(i) = increment {
                 b.insert("increment".into(), json!(i));
             }
-            let path = match (token, accessor) {
+            let path = match (target, accessor) {
                 (None, false) => "auth/token/renew-self",
                 (Some(t), false) => {
                     b.insert("token".into(), json!(t));
@@ -165,12 +171,12 @@ pub async fn run(cli: &Cli, c: &TokenCmd) -> CliResult<()> {
             client.call("POST", path, Some(&Value::Object(b))).await?
         }
         TokenCmd::Revoke {
-            token,
+            target,
             this,
             accessor,
             mode,
         } => {
-            let (path, body) = match (token, this, accessor) {
+            let (path, body) = match (target, this, accessor) {
                 (None, true, _) => ("auth/token/revoke-self", json!({})),
                 (Some(a), false, true) => ("auth/token/revoke-accessor", json!({"accessor": a})),
                 (Some(t), false, false) if mode == "orphan" => {

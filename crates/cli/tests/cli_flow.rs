@@ -1,0 +1,261 @@
+//! The `custos` binary end to end against `custos server --config`: init, unseal, status,
+//! tokens, policies, generic read/write/list/delete, audit, and error reporting.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+use std::process::{Command, Output, Stdio};
+
+struct Server {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_custos")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_config_server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("custos.toml");
+    std::fs::write(
+        &cfg,
+        format!("[storage]\nbackend = \"sqlite\"\npath = \"{}/custos.db\"\n[listener]\naddress = \"127.0.0.1:{port}\"\ntls_disable = true\n", dir.path().display()),
+    )
+    .unwrap();
+    let child = Command::new(bin())
+        .args(["server", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    Server {
+        child,
+        addr: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    }
+}
+
+fn custos(s: &Server, token: Option<&str>, args: &[&str]) -> Output {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .env("CUSTOS_ADDR", &s.addr)
+        .env_remove("CUSTOS_TOKEN");
+    if let Some(t) = token {
+        c.env("CUSTOS_TOKEN", t);
+    }
+    c.output().unwrap()
+}
+
+fn json_out(o: &Output) -> Value {
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn operator_token_policy_and_generic_commands_work_end_to_end() {
+    let s = start_config_server();
+    let st = custos(&s, None, &["status"]);
+    assert_eq!(st.status.code(), Some(2), "status exits 2 while sealed");
+
+    let init = json_out(&custos(
+        &s,
+        None,
+        &[
+            "operator",
+            "init",
+            "--key-shares",
+            "3",
+            "--key-threshold",
+            "2",
+            "--format",
+            "json",
+        ],
+    ));
+    let keys: Vec<String> = init["keys_base64"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().into())
+        .collect();
+    let root = init["root_token"].as_str().unwrap().to_string();
+    for k in &keys[..2] {
+        assert!(custos(&s, None, &["operator", "unseal", k])
+            .status
+            .success());
+    }
+    assert_eq!(custos(&s, None, &["status"]).status.code(), Some(0));
+
+    let r = Some(root.as_str());
+    assert!(custos(&s, r, &["write", "sys/mounts/kv", "type=kv"])
+        .status
+        .success());
+    let w = custos(
+        &s,
+        r,
+        &["write", "kv/amf", "db_password=s3cret", "region=eu"],
+    );
+    assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
+    let read = json_out(&custos(&s, r, &["read", "kv/amf", "--format", "json"]));
+    assert_eq!(read["data"]["db_password"], "s3cret");
+    let human = custos(&s, r, &["read", "kv/amf"]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("db_password") && text.contains("s3cret"),
+        "{text}"
+    );
+    let list = json_out(&custos(&s, r, &["list", "kv/", "--format", "json"]));
+    assert_eq!(list["data"]["keys"][0], "amf");
+
+    let pol = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        pol.path(),
+        "path \"kv/amf\" { capabilities = [\"read\"] }\n",
+    )
+    .unwrap();
+    assert!(custos(
+        &s,
+        r,
+        &["policy", "write", "amf", pol.path().to_str().unwrap()]
+    )
+    .status
+    .success());
+    let pl = String::from_utf8_lossy(&custos(&s, r, &["policy", "list"]).stdout).to_string();
+    assert!(
+        pl.contains("amf") && pl.contains("default") && pl.contains("root"),
+        "{pl}"
+    );
+    let pr = String::from_utf8_lossy(&custos(&s, r, &["policy", "read", "amf"]).stdout).to_string();
+    assert!(pr.contains("kv/amf"));
+
+    let tok = json_out(&custos(
+        &s,
+        r,
+        &[
+            "token", "create", "--policy", "amf", "--ttl", "1h", "--format", "json",
+        ],
+    ));
+    let child = tok["auth"]["client_token"].as_str().unwrap().to_string();
+    assert!(custos(&s, Some(&child), &["read", "kv/amf"])
+        .status
+        .success());
+    let denied = custos(&s, Some(&child), &["write", "kv/amf", "x=y"]);
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("code 403"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    let look = json_out(&custos(
+        &s,
+        Some(&child),
+        &["token", "lookup", "--format", "json"],
+    ));
+    assert_eq!(
+        look["data"]["policies"],
+        serde_json::json!(["amf", "default"])
+    );
+    assert!(
+        custos(&s, Some(&child), &["token", "renew", "--increment", "2h"])
+            .status
+            .success()
+    );
+    assert!(custos(&s, r, &["token", "revoke", &child]).status.success());
+    assert_eq!(
+        custos(&s, Some(&child), &["read", "kv/amf"]).status.code(),
+        Some(1)
+    );
+
+    let log = s._dir.path().join("audit.log");
+    let fp = format!("file_path={}", log.display());
+    assert!(custos(&s, r, &["audit", "enable", "file", &fp])
+        .status
+        .success());
+    assert!(String::from_utf8_lossy(&custos(&s, r, &["audit", "list"]).stdout).contains("file/"));
+    assert!(custos(&s, r, &["delete", "kv/amf"]).status.success());
+    assert!(custos(&s, r, &["audit", "verify", log.to_str().unwrap()])
+        .status
+        .success());
+    assert!(custos(&s, r, &["operator", "rotate"]).status.success());
+    assert!(custos(&s, r, &["policy", "delete", "amf"]).status.success());
+    assert!(custos(&s, r, &["operator", "seal"]).status.success());
+    assert_eq!(custos(&s, None, &["status"]).status.code(), Some(2));
+}
+
+#[test]
+fn bad_config_is_refused_before_binding_with_a_one_line_error_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, format!("[storage]\nbackend = \"sqlite\"\npath = \"{}/x.db\"\n[listener]\naddress = \"127.0.0.1:{port}\"\n[limits]\nrequest_timeout = \"soon\"\n", dir.path().display())).unwrap();
+    let out = Command::new(bin())
+        .args(["server", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("listener.tls_cert_file") || err.contains("limits.request_timeout"),
+        "{err}"
+    );
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "the port must not have been bound"
+    );
+    assert!(
+        !dir.path().join("x.db").exists(),
+        "no storage may be created"
+    );
+}
+
+#[test]
+fn cli_errors_name_the_problem_and_exit_non_zero() {
+    let out = Command::new(bin())
+        .args(["read", "sys/health"])
+        .env("CUSTOS_ADDR", "ftp://nowhere")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must start with http"));
+    let out = Command::new(bin())
+        .args(["read", "sys/health"])
+        .env("CUSTOS_ADDR", format!("http://127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
+    let out = Command::new(bin())
+        .args(["write", "secret/x", "novalue"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be key=value"));
+}

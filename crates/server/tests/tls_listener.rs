@@ -1,0 +1,205 @@
+//! TLS listener: rustls with ALPN h2/http1.1, optional and required client certificates.
+//! The test PKI is generated with the OpenSSL CLI (a real, independent implementation).
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl CLI is required");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// ca.pem, server.pem/server.key (SAN 127.0.0.1), client.pem/client.key.
+fn test_pki(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Custos Test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    for (name, eku, san) in [
+        ("server", "serverAuth", "IP:127.0.0.1"),
+        (
+            "client",
+            "clientAuth",
+            "URI:urn:uuid:4947a69a-f61b-4bc1-b9da-47c9c5d14b64",
+        ),
+    ] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        );
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("subjectAltName={san}\nextendedKeyUsage={eku}\nbasicConstraints=CA:FALSE\n"),
+        )
+        .unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "1",
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+    }
+}
+
+fn config(mode: &str) -> String {
+    format!(
+        "[storage]\nbackend = \"sqlite\"\npath = \"{{dir}}/custos.db\"\n[listener]\naddress = \"127.0.0.1:0\"\ntls_cert_file = \"{{dir}}/server.pem\"\ntls_key_file = \"{{dir}}/server.key\"\ntls_client_ca_file = \"{{dir}}/ca.pem\"\ntls_client_auth = \"{mode}\"\n"
+    )
+}
+
+fn client(dir: &Path, with_cert: bool, h2: bool) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.join("ca.pem")).unwrap()).unwrap();
+    let mut b = reqwest::Client::builder().tls_certs_only([ca]);
+    if with_cert {
+        let mut pem = std::fs::read(dir.join("client.pem")).unwrap();
+        pem.extend(std::fs::read(dir.join("client.key")).unwrap());
+        b = b.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    if !h2 {
+        b = b.http1_only();
+    }
+    b.build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_http2_and_http11_with_optional_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    test_pki(dir.path());
+    let (r, dir) = custos_testkit::config_server(&config("request"), Some(dir)).await;
+    let url = format!("https://127.0.0.1:{}/v1/sys/health", r.addr.port());
+    let resp = client(dir.path(), false, true)
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.version(),
+        reqwest::Version::HTTP_2,
+        "ALPN must select h2"
+    );
+    assert_eq!(resp.status().as_u16(), 501, "uninitialised server");
+    let resp = client(dir.path(), false, false)
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    let resp = client(dir.path(), true, true)
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        501,
+        "a valid client certificate is accepted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_client_certificate_refuses_clients_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    test_pki(dir.path());
+    let (r, dir) = custos_testkit::config_server(&config("require"), Some(dir)).await;
+    let url = format!("https://127.0.0.1:{}/v1/sys/health", r.addr.port());
+    assert!(
+        client(dir.path(), false, true)
+            .get(&url)
+            .send()
+            .await
+            .is_err(),
+        "handshake without a client certificate must fail"
+    );
+    let resp = client(dir.path(), true, true)
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 501);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_serves_h2_prior_knowledge() {
+    let s = custos_testkit::dev_server().await;
+    let c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = c
+        .get(format!("{}/v1/sys/health", s.api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (resp.version(), resp.status().as_u16()),
+        (reqwest::Version::HTTP_2, 200)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tls_material_fails_before_serving_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("server.pem"), "not a certificate").unwrap();
+    std::fs::write(dir.path().join("server.key"), "not a key").unwrap();
+    std::fs::write(dir.path().join("ca.pem"), "x").unwrap();
+    let text = config("none").replace("{dir}", &dir.path().display().to_string());
+    let cfg = custos_server::Config::parse(&text).unwrap();
+    let err = custos_server::start(&cfg).await.err().unwrap().to_string();
+    assert!(err.contains("listener.tls_cert_file"), "{err}");
+}
