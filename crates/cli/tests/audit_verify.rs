@@ -1,6 +1,6 @@
 //! `custos audit verify` on a real log written by the server: intact, one edited line, one
 //! deleted line and one swapped pair.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::json;
 use std::process::Command;

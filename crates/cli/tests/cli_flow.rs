@@ -1,6 +1,6 @@
 //! The `custos` binary end to end against `custos server --config`: init, unseal, status,
 //! tokens, policies, generic read/write/list/delete, audit, and error reporting.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
 use std::process::{Command, Output, Stdio};

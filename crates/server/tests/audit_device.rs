@@ -1,5 +1,5 @@
 //! The file audit device: HMAC'd secrets, a verifiable chain, and fail-closed behaviour.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use custos_testkit::dev_server;
 use serde_json::{json, Value};

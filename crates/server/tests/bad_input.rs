@@ -1,6 +1,6 @@
 //! Every malformed, oversized, unknown or unauthorised request gets Vault's JSON error with a
 //! precise message and changes nothing.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use custos_testkit::dev_server;
 use serde_json::{json, Value};

@@ -1,6 +1,6 @@
 //! The whole server on PostgreSQL: init, unseal, tokens, policies and restart, the same
 //! flows as on SQLite. Never skipped: without a server this test fails and says why.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use custos_testkit::{config_server, fresh_pg_schema, pg_url, Api};
 use serde_json::json;

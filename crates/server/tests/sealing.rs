@@ -1,5 +1,5 @@
 //! Seal/unseal, Shamir thresholds, restart behaviour, encryption at rest and key rotation.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use custos_testkit::{config_server, Api};
 use serde_json::{json, Value};

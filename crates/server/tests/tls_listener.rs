@@ -1,6 +1,6 @@
 //! TLS listener: rustls with ALPN h2/http1.1, optional and required client certificates.
 //! The test PKI is generated with the OpenSSL CLI (a real, independent implementation).
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::Command;

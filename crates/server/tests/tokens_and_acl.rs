@@ -1,6 +1,6 @@
 //! Token semantics (TTL, renewal, use limits, revocation trees, policy subsets) and ACL
 //! enforcement on every request.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use custos_testkit::{dev_server, TestServer};
 use serde_json::{json, Value};
