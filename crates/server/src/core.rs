@@ -526,6 +526,11 @@ impl Core {
         })
     }
 
+    /// Group-commit counters of the storage backend.
+    pub fn store_stats(&self) -> custos_store::StoreStats {
+        self.store.stats()
+    }
+
     /// Revokes expired tokens now (the background sweeper calls the same code every minute).
     pub async fn sweep_expired_now(&self) -> ApiResult<usize> {
         let a = self.active().ok_or(ApiError::Sealed)?;

@@ -65,7 +65,42 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     c.busy_timeout(std::time::Duration::from_secs(10))?;
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "FULL")?;
+    // 64 MiB page cache and memory-mapped reads: profiling showed the writer re-reading
+    // B-tree pages with pread after every transaction.
+    c.pragma_update(None, "cache_size", -65536)?;
+    c.pragma_update(None, "mmap_size", 1i64 << 30)?;
+    // Checkpoints run on their own thread (see `checkpointer`), not on the commit path.
+    c.pragma_update(None, "wal_autocheckpoint", 0)?;
     Ok(c)
+}
+
+/// WAL pages after which the checkpointer copies the WAL back into the database.
+const CHECKPOINT_PAGES: i64 = 4000;
+
+/// Moves WAL frames into the database file in the background (PASSIVE: never blocks the
+/// writer or readers), so commits only append to the WAL. Stops when the store is dropped.
+fn checkpointer(path: PathBuf, alive: std::sync::Weak<Counters>) {
+    let Ok(conn) = open_conn(&path) else {
+        tracing::error!("sqlite checkpointer could not open the database");
+        return;
+    };
+    while alive.upgrade().is_some() {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        // (busy, wal frames, frames checkpointed)
+        let r: rusqlite::Result<(i64, i64, i64)> =
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            });
+        match r {
+            Ok((_, frames, done)) if frames > CHECKPOINT_PAGES && done == frames => {
+                // Everything is in the database: let the next writer restart the WAL.
+                let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
+        }
+    }
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
 impl SqliteStore {
@@ -82,6 +117,11 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("custos-sqlite-writer".into())
             .spawn(move || writer_loop(writer, rx, c2))
+            .map_err(|e| StoreError::backend(BACKEND, e))?;
+        let (p2, weak) = (path.clone(), Arc::downgrade(&counters));
+        std::thread::Builder::new()
+            .name("custos-sqlite-checkpoint".into())
+            .spawn(move || checkpointer(p2, weak))
             .map_err(|e| StoreError::backend(BACKEND, e))?;
         Ok(SqliteStore {
             path,

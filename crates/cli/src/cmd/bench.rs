@@ -237,8 +237,21 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> CliResult<()> {
     }
     let tokens = Arc::new(tokens);
     let mut results = Vec::new();
+    let mut commit_factor = Vec::new();
     for op in &ops {
+        let before = _server.as_ref().map(|s| s.core.store_stats());
         results.push(drive(&client, op, a.clients, dur, tokens.clone()).await?);
+        if let (Some(b), Some(s)) = (before, _server.as_ref()) {
+            let after = s.core.store_stats();
+            let txs = after.transactions - b.transactions;
+            if txs > 0 {
+                commit_factor.push((
+                    op.to_string(),
+                    (after.writes - b.writes) as f64 / txs as f64,
+                    txs,
+                ));
+            }
+        }
     }
     let ceiling = results
         .iter()
@@ -280,6 +293,9 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> CliResult<()> {
                 .unwrap_or_else(|| "-".into()),
             r.ops_per_sec / fsync
         );
+    }
+    for (op, f, t) in &commit_factor {
+        println!("group commit during {op}: {f:.1} writes per transaction ({t} transactions)");
     }
     println!("(/ceiling = share of the sys/health rate, the HTTP stack's limit here; /fsync > 1 means group commit acknowledges more durable writes than the disk's raw fsync rate)");
     Ok(())
