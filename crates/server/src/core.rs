@@ -60,6 +60,8 @@ pub(crate) struct Active {
     pub(crate) mounts: tokio::sync::RwLock<MountTable>,
     pub(crate) auth_mounts: tokio::sync::RwLock<MountTable>,
     pub(crate) audit: AuditBroker,
+    /// Serialises use-count updates of limited-use tokens.
+    pub(crate) use_lock: tokio::sync::Mutex<()>,
 }
 
 /// A plaintext write, encrypted by [`Active::write`].
@@ -250,6 +252,9 @@ impl Core {
         threshold: u8,
         root_token_id: Option<&str>,
     ) -> ApiResult<InitResult> {
+        // Serialises init with itself and with unseal: two concurrent inits must not both
+        // pass the check below and overwrite each other's root key.
+        let _guard = self.unseal.lock().await;
         if self.initialized() {
             return Err(ApiError::bad("Custos is already initialized"));
         }
@@ -305,6 +310,7 @@ impl Core {
             mounts: tokio::sync::RwLock::new(MountTable::default_secrets()),
             auth_mounts: tokio::sync::RwLock::new(MountTable::default_auth()),
             audit: AuditBroker::default(),
+            use_lock: tokio::sync::Mutex::new(()),
         };
         let (root_token, root_entry) = TokenEntry::new_root(&active, root_token_id, now)?;
         let mut plain = vec![
@@ -475,6 +481,7 @@ impl Core {
             mounts: tokio::sync::RwLock::new(MountTable::default_secrets()),
             auth_mounts: tokio::sync::RwLock::new(MountTable::default_auth()),
             audit: AuditBroker::default(),
+            use_lock: tokio::sync::Mutex::new(()),
         };
         if let Some(t) = active
             .get_json::<MountTable>(crate::mounts::MOUNTS_PATH)

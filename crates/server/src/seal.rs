@@ -41,23 +41,50 @@ fn decode_key(raw: &[u8]) -> Option<SecretKey> {
         return Some(k);
     }
     let text = std::str::from_utf8(raw).ok()?.trim();
-    let bytes = Zeroizing::new(
-        hex::decode(text)
-            .ok()
-            .or_else(|| base64::engine::general_purpose::STANDARD.decode(text).ok())?,
-    );
-    if bytes.len() != KEY_LEN {
-        return None;
-    }
+    let bytes = decode_exact(text, KEY_LEN)?;
     k.copy_from_slice(&bytes);
     Some(k)
 }
 
+/// Decodes hex, else base64, accepting only a result of exactly `len` bytes (so a base64
+/// string that happens to be all hex digits is not mistaken for hex).
+fn decode_exact(text: &str, len: usize) -> Option<Zeroizing<Vec<u8>>> {
+    let hex = hex::decode(text).ok().filter(|b| b.len() == len);
+    let v = hex.or_else(|| {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .ok()
+            .filter(|b| b.len() == len)
+    })?;
+    Some(Zeroizing::new(v))
+}
+
 /// Decodes an unseal share as sent to `sys/unseal` (hex or base64).
 pub fn decode_share(s: &str) -> Option<Zeroizing<Vec<u8>>> {
-    let s = s.trim();
-    let v = hex::decode(s)
-        .ok()
-        .or_else(|| base64::engine::general_purpose::STANDARD.decode(s).ok())?;
-    (v.len() == KEY_LEN + 1).then(|| Zeroizing::new(v))
+    decode_exact(s.trim(), KEY_LEN + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_decode_from_hex_or_base64_of_exactly_33_bytes() {
+        let raw = [0xabu8; KEY_LEN + 1];
+        let hex_form = hex::encode(raw);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+        assert_eq!(&decode_share(&hex_form).unwrap()[..], &raw[..]);
+        assert_eq!(&decode_share(&b64).unwrap()[..], &raw[..]);
+        assert!(decode_share("abcd").is_none());
+        assert!(decode_share(&hex::encode([1u8; KEY_LEN])).is_none());
+    }
+
+    #[test]
+    fn base64_share_made_only_of_hex_digits_is_not_mistaken_for_hex() {
+        // 44 base64 characters that are all hex digits decode to 33 bytes as base64 and to
+        // 22 bytes as hex; the length decides.
+        let s = "0123456789abcdef0123456789abcdef0123456789ab";
+        let v = decode_share(s).unwrap();
+        assert_eq!(v.len(), KEY_LEN + 1);
+    }
 }

@@ -187,6 +187,10 @@ impl Active {
         if e.expire_time > 0 && e.expire_time <= now_unix() {
             return Ok(None);
         }
+        if e.num_uses < 0 {
+            // Its last permitted use is being served right now.
+            return Ok(None);
+        }
         Ok(Some(e))
     }
 
@@ -203,19 +207,34 @@ impl Active {
         }
     }
 
-    /// Records one use of a limited-use token. Returns true if that was the last use.
+    /// Records one use of a limited-use token. Returns true if that was the last use, and
+    /// refuses the request if the uses ran out meanwhile. The re-read under a lock makes
+    /// concurrent uses count exactly once each.
     pub(crate) async fn use_token(&self, e: &TokenEntry) -> ApiResult<bool> {
         if e.num_uses <= 0 {
             return Ok(false);
         }
-        let mut e2 = e.clone();
-        e2.num_uses -= 1;
-        if e2.num_uses == 0 {
-            return Ok(true);
+        let _guard = self.use_lock.lock().await;
+        let key = format!("{ID_PREFIX}{}", e.id_hash);
+        let mut cur: TokenEntry = self
+            .get_json(&key)
+            .await?
+            .ok_or(ApiError::PermissionDenied(None))?;
+        if cur.num_uses < 0 {
+            // Its last use is in flight in another request.
+            return Err(ApiError::PermissionDenied(None));
         }
-        self.put_json(&format!("{ID_PREFIX}{}", e.id_hash), &e2)
-            .await?;
-        Ok(false)
+        if cur.num_uses == 0 {
+            return Ok(false);
+        }
+        cur.num_uses -= 1;
+        let last = cur.num_uses == 0;
+        if last {
+            // Vault's marker for "last use in progress": no further request may start.
+            cur.num_uses = -1;
+        }
+        self.put_json(&key, &cur).await?;
+        Ok(last)
     }
 
     /// Revokes a token and, unless `orphan_children`, its whole subtree, atomically.

@@ -325,3 +325,38 @@ async fn init_validates_parameters_and_runs_once() {
         .unwrap()
         .contains("already initialized"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_inits_let_exactly_one_win() {
+    let (_r, _dir, api) = start(None).await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            api.call(
+                "PUT",
+                "sys/init",
+                None,
+                Some(json!({"secret_shares": 3, "secret_threshold": 2})),
+            )
+            .await
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        let (st, v) = t.await.unwrap();
+        if st == 200 {
+            winners.push(v);
+        } else {
+            assert_eq!(st, 400, "{v}");
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one init may succeed");
+    // The winner's shares really unseal the server.
+    let keys = winners[0]["keys"].as_array().unwrap();
+    for k in &keys[..2] {
+        unseal(&api, k.as_str().unwrap()).await;
+    }
+    let (_, v) = api.call("GET", "sys/seal-status", None, None).await;
+    assert_eq!(v["sealed"], false);
+}

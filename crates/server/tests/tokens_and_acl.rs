@@ -536,3 +536,29 @@ async fn metrics_are_prometheus_text() {
         .await;
     assert_eq!(st, 403, "metrics need a token unless configured otherwise");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_uses_of_a_limited_token_are_counted_exactly() {
+    let s = dev_server().await;
+    let t = tok(&create(&s, "root", json!({"policies": ["default"], "num_uses": 5})).await);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let api = s.api.clone();
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            api.call("GET", "auth/token/lookup-self", Some(&t), None)
+                .await
+                .0
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        if task.await.unwrap() == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(
+        ok, 5,
+        "a 5-use token must serve exactly 5 requests under concurrency"
+    );
+}
