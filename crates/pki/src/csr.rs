@@ -122,6 +122,15 @@ pub fn parse_csr(input: &str) -> Result<CsrInfo, PkiError> {
             "has trailing data after the request",
         ));
     }
+    // Size first: the crypto backend will not even verify signatures of weak RSA keys, and the
+    // client deserves the real reason.
+    if let KeyInfo::Rsa(bits) = key_info(&req.certification_request_info.subject_pki) {
+        if bits < 2048 {
+            return Err(PkiError::NotAllowed(format!(
+                "RSA keys must be at least 2048 bits; the CSR has {bits}"
+            )));
+        }
+    }
     req.verify_signature().map_err(|_| {
         PkiError::field(
             "csr",

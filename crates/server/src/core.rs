@@ -62,6 +62,8 @@ pub(crate) struct Active {
     pub(crate) audit: AuditBroker,
     /// Serialises use-count updates of limited-use tokens.
     pub(crate) use_lock: tokio::sync::Mutex<()>,
+    /// Parsed CA issuers (certificate + signing key), per `<mount uuid>/<issuer id>`.
+    pub(crate) issuers: crate::pki::IssuerCache,
 }
 
 /// A plaintext write, encrypted by [`Active::write`].
@@ -115,6 +117,26 @@ impl Active {
         let bytes = Zeroizing::new(serde_json::to_vec(v)?);
         self.write(vec![Plain::Put(path.to_string(), bytes.to_vec())])
             .await
+    }
+
+    /// Stores a certificate row; the record is encrypted with `certs/<mount>/<serial>` as AAD.
+    pub(crate) fn cert_op(&self, mut row: custos_store::CertRow) -> ApiResult<WriteOp> {
+        row.value = self.encrypt(&format!("certs/{}/{}", row.mount, row.serial), &row.value)?;
+        Ok(WriteOp::PutCert(row))
+    }
+
+    /// Reads and decrypts a certificate row.
+    pub(crate) async fn get_cert(
+        &self,
+        mount: &str,
+        serial: &str,
+    ) -> ApiResult<Option<custos_store::CertRow>> {
+        let Some(mut row) = self.store.get_cert(mount, serial).await? else {
+            return Ok(None);
+        };
+        let kr = self.keyring.read().map_err(|_| poisoned())?;
+        row.value = kr.decrypt(&format!("certs/{mount}/{serial}"), &row.value)?;
+        Ok(Some(row))
     }
 
     pub(crate) async fn list(&self, prefix: &str) -> ApiResult<Vec<String>> {
@@ -311,6 +333,7 @@ impl Core {
             auth_mounts: tokio::sync::RwLock::new(MountTable::default_auth()),
             audit: AuditBroker::default(),
             use_lock: tokio::sync::Mutex::new(()),
+            issuers: Default::default(),
         };
         let (root_token, root_entry) = TokenEntry::new_root(&active, root_token_id, now)?;
         let mut plain = vec![
@@ -482,6 +505,7 @@ impl Core {
             auth_mounts: tokio::sync::RwLock::new(MountTable::default_auth()),
             audit: AuditBroker::default(),
             use_lock: tokio::sync::Mutex::new(()),
+            issuers: Default::default(),
         };
         if let Some(t) = active
             .get_json::<MountTable>(crate::mounts::MOUNTS_PATH)

@@ -24,6 +24,7 @@ pub mod listener;
 pub mod logical;
 pub mod metrics;
 pub mod mounts;
+mod pki;
 mod policy;
 mod router;
 pub mod seal;

@@ -13,7 +13,7 @@ pub const MOUNTS_PATH: &str = "core/mounts";
 /// Storage key of the auth mount table.
 pub const AUTH_PATH: &str = "core/auth";
 /// Secrets engine types this build can mount.
-pub const SECRET_TYPES: &[&str] = &["kv"];
+pub const SECRET_TYPES: &[&str] = &["kv", "pki"];
 /// Paths that can never be mounted over.
 const RESERVED: &[&str] = &["sys/", "auth/", "cubbyhole/", "identity/"];
 
@@ -199,7 +199,11 @@ impl Active {
             &req.str_field("description").unwrap_or_default(),
         );
         e.config = parse_config(req.data.get("config"))?;
-        if let Some(o) = req.data.get("options").filter(|o| !o.is_null()) {
+        if let Some(o) = req
+            .data
+            .get("options")
+            .filter(|o| !o.is_null() && kind == "kv")
+        {
             let o = o
                 .as_object()
                 .ok_or_else(|| ApiError::bad("options: must be an object"))?;
@@ -252,6 +256,21 @@ impl Active {
         let mut ops = vec![Plain::Put(MOUNTS_PATH.into(), serde_json::to_vec(&next)?)];
         for k in self.list_all(&format!("logical/{}/", e.uuid)).await? {
             ops.push(Plain::Delete(k));
+        }
+        // A PKI mount's certificate rows go too, a page at a time.
+        loop {
+            let page = self.store.list_certs(&e.uuid, None, 10_000).await?;
+            if page.is_empty() {
+                break;
+            }
+            let dels = page
+                .into_iter()
+                .map(|serial| custos_store::WriteOp::DeleteCert {
+                    mount: e.uuid.clone(),
+                    serial,
+                })
+                .collect();
+            self.store.write(dels).await?;
         }
         self.write(ops).await?;
         *table = next;

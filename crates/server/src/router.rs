@@ -38,6 +38,7 @@ enum Ep {
     Capabilities,
     Token(String),
     Kv(MountEntry, String),
+    Pki(MountEntry, String),
 }
 
 struct Endpoint {
@@ -177,9 +178,17 @@ async fn route(core: &Core, path: &str) -> ApiResult<Endpoint> {
     let mounts = a.mounts.read().await;
     let m = mounts
         .find(path)
-        .filter(|m| m.kind == "kv")
+        .filter(|m| m.kind == "kv" || m.kind == "pki")
         .ok_or_else(|| ApiError::NoRoute(path.to_string()))?;
     let key = path.strip_prefix(m.path.as_str()).unwrap_or("").to_string();
+    if m.kind == "pki" {
+        let sub = key.trim_end_matches('/').to_string();
+        let r = crate::pki::route(&sub).ok_or_else(|| ApiError::NoRoute(path.to_string()))?;
+        let mut e = ep(Ep::Pki(m.clone(), sub), r.ops);
+        e.unauth = r.unauthenticated;
+        e.existence = r.existence;
+        return Ok(e);
+    }
     Ok(ep(
         Ep::Kv(m.clone(), key),
         &[Read, Create, Update, Delete, List],
@@ -263,6 +272,7 @@ async fn exists(a: &Active, e: &Ep) -> ApiResult<bool> {
     match e {
         Ep::Policy { name, .. } => a.policy_exists(&name.to_lowercase()).await,
         Ep::Kv(m, key) if !key.is_empty() => a.kv_exists(m, key).await,
+        Ep::Pki(m, sub) => crate::pki::exists(a, m, sub).await,
         _ => Ok(true),
     }
 }
@@ -350,6 +360,10 @@ async fn run_unauth(core: &Arc<Core>, e: &Ep, req: &Request) -> ApiResult<Respon
             "performance_standby_last_remote_wal": 0,
         }))),
         Ep::Metrics => metrics(core, req).await,
+        Ep::Pki(m, sub) => {
+            let a = core.active().ok_or(ApiError::Sealed)?;
+            crate::pki::handle(core, &a, m, sub, req).await
+        }
         _ => Err(ApiError::MethodNotAllowed),
     }
 }
@@ -582,6 +596,7 @@ async fn run(
             _ => token::revoke(a, req, caller, which).await,
         },
         Ep::Kv(m, key) => a.kv(m, key, req).await,
+        Ep::Pki(m, sub) => crate::pki::handle(core, a, m, sub, req).await,
         Ep::Init | Ep::SealStatus | Ep::Unseal | Ep::Health | Ep::Leader | Ep::Metrics => {
             run_unauth(core, e, req).await
         }

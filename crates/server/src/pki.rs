@@ -1,0 +1,1123 @@
+//! The `pki` secrets engine: Vault's paths over `custos-pki`.
+//!
+//! Storage (all encrypted): `pki/<mount uuid>/issuer/<id>`, `…/key/<id>` (the private key),
+//! `…/role/<name>`, `…/config/urls`, `…/config/issuers`, `…/crl-number/<issuer>`; issued
+//! certificates are rows of the indexed `certs` table (serial, issuer, expiry, revocation).
+//! Revocation updates one row (O(log n)); the CRL is rebuilt lazily from the revocation
+//! index, a page at a time, the next time it is fetched.
+
+use crate::core::{now_unix, Active, Core, Plain};
+use crate::error::{ApiError, ApiResult};
+use crate::logical::{Request, Response};
+use crate::mounts::MountEntry;
+use base64::Engine as _;
+use custos_acl::Operation::{self, *};
+use custos_pki::issue::{self, CaParams, Revoked, Urls};
+use custos_pki::policy::{Context, SubjectFields};
+use custos_pki::role::{KeyType, Role};
+use custos_pki::{csr, fields, PkiError};
+use custos_store::CertRow;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use zeroize::Zeroizing;
+
+impl From<PkiError> for ApiError {
+    fn from(e: PkiError) -> Self {
+        match e {
+            PkiError::Crypto(m) => ApiError::internal(std::io::Error::other(m)),
+            other => ApiError::BadRequest(other.to_string()),
+        }
+    }
+}
+
+/// A parsed issuer ready to sign.
+pub(crate) struct Loaded {
+    entry: IssuerEntry,
+    der: Vec<u8>,
+    signer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+struct CachedCrl {
+    generation: u64,
+    der: Vec<u8>,
+    next_update: i64,
+}
+
+/// In-memory PKI state of the unsealed core: parsed issuers and built CRLs.
+#[derive(Default)]
+pub(crate) struct IssuerCache {
+    issuers: RwLock<HashMap<String, Arc<Loaded>>>,
+    crls: RwLock<HashMap<String, CachedCrl>>,
+    generation: RwLock<HashMap<String, u64>>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct IssuerEntry {
+    issuer_id: String,
+    issuer_name: String,
+    key_id: String,
+    certificate: String,
+    ca_chain: Vec<String>,
+    serial_number: String,
+    not_after: i64,
+    leaf_not_after_behavior: String,
+    usage: String,
+    key_type: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyEntry {
+    key_id: String,
+    key_name: String,
+    key_type: String,
+    private_key: String,
+}
+
+impl Drop for KeyEntry {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.private_key);
+    }
+}
+
+/// Route facts for a path below the mount.
+pub(crate) struct RouteInfo {
+    pub ops: &'static [Operation],
+    pub unauthenticated: bool,
+    pub existence: bool,
+}
+
+fn ri(ops: &'static [Operation], unauthenticated: bool) -> RouteInfo {
+    RouteInfo {
+        ops,
+        unauthenticated,
+        existence: false,
+    }
+}
+
+pub(crate) fn route(sub: &str) -> Option<RouteInfo> {
+    let parts: Vec<&str> = sub.split('/').collect();
+    Some(match parts.as_slice() {
+        ["root", "generate", "internal" | "exported"]
+        | ["issuers", "generate", "root", "internal" | "exported"] => ri(&[Update], false),
+        ["root"] => ri(&[Delete], false),
+        ["config", "urls"] | ["config", "issuers"] | ["config", "crl"] => {
+            ri(&[Read, Update], false)
+        }
+        ["roles"] => ri(&[List, Read], false),
+        ["roles", _] => RouteInfo {
+            ops: &[Read, Create, Update, Delete],
+            unauthenticated: false,
+            existence: true,
+        },
+        ["issue", _]
+        | ["sign", _]
+        | ["sign-verbatim"]
+        | ["sign-verbatim", _]
+        | ["issuer", _, "issue", _]
+        | ["issuer", _, "sign", _] => ri(&[Update], false),
+        ["revoke"] => ri(&[Update], false),
+        ["certs"] | ["certs", "revoked"] => ri(&[List, Read], false),
+        ["cert", _] | ["cert", _, "raw"] | ["cert", _, "raw", "pem"] => ri(&[Read], true),
+        ["crl"] | ["crl", "pem"] | ["ca"] | ["ca", "pem"] | ["ca_chain"] => ri(&[Read], true),
+        ["crl", "rotate"] => ri(&[Read], false),
+        ["issuers"] => ri(&[List, Read], true),
+        ["issuer", _] => ri(&[Read], true),
+        ["issuer", _, "pem" | "der" | "json"]
+        | ["issuer", _, "crl"]
+        | ["issuer", _, "crl", "pem" | "der"] => ri(&[Read], true),
+        _ => return None,
+    })
+}
+
+fn base(m: &MountEntry) -> String {
+    format!("pki/{}/", m.uuid)
+}
+
+pub(crate) async fn exists(a: &Active, m: &MountEntry, sub: &str) -> ApiResult<bool> {
+    match sub.strip_prefix("roles/") {
+        Some(name) => Ok(a
+            .store
+            .get(&format!("{}role/{name}", base(m)))
+            .await?
+            .is_some()),
+        None => Ok(true),
+    }
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut s = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        s.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        s.push('\n');
+    }
+    s.push_str(&format!("-----END {label}-----"));
+    s
+}
+
+fn pem_to_der(p: &str) -> ApiResult<Vec<u8>> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(p.as_bytes())
+        .map_err(|_| ApiError::bad("malformed PEM"))?;
+    Ok(block.contents)
+}
+
+fn serial_bytes(s: &str) -> ApiResult<Vec<u8>> {
+    let clean: String = s.chars().filter(|c| *c != ':' && *c != '-').collect();
+    let v = hex::decode(&clean)
+        .map_err(|_| ApiError::bad(format!("serial_number {s:?} is not colon-separated hex")))?;
+    if v.is_empty() || v.len() > 20 {
+        return Err(ApiError::bad("serial_number must be 1 to 20 bytes"));
+    }
+    Ok(v)
+}
+
+fn norm_serial(s: &str) -> ApiResult<String> {
+    Ok(issue::serial_hex(&serial_bytes(s)?))
+}
+
+fn valid_name(field: &str, n: &str) -> ApiResult<()> {
+    if n.is_empty()
+        || n.len() > 128
+        || !n
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(ApiError::bad(format!(
+            "{field}: must be 1 to 128 letters, digits, '-', '_' or '.'"
+        )));
+    }
+    Ok(())
+}
+
+async fn urls(a: &Active, m: &MountEntry) -> ApiResult<Urls> {
+    Ok(a.get_json(&format!("{}config/urls", base(m)))
+        .await?
+        .unwrap_or_default())
+}
+
+async fn default_issuer_id(a: &Active, m: &MountEntry) -> ApiResult<Option<String>> {
+    let v: Option<Value> = a.get_json(&format!("{}config/issuers", base(m))).await?;
+    Ok(
+        v.and_then(|v| v.get("default").and_then(Value::as_str).map(str::to_string))
+            .filter(|s| !s.is_empty()),
+    )
+}
+
+async fn resolve_issuer_id(a: &Active, m: &MountEntry, reference: &str) -> ApiResult<String> {
+    if reference.is_empty() || reference == "default" {
+        return default_issuer_id(a, m).await?.ok_or_else(|| {
+            ApiError::bad("no default issuer is configured: generate or import a CA first")
+        });
+    }
+    if a.store
+        .get(&format!("{}issuer/{reference}", base(m)))
+        .await?
+        .is_some()
+    {
+        return Ok(reference.to_string());
+    }
+    for id in a.list(&format!("{}issuer/", base(m))).await? {
+        if let Some(e) = a
+            .get_json::<IssuerEntry>(&format!("{}issuer/{id}", base(m)))
+            .await?
+        {
+            if e.issuer_name == reference {
+                return Ok(id);
+            }
+        }
+    }
+    Err(ApiError::bad(format!("unknown issuer {reference:?}")))
+}
+
+async fn load_issuer(a: &Active, m: &MountEntry, reference: &str) -> ApiResult<Arc<Loaded>> {
+    let id = resolve_issuer_id(a, m, reference).await?;
+    let cache_key = format!("{}/{id}", m.uuid);
+    if let Some(l) = a
+        .issuers
+        .issuers
+        .read()
+        .ok()
+        .and_then(|c| c.get(&cache_key).cloned())
+    {
+        return Ok(l);
+    }
+    let entry: IssuerEntry = a
+        .get_json(&format!("{}issuer/{id}", base(m)))
+        .await?
+        .ok_or_else(|| ApiError::bad(format!("unknown issuer {id:?}")))?;
+    let key: KeyEntry = a
+        .get_json(&format!("{}key/{}", base(m), entry.key_id))
+        .await?
+        .ok_or_else(|| {
+            ApiError::bad(format!(
+                "issuer {id} has no private key in this mount; it can verify but not sign"
+            ))
+        })?;
+    let kp = rcgen::KeyPair::from_pem(&key.private_key)
+        .map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
+    let der = pem_to_der(&entry.certificate)?;
+    let signer = rcgen::Issuer::from_ca_cert_der(&der.clone().into(), kp)
+        .map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
+    let l = Arc::new(Loaded { entry, der, signer });
+    if let Ok(mut c) = a.issuers.issuers.write() {
+        c.insert(cache_key, l.clone());
+    }
+    Ok(l)
+}
+
+fn invalidate(a: &Active, m: &MountEntry) {
+    let prefix = format!("{}/", m.uuid);
+    if let Ok(mut c) = a.issuers.issuers.write() {
+        c.retain(|k, _| !k.starts_with(&prefix));
+    }
+    if let Ok(mut c) = a.issuers.crls.write() {
+        c.retain(|k, _| !k.starts_with(&prefix));
+    }
+}
+
+fn bump_generation(a: &Active, m: &MountEntry) {
+    if let Ok(mut g) = a.issuers.generation.write() {
+        *g.entry(m.uuid.clone()).or_default() += 1;
+    }
+}
+
+fn generation(a: &Active, m: &MountEntry) -> u64 {
+    a.issuers
+        .generation
+        .read()
+        .ok()
+        .and_then(|g| g.get(&m.uuid).copied())
+        .unwrap_or(0)
+}
+
+fn mount_ttls(core: &Core, m: &MountEntry) -> (u64, u64) {
+    let max = if m.config.max_lease_ttl > 0 {
+        m.config.max_lease_ttl
+    } else {
+        core.cfg.max_lease_ttl
+    };
+    let def = if m.config.default_lease_ttl > 0 {
+        m.config.default_lease_ttl
+    } else {
+        core.cfg.default_lease_ttl
+    };
+    (def.min(max), max)
+}
+
+pub(crate) async fn handle(
+    core: &Core,
+    a: &Active,
+    m: &MountEntry,
+    sub: &str,
+    req: &Request,
+) -> ApiResult<Response> {
+    let parts: Vec<&str> = sub.split('/').collect();
+    match (parts.as_slice(), req.op) {
+        (["root", "generate", kind] | ["issuers", "generate", "root", kind], _) => {
+            generate_root(core, a, m, kind, req).await
+        }
+        (["root"], Delete) => delete_root(a, m).await,
+        (["config", "urls"], Read) => Ok(Response::data(serde_json::to_value(urls(a, m).await?)?)),
+        (["config", "urls"], _) => write_urls(a, m, req).await,
+        (["config", "issuers"], Read) => Ok(Response::data(
+            json!({"default": default_issuer_id(a, m).await?.unwrap_or_default(), "default_follows_latest_issuer": false}),
+        )),
+        (["config", "issuers"], _) => {
+            let reference = fields::str_of(&req.data, "default")?;
+            let id = resolve_issuer_id(a, m, &reference).await?;
+            a.put_json(
+                &format!("{}config/issuers", base(m)),
+                &json!({"default": id}),
+            )
+            .await?;
+            Ok(Response::data(
+                json!({"default": id, "default_follows_latest_issuer": false}),
+            ))
+        }
+        (["config", "crl"], Read) => Ok(Response::data(crl_config(a, m).await?)),
+        (["config", "crl"], _) => write_crl_config(a, m, req).await,
+        (["roles"], _) => Response::list(a.list(&format!("{}role/", base(m))).await?),
+        (["roles", name], Read) => {
+            let r: Role = a
+                .get_json(&format!("{}role/{name}", base(m)))
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            Ok(Response::data(r.to_json()))
+        }
+        (["roles", name], Delete) => {
+            a.write(vec![Plain::Delete(format!("{}role/{name}", base(m)))])
+                .await?;
+            Ok(Response::empty())
+        }
+        (["roles", name], _) => write_role(a, m, name, req).await,
+        (["issue", role], _) => issue_or_sign(core, a, m, role, None, req, false).await,
+        (["sign", role], _) => issue_or_sign(core, a, m, role, None, req, true).await,
+        (["issuer", iref, "issue", role], _) => {
+            issue_or_sign(core, a, m, role, Some(iref), req, false).await
+        }
+        (["issuer", iref, "sign", role], _) => {
+            issue_or_sign(core, a, m, role, Some(iref), req, true).await
+        }
+        (["sign-verbatim"] | ["sign-verbatim", _], _) => {
+            sign_verbatim(core, a, m, parts.get(1).copied(), req).await
+        }
+        (["revoke"], _) => revoke(a, m, req).await,
+        (["certs"], _) => list_certs(a, m, false, req).await,
+        (["certs", "revoked"], _) => list_certs(a, m, true, req).await,
+        (["cert", "ca"], _)
+        | (["ca", "pem"], _)
+        | (["ca"], _)
+        | (["ca_chain"], _)
+        | (["cert", "ca_chain"], _) => ca(a, m, sub).await,
+        (["cert", "crl"], _) => {
+            let der = crl(core, a, m, "default", false).await?;
+            Ok(Response::data(
+                json!({"certificate": pem("X509 CRL", &der), "revocation_time": 0}),
+            ))
+        }
+        (["cert", serial, rest @ ..], _) => read_cert(a, m, serial, rest).await,
+        (["crl"], _) | (["issuer", _, "crl", "der"], _) => {
+            raw_crl(core, a, m, parts.get(1).copied(), false).await
+        }
+        (["crl", "pem"], _) | (["issuer", _, "crl"], _) | (["issuer", _, "crl", "pem"], _) => {
+            raw_crl(core, a, m, parts.get(1).copied(), true).await
+        }
+        (["crl", "rotate"], _) => {
+            crl(core, a, m, "default", true).await?;
+            Ok(Response::data(json!({"success": true})))
+        }
+        (["issuers"], _) => list_issuers(a, m).await,
+        (["issuer", iref], _) | (["issuer", iref, "json"], _) => {
+            let l = load_issuer_entry(a, m, iref).await?;
+            Ok(Response::data(issuer_json(&l)))
+        }
+        (["issuer", iref, fmt @ ("pem" | "der")], _) => {
+            let l = load_issuer_entry(a, m, iref).await?;
+            let der = pem_to_der(&l.certificate)?;
+            Ok(raw(if *fmt == "pem" {
+                (
+                    "application/pem-certificate-chain",
+                    l.certificate.clone().into_bytes(),
+                )
+            } else {
+                ("application/pkix-cert", der)
+            }))
+        }
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+fn raw(r: (&'static str, Vec<u8>)) -> Response {
+    Response {
+        raw: Some(r),
+        ..Default::default()
+    }
+}
+
+async fn load_issuer_entry(a: &Active, m: &MountEntry, reference: &str) -> ApiResult<IssuerEntry> {
+    let id = resolve_issuer_id(a, m, reference)
+        .await
+        .map_err(|_| ApiError::NotFound)?;
+    a.get_json(&format!("{}issuer/{id}", base(m)))
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
+fn issuer_json(e: &IssuerEntry) -> Value {
+    json!({
+        "issuer_id": e.issuer_id,
+        "issuer_name": e.issuer_name,
+        "key_id": e.key_id,
+        "certificate": e.certificate,
+        "ca_chain": e.ca_chain,
+        "serial_number": e.serial_number,
+        "leaf_not_after_behavior": e.leaf_not_after_behavior,
+        "usage": e.usage,
+        "manual_chain": Value::Null,
+        "revoked": false,
+    })
+}
+
+async fn write_urls(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Response> {
+    let mut u = urls(a, m).await?;
+    for (field, slot) in [
+        ("issuing_certificates", &mut u.issuing_certificates),
+        ("crl_distribution_points", &mut u.crl_distribution_points),
+        ("ocsp_servers", &mut u.ocsp_servers),
+    ] {
+        if req.data.contains_key(field) {
+            let list = fields::list_of(&req.data, field)?;
+            for url in &list {
+                if !(url.starts_with("http://")
+                    || url.starts_with("https://")
+                    || url.starts_with("ldap://"))
+                    || url.len() > 2048
+                    || url.contains(char::is_whitespace)
+                {
+                    return Err(ApiError::bad(format!(
+                        "{field}: {url:?} is not a valid http(s) or ldap URL"
+                    )));
+                }
+            }
+            *slot = list;
+        }
+    }
+    a.put_json(&format!("{}config/urls", base(m)), &u).await?;
+    invalidate(a, m);
+    Ok(Response::data(serde_json::to_value(u)?))
+}
+
+async fn crl_config(a: &Active, m: &MountEntry) -> ApiResult<Value> {
+    Ok(a.get_json(&format!("{}config/crl", base(m))).await?.unwrap_or_else(|| json!({"expiry": "72h", "disable": false, "auto_rebuild": false, "enable_delta": false})))
+}
+
+async fn write_crl_config(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Response> {
+    let mut c = crl_config(a, m).await?;
+    if req.data.contains_key("expiry") {
+        let secs = fields::duration_of(&req.data, "expiry")?;
+        if secs == 0 {
+            return Err(ApiError::bad("expiry: must be positive"));
+        }
+        c["expiry"] = json!(fields::str_of(&req.data, "expiry")?);
+    }
+    for k in ["disable", "auto_rebuild", "enable_delta"] {
+        if req.data.contains_key(k) {
+            c[k] = json!(fields::bool_of(&req.data, k, false)?);
+        }
+    }
+    if c["disable"] == json!(true) {
+        return Err(ApiError::bad("disable: turning CRLs off is not supported"));
+    }
+    a.put_json(&format!("{}config/crl", base(m)), &c).await?;
+    Ok(Response::data(c))
+}
+
+async fn write_role(a: &Active, m: &MountEntry, name: &str, req: &Request) -> ApiResult<Response> {
+    valid_name("role name", name)?;
+    let key = format!("{}role/{name}", base(m));
+    let existing: Option<Role> = a.get_json(&key).await?;
+    let (role, warnings) = Role::from_fields(existing.as_ref(), &req.data)?;
+    a.put_json(&key, &role).await?;
+    let mut r = Response::data(role.to_json());
+    r.warnings = warnings;
+    Ok(r)
+}
+
+fn subject_from(d: &Map<String, Value>) -> ApiResult<SubjectFields> {
+    Ok(SubjectFields {
+        country: fields::list_of(d, "country")?,
+        organization: fields::list_of(d, "organization")?,
+        ou: fields::list_of(d, "ou")?,
+        locality: fields::list_of(d, "locality")?,
+        province: fields::list_of(d, "province")?,
+        street_address: fields::list_of(d, "street_address")?,
+        postal_code: fields::list_of(d, "postal_code")?,
+    })
+}
+
+async fn generate_root(
+    core: &Core,
+    a: &Active,
+    m: &MountEntry,
+    kind: &str,
+    req: &Request,
+) -> ApiResult<Response> {
+    let d = &req.data;
+    let cn = fields::str_of(d, "common_name")?;
+    if cn.is_empty() {
+        return Err(ApiError::bad("common_name: is required"));
+    }
+    let kt = KeyType::parse(&{
+        let k = fields::str_of(d, "key_type")?;
+        if k.is_empty() {
+            "rsa".to_string()
+        } else {
+            k
+        }
+    })?;
+    if kt == KeyType::Any {
+        return Err(ApiError::bad("key_type: \"any\" is not valid for a CA key"));
+    }
+    let bits = kt.bits(fields::int_of(d, "key_bits", 0)?)?;
+    let now = now_unix();
+    let (_, max) = mount_ttls(core, m);
+    let ttl = match fields::duration_of(d, "ttl")? {
+        0 => max,
+        t => t,
+    };
+    let mut alt = Vec::new();
+    for n in fields::list_of(d, "alt_names")? {
+        alt.push(custos_pki::der::GeneralName::Dns(n));
+    }
+    let params = CaParams {
+        common_name: cn,
+        subject: subject_from(d)?,
+        alt_names: alt,
+        not_before: now - 30,
+        not_after: now + ttl as i64,
+        max_path_length: fields::int_of(d, "max_path_length", -1)?,
+    };
+    let issuer_name = fields::str_of(d, "issuer_name")?;
+    if !issuer_name.is_empty() {
+        valid_name("issuer_name", &issuer_name)?;
+    }
+    let u = urls(a, m).await?;
+    let serial = issue::random_serial()?;
+    let (cert, key) = tokio::task::spawn_blocking(move || -> Result<_, PkiError> {
+        let key = issue::generate_key(kt, bits)?;
+        let cert = issue::self_signed_root(&params, &key, &u, &serial)?;
+        Ok((cert, key))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let issuer_id = uuid::Uuid::new_v4().to_string();
+    let key_id = uuid::Uuid::new_v4().to_string();
+    let key_pem = Zeroizing::new(key.serialize_pem());
+    let cert_pem = cert.pem().trim().to_string();
+    let (_, x) = x509_parser::parse_x509_certificate(cert.der())
+        .map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
+    let entry = IssuerEntry {
+        issuer_id: issuer_id.clone(),
+        issuer_name: if issuer_name.is_empty() {
+            format!("issuer-{}", &issuer_id[..8])
+        } else {
+            issuer_name
+        },
+        key_id: key_id.clone(),
+        certificate: cert_pem.clone(),
+        ca_chain: vec![cert_pem.clone()],
+        serial_number: issue::serial_hex(&serial),
+        not_after: x.validity().not_after.timestamp(),
+        leaf_not_after_behavior: "err".into(),
+        usage: "read-only,issuing-certificates,crl-signing,ocsp-signing".into(),
+        key_type: kt.name().into(),
+    };
+    let key_entry = KeyEntry {
+        key_id: key_id.clone(),
+        key_name: String::new(),
+        key_type: kt.name().into(),
+        private_key: key_pem.to_string(),
+    };
+    let mut ops = vec![
+        Plain::Put(
+            format!("{}issuer/{issuer_id}", base(m)),
+            serde_json::to_vec(&entry)?,
+        ),
+        Plain::Put(
+            format!("{}key/{key_id}", base(m)),
+            Zeroizing::new(serde_json::to_vec(&key_entry)?).to_vec(),
+        ),
+    ];
+    if default_issuer_id(a, m).await?.is_none() {
+        ops.push(Plain::Put(
+            format!("{}config/issuers", base(m)),
+            serde_json::to_vec(&json!({"default": issuer_id}))?,
+        ));
+    }
+    a.write(ops).await?;
+    invalidate(a, m);
+    let mut data = json!({
+        "certificate": cert_pem,
+        "issuing_ca": cert_pem,
+        "ca_chain": [cert_pem],
+        "serial_number": entry.serial_number,
+        "expiration": entry.not_after,
+        "issuer_id": issuer_id,
+        "issuer_name": entry.issuer_name,
+        "key_id": key_id,
+        "key_name": "",
+    });
+    match kind {
+        "exported" => {
+            data["private_key"] = json!(key_pem.as_str());
+            data["private_key_type"] = json!(kt.name());
+        }
+        "internal" => {}
+        other => {
+            return Err(ApiError::bad(format!(
+                "unknown type {other:?}: use internal or exported"
+            )))
+        }
+    }
+    Ok(Response::data(data))
+}
+
+async fn delete_root(a: &Active, m: &MountEntry) -> ApiResult<Response> {
+    let mut ops = Vec::new();
+    for p in ["issuer/", "key/"] {
+        for k in a.list(&format!("{}{p}", base(m))).await? {
+            ops.push(Plain::Delete(format!("{}{p}{k}", base(m))));
+        }
+    }
+    ops.push(Plain::Delete(format!("{}config/issuers", base(m))));
+    a.write(ops).await?;
+    invalidate(a, m);
+    Ok(Response::empty())
+}
+
+fn check_csr_key(role: &Role, k: csr::KeyInfo) -> ApiResult<()> {
+    let sba = role.profile == custos_pki::role::Profile::Sba;
+    match k {
+        csr::KeyInfo::Rsa(b) if b < 2048 => {
+            return Err(ApiError::bad(format!(
+                "RSA keys must be at least 2048 bits; the CSR has {b}"
+            )))
+        }
+        csr::KeyInfo::Other => {
+            return Err(ApiError::bad(
+                "the CSR's key algorithm is not supported (use RSA, EC P-256/P-384 or Ed25519)",
+            ))
+        }
+        _ => {}
+    }
+    if sba
+        && !matches!(
+            k,
+            csr::KeyInfo::Ec(256) | csr::KeyInfo::Ec(384) | csr::KeyInfo::Rsa(_)
+        )
+    {
+        return Err(ApiError::bad("TS 33.310 6.1.3c: SBA keys must be EC P-256/P-384 (or RSA >= 2048 where the role allows it)"));
+    }
+    if role.key_type != KeyType::Any {
+        if k.key_type() != Some(role.key_type) {
+            return Err(ApiError::bad(format!(
+                "role requires key type {}; the CSR has {k:?}",
+                role.key_type.name()
+            )));
+        }
+        let ok = match k {
+            csr::KeyInfo::Rsa(b) => b >= role.key_bits,
+            csr::KeyInfo::Ec(b) => b == role.key_bits,
+            _ => true,
+        };
+        if !ok {
+            return Err(ApiError::bad(format!(
+                "role requires {} key_bits {}; the CSR has {k:?}",
+                role.key_type.name(),
+                role.key_bits
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn issue_or_sign(
+    core: &Core,
+    a: &Active,
+    m: &MountEntry,
+    role_name: &str,
+    issuer_ref: Option<&str>,
+    req: &Request,
+    sign: bool,
+) -> ApiResult<Response> {
+    let role: Role = a
+        .get_json(&format!("{}role/{role_name}", base(m)))
+        .await?
+        .ok_or_else(|| ApiError::bad(format!("unknown role: {role_name}")))?;
+    let csr_info = if sign {
+        let text = fields::str_of(&req.data, "csr")?;
+        if text.is_empty() {
+            return Err(ApiError::bad("csr: is required"));
+        }
+        let info = csr::parse_csr(&text)?;
+        check_csr_key(&role, info.key)?;
+        Some(info)
+    } else {
+        if role.key_type == KeyType::Any {
+            return Err(ApiError::bad(
+                "role key_type is \"any\": use sign with a CSR instead of issue",
+            ));
+        }
+        None
+    };
+    let issuer = load_issuer(a, m, issuer_ref.unwrap_or(&role.issuer_ref)).await?;
+    issue_with(core, a, m, &role, &issuer, csr_info, req).await
+}
+
+async fn issue_with(
+    core: &Core,
+    a: &Active,
+    m: &MountEntry,
+    role: &Role,
+    issuer: &Arc<Loaded>,
+    csr_info: Option<csr::CsrInfo>,
+    req: &Request,
+) -> ApiResult<Response> {
+    let u = urls(a, m).await?;
+    let (default_ttl, max_ttl) = mount_ttls(core, m);
+    let ctx = Context {
+        now: now_unix(),
+        issuer_not_after: issuer.entry.not_after,
+        truncate_to_issuer: issuer.entry.leaf_not_after_behavior == "truncate",
+        default_ttl,
+        max_ttl,
+        crl_urls: u.crl_distribution_points.clone(),
+    };
+    let approved = custos_pki::policy::evaluate(role, &req.data, csr_info.as_ref(), &ctx)?;
+    let format = fields::str_of(&req.data, "format")?;
+    if !matches!(format.as_str(), "" | "pem" | "der" | "pem_bundle") {
+        return Err(ApiError::bad("format: must be pem, der or pem_bundle"));
+    }
+    let warnings = approved.warnings.clone();
+    let serial = issue::random_serial()?;
+    let (kt, bits) = (role.key_type, role.key_bits);
+    let iss = issuer.clone();
+    let spki = csr_info.as_ref().map(|c| c.spki_der.clone());
+    let (cert_der, key_pem) = tokio::task::spawn_blocking(
+        move || -> Result<(Vec<u8>, Option<Zeroizing<String>>), PkiError> {
+            match spki {
+                Some(spki) => {
+                    let pk = rcgen::SubjectPublicKeyInfo::from_der(&spki)
+                        .map_err(|e| PkiError::field("csr", &e.to_string()))?;
+                    Ok((
+                        issue::sign_leaf(&approved, &pk, &iss.signer, &u, &serial)?
+                            .der()
+                            .to_vec(),
+                        None,
+                    ))
+                }
+                None => {
+                    let key = issue::generate_key(kt, bits)?;
+                    let cert = issue::sign_leaf(&approved, &key, &iss.signer, &u, &serial)?;
+                    Ok((
+                        cert.der().to_vec(),
+                        Some(Zeroizing::new(key.serialize_pem())),
+                    ))
+                }
+            }
+        },
+    )
+    .await
+    .map_err(ApiError::internal)??;
+    let serial_hex = issue::serial_hex(&serial);
+    let cert_pem = pem("CERTIFICATE", &cert_der);
+    let (_, x) = x509_parser::parse_x509_certificate(&cert_der)
+        .map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
+    let not_after = x.validity().not_after.timestamp();
+    if !role.no_store {
+        let row = CertRow {
+            mount: m.uuid.clone(),
+            serial: serial_hex.clone(),
+            issuer_id: issuer.entry.issuer_id.clone(),
+            not_after,
+            revoked_at: None,
+            value: serde_json::to_vec(&json!({"certificate": cert_pem}))?,
+        };
+        a.store.write(vec![a.cert_op(row)?]).await?;
+    }
+    let ca_pem = issuer.entry.certificate.clone();
+    let (certificate, issuing_ca) = match format.as_str() {
+        "der" => (
+            json!(base64::engine::general_purpose::STANDARD.encode(&cert_der)),
+            json!(base64::engine::general_purpose::STANDARD.encode(&issuer.der)),
+        ),
+        "pem_bundle" => (json!(format!("{cert_pem}\n{ca_pem}")), json!(ca_pem)),
+        _ => (json!(cert_pem), json!(ca_pem)),
+    };
+    let mut data = json!({
+        "certificate": certificate,
+        "issuing_ca": issuing_ca,
+        "ca_chain": issuer.entry.ca_chain,
+        "serial_number": serial_hex,
+        "expiration": not_after,
+        "not_before": x.validity().not_before.timestamp(),
+    });
+    if let Some(k) = key_pem {
+        data["private_key"] = json!(k.as_str());
+        data["private_key_type"] = json!(role.key_type.name());
+    }
+    let mut r = Response::data(data);
+    r.warnings = warnings;
+    Ok(r)
+}
+
+async fn sign_verbatim(
+    core: &Core,
+    a: &Active,
+    m: &MountEntry,
+    role_name: Option<&str>,
+    req: &Request,
+) -> ApiResult<Response> {
+    // Without a role: Vault's sign-verbatim takes the CSR's names as they are (any name), with
+    // server and client usage; a role, if named, still bounds TTL and usages.
+    let text = fields::str_of(&req.data, "csr")?;
+    if text.is_empty() {
+        return Err(ApiError::bad("csr: is required"));
+    }
+    let info = csr::parse_csr(&text)?;
+    let base_role = match role_name {
+        Some(n) => a
+            .get_json::<Role>(&format!("{}role/{n}", base(m)))
+            .await?
+            .ok_or_else(|| ApiError::bad(format!("unknown role: {n}")))?,
+        None => Role::default(),
+    };
+    let role = Role {
+        allow_any_name: true,
+        enforce_hostnames: false,
+        allowed_uri_sans: vec!["*".into()],
+        require_cn: false,
+        key_type: KeyType::Any,
+        use_csr_common_name: true,
+        use_csr_sans: true,
+        profile: custos_pki::role::Profile::None,
+        ..base_role
+    };
+    check_csr_key(&role, info.key)?;
+    let issuer = load_issuer(a, m, &role.issuer_ref).await?;
+    issue_with(core, a, m, &role, &issuer, Some(info), req).await
+}
+
+async fn revoke(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Response> {
+    let serial_field = fields::str_of(&req.data, "serial_number")?;
+    let cert_field = fields::str_of(&req.data, "certificate")?;
+    let (serial, row) = match (serial_field.is_empty(), cert_field.is_empty()) {
+        (false, true) => {
+            let s = norm_serial(&serial_field)?;
+            let row = a
+                .get_cert(&m.uuid, &s)
+                .await?
+                .ok_or_else(|| ApiError::bad(format!("certificate with serial {s} not found")))?;
+            (s, row)
+        }
+        (true, false) => {
+            // "Bring your own certificate": it must have been signed by one of our issuers.
+            let der = pem_to_der(&cert_field)?;
+            let (_, x) = x509_parser::parse_x509_certificate(&der)
+                .map_err(|_| ApiError::bad("certificate: not a valid X.509 certificate"))?;
+            let s = issue::serial_hex(x.raw_serial());
+            let mut issuer_id = None;
+            for id in a.list(&format!("{}issuer/", base(m))).await? {
+                if let Ok(l) = load_issuer(a, m, &id).await {
+                    if let Ok((_, ix)) = x509_parser::parse_x509_certificate(&l.der) {
+                        if x.verify_signature(Some(ix.public_key())).is_ok() {
+                            issuer_id = Some(id);
+                            break;
+                        }
+                    }
+                }
+            }
+            let issuer_id = issuer_id.ok_or_else(|| {
+                ApiError::bad("certificate: was not issued by any issuer of this mount")
+            })?;
+            let row = match a.get_cert(&m.uuid, &s).await? {
+                Some(r) => r,
+                None => CertRow {
+                    mount: m.uuid.clone(),
+                    serial: s.clone(),
+                    issuer_id,
+                    not_after: x.validity().not_after.timestamp(),
+                    revoked_at: None,
+                    value: serde_json::to_vec(&json!({"certificate": pem("CERTIFICATE", &der)}))?,
+                },
+            };
+            (s, row)
+        }
+        _ => {
+            return Err(ApiError::bad(
+                "exactly one of serial_number or certificate is required",
+            ))
+        }
+    };
+    for id in a.list(&format!("{}issuer/", base(m))).await? {
+        if let Some(e) = a
+            .get_json::<IssuerEntry>(&format!("{}issuer/{id}", base(m)))
+            .await?
+        {
+            if e.serial_number == serial {
+                return Err(ApiError::bad(
+                    "adding a CA to a CRL is not allowed; revoke the issuer instead",
+                ));
+            }
+        }
+    }
+    if let Some(t) = row.revoked_at {
+        return Ok(Response::data(
+            json!({"revocation_time": t, "revocation_time_rfc3339": crate::core::rfc3339(t), "state": "revoked"}),
+        ));
+    }
+    let now = now_unix();
+    let mut new_row = row.clone();
+    new_row.revoked_at = Some(now);
+    a.store.write(vec![a.cert_op(new_row)?]).await?;
+    bump_generation(a, m);
+    Ok(Response::data(
+        json!({"revocation_time": now, "revocation_time_rfc3339": crate::core::rfc3339(now), "state": "revoked"}),
+    ))
+}
+
+async fn list_certs(
+    a: &Active,
+    m: &MountEntry,
+    revoked: bool,
+    req: &Request,
+) -> ApiResult<Response> {
+    let after = fields::str_of(&req.data, "after")?;
+    let limit = fields::int_of(&req.data, "limit", 100_000)?.clamp(1, 100_000) as usize;
+    let after = (!after.is_empty()).then_some(after.as_str());
+    let keys = if revoked {
+        a.store
+            .revoked_certs(&m.uuid, after, limit)
+            .await?
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
+    } else {
+        a.store.list_certs(&m.uuid, after, limit).await?
+    };
+    Response::list(keys)
+}
+
+async fn read_cert(a: &Active, m: &MountEntry, serial: &str, rest: &[&str]) -> ApiResult<Response> {
+    let s = norm_serial(serial).map_err(|_| ApiError::NotFound)?;
+    let row = a.get_cert(&m.uuid, &s).await?.ok_or(ApiError::NotFound)?;
+    let v: Value = serde_json::from_slice(&row.value)?;
+    let cert = v
+        .get("certificate")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    match rest {
+        ["raw"] => Ok(raw(("application/pkix-cert", pem_to_der(&cert)?))),
+        ["raw", "pem"] => Ok(raw((
+            "application/pem-certificate-chain",
+            cert.into_bytes(),
+        ))),
+        _ => Ok(Response::data(json!({
+            "certificate": cert,
+            "revocation_time": row.revoked_at.unwrap_or(0),
+            "revocation_time_rfc3339": row.revoked_at.map(crate::core::rfc3339).unwrap_or_default(),
+            "issuer_id": row.issuer_id,
+            "serial_number": s,
+            "expiration": row.not_after,
+        }))),
+    }
+}
+
+async fn ca(a: &Active, m: &MountEntry, sub: &str) -> ApiResult<Response> {
+    let e = load_issuer_entry(a, m, "default").await?;
+    Ok(match sub {
+        "ca" => raw(("application/pkix-cert", pem_to_der(&e.certificate)?)),
+        "ca/pem" => raw((
+            "application/pem-certificate-chain",
+            e.certificate.clone().into_bytes(),
+        )),
+        "ca_chain" => raw((
+            "application/pem-certificate-chain",
+            e.ca_chain.join("\n").into_bytes(),
+        )),
+        _ => Response::data(
+            json!({"certificate": e.certificate, "ca_chain": e.ca_chain, "issuer_id": e.issuer_id}),
+        ),
+    })
+}
+
+async fn list_issuers(a: &Active, m: &MountEntry) -> ApiResult<Response> {
+    let mut keys = Vec::new();
+    let mut info = Map::new();
+    for id in a.list(&format!("{}issuer/", base(m))).await? {
+        if let Some(e) = a
+            .get_json::<IssuerEntry>(&format!("{}issuer/{id}", base(m)))
+            .await?
+        {
+            info.insert(id.clone(), json!({"issuer_name": e.issuer_name, "is_default": false, "serial_number": e.serial_number}));
+            keys.push(id);
+        }
+    }
+    if keys.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Response::data(json!({"keys": keys, "key_info": info})))
+}
+
+async fn raw_crl(
+    core: &Core,
+    a: &Active,
+    m: &MountEntry,
+    iref: Option<&str>,
+    as_pem: bool,
+) -> ApiResult<Response> {
+    let iref = iref
+        .filter(|r| *r != "pem" && *r != "der")
+        .unwrap_or("default");
+    let der = crl(core, a, m, iref, false).await?;
+    Ok(if as_pem {
+        raw((
+            "application/pem-certificate-chain",
+            pem("X509 CRL", &der).into_bytes(),
+        ))
+    } else {
+        raw(("application/pkix-crl", der))
+    })
+}
+
+/// Returns the current CRL of an issuer, rebuilding it if revocations happened since it was
+/// built, if it is close to expiry, or if `force`.
+async fn crl(
+    _core: &Core,
+    a: &Active,
+    m: &MountEntry,
+    iref: &str,
+    force: bool,
+) -> ApiResult<Vec<u8>> {
+    let issuer = load_issuer(a, m, iref).await?;
+    let key = format!("{}/{}", m.uuid, issuer.entry.issuer_id);
+    let gen = generation(a, m);
+    let now = now_unix();
+    if !force {
+        if let Some(c) = a.issuers.crls.read().ok().and_then(|c| {
+            c.get(&key)
+                .map(|c| (c.generation, c.der.clone(), c.next_update))
+        }) {
+            if c.0 == gen && c.2 - now > 3600 {
+                return Ok(c.1);
+            }
+        }
+    }
+    let cfg = crl_config(a, m).await?;
+    let expiry = fields::parse_duration(cfg.get("expiry").and_then(Value::as_str).unwrap_or("72h"))
+        .unwrap_or(72 * 3600);
+    // Stream the revocation index a page at a time.
+    let mut revoked = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = a
+            .store
+            .revoked_certs(&m.uuid, after.as_deref(), 10_000)
+            .await?;
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|p| p.0.clone());
+        for (s, t) in page {
+            revoked.push(Revoked {
+                serial: serial_bytes(&s)?,
+                revoked_at: t,
+            });
+        }
+    }
+    let num_key = format!("{}crl-number/{}", base(m), issuer.entry.issuer_id);
+    let number: u64 = a.get_json::<u64>(&num_key).await?.unwrap_or(0) + 1;
+    a.put_json(&num_key, &number).await?;
+    let iss = issuer.clone();
+    let next = now + expiry as i64;
+    let der = tokio::task::spawn_blocking(move || {
+        issue::sign_crl(&revoked, now - 30, next, number, &iss.signer).map(|c| c.der().to_vec())
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    if let Ok(mut c) = a.issuers.crls.write() {
+        c.insert(
+            key,
+            CachedCrl {
+                generation: gen,
+                der: der.clone(),
+                next_update: next,
+            },
+        );
+    }
+    Ok(der)
+}
