@@ -111,8 +111,18 @@ fn csr_der(input: &str) -> Result<Vec<u8>, PkiError> {
         .map_err(|_| PkiError::field("csr", "is neither PEM nor base64 DER"))
 }
 
-/// Parses and verifies a CSR.
+/// Parses and verifies a CSR for an end-entity certificate: a request for CA:TRUE is refused.
 pub fn parse_csr(input: &str) -> Result<CsrInfo, PkiError> {
+    parse(input, false)
+}
+
+/// Parses and verifies the CSR of an intermediate CA (`sign-intermediate`), which may ask for
+/// CA:TRUE; the CA extensions of the result come from Custos, not from the CSR.
+pub fn parse_ca_csr(input: &str) -> Result<CsrInfo, PkiError> {
+    parse(input, true)
+}
+
+fn parse(input: &str, allow_ca: bool) -> Result<CsrInfo, PkiError> {
     let der = csr_der(input)?;
     let (rest, req) = X509CertificationRequest::from_der(&der)
         .map_err(|_| PkiError::field("csr", "is not a valid PKCS#10 request"))?;
@@ -155,7 +165,7 @@ pub fn parse_csr(input: &str) -> Result<CsrInfo, PkiError> {
     if let Some(exts) = req.requested_extensions() {
         for e in exts {
             match e {
-                ParsedExtension::BasicConstraints(bc) if bc.ca => {
+                ParsedExtension::BasicConstraints(bc) if bc.ca && !allow_ca => {
                     return Err(PkiError::NotAllowed(
                         "the CSR requests CA:TRUE; Custos never issues CA certificates from a role"
                             .into(),

@@ -269,3 +269,28 @@ pub fn sign_crl(
     };
     params.signed_by(issuer).map_err(rc)
 }
+
+/// A CSR for a new intermediate CA key (`intermediate/generate`).
+pub fn intermediate_csr(
+    common_name: &str,
+    subject: &crate::policy::SubjectFields,
+    key: &KeyPair,
+) -> Result<String, PkiError> {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = dn(Some(common_name), subject);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.serialize_request(key).and_then(|r| r.pem()).map_err(rc)
+}
+
+/// Signs an intermediate CA certificate for `public_key`.
+pub fn sign_intermediate(
+    c: &CaParams,
+    public_key: &impl PublicKeyData,
+    issuer: &rcgen::Issuer<'_, KeyPair>,
+    urls: &Urls,
+    serial: &[u8],
+) -> Result<rcgen::Certificate, PkiError> {
+    ca_params(c, urls, serial)?
+        .signed_by(public_key, issuer)
+        .map_err(rc)
+}

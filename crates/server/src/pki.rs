@@ -102,6 +102,10 @@ pub(crate) fn route(sub: &str) -> Option<RouteInfo> {
         ["root", "generate", "internal" | "exported"]
         | ["issuers", "generate", "root", "internal" | "exported"] => ri(&[Update], false),
         ["root"] => ri(&[Delete], false),
+        ["intermediate", "generate", "internal" | "exported"]
+        | ["issuers", "generate", "intermediate", "internal" | "exported"] => ri(&[Update], false),
+        ["root", "sign-intermediate"] | ["issuer", _, "sign-intermediate"] => ri(&[Update], false),
+        ["intermediate", "set-signed"] => ri(&[Update], false),
         ["config", "urls"] | ["config", "issuers"] | ["config", "crl"] => {
             ri(&[Read, Update], false)
         }
@@ -319,6 +323,14 @@ pub(crate) async fn handle(
             generate_root(core, a, m, kind, req).await
         }
         (["root"], Delete) => delete_root(a, m).await,
+        (["intermediate", "generate", kind] | ["issuers", "generate", "intermediate", kind], _) => {
+            generate_intermediate(a, m, kind, req).await
+        }
+        (["root", "sign-intermediate"], _) => sign_intermediate(core, a, m, "default", req).await,
+        (["issuer", iref, "sign-intermediate"], _) => {
+            sign_intermediate(core, a, m, iref, req).await
+        }
+        (["intermediate", "set-signed"], _) => set_signed(a, m, req).await,
         (["config", "urls"], Read) => Ok(Response::data(serde_json::to_value(urls(a, m).await?)?)),
         (["config", "urls"], _) => write_urls(a, m, req).await,
         (["config", "issuers"], Read) => Ok(Response::data(
@@ -1120,4 +1132,222 @@ async fn crl(
         );
     }
     Ok(der)
+}
+
+fn key_type_bits(d: &Map<String, Value>) -> ApiResult<(KeyType, u32)> {
+    let k = fields::str_of(d, "key_type")?;
+    let kt = KeyType::parse(if k.is_empty() { "rsa" } else { &k })?;
+    if kt == KeyType::Any {
+        return Err(ApiError::bad("key_type: \"any\" is not valid for a CA key"));
+    }
+    Ok((kt, kt.bits(fields::int_of(d, "key_bits", 0)?)?))
+}
+
+async fn generate_intermediate(
+    a: &Active,
+    m: &MountEntry,
+    kind: &str,
+    req: &Request,
+) -> ApiResult<Response> {
+    if kind != "internal" && kind != "exported" {
+        return Err(ApiError::bad(format!(
+            "unknown type {kind:?}: use internal or exported"
+        )));
+    }
+    let d = &req.data;
+    let cn = fields::str_of(d, "common_name")?;
+    if cn.is_empty() {
+        return Err(ApiError::bad("common_name: is required"));
+    }
+    let (kt, bits) = key_type_bits(d)?;
+    let subject = subject_from(d)?;
+    let (csr_pem, key) = tokio::task::spawn_blocking(move || -> Result<_, PkiError> {
+        let key = issue::generate_key(kt, bits)?;
+        Ok((issue::intermediate_csr(&cn, &subject, &key)?, key))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let key_id = uuid::Uuid::new_v4().to_string();
+    let key_pem = Zeroizing::new(key.serialize_pem());
+    let entry = KeyEntry {
+        key_id: key_id.clone(),
+        key_name: fields::str_of(d, "key_name")?,
+        key_type: kt.name().into(),
+        private_key: key_pem.to_string(),
+    };
+    a.write(vec![Plain::Put(
+        format!("{}key/{key_id}", base(m)),
+        Zeroizing::new(serde_json::to_vec(&entry)?).to_vec(),
+    )])
+    .await?;
+    let mut data = json!({"csr": csr_pem, "key_id": key_id, "key_name": entry.key_name});
+    if kind == "exported" {
+        data["private_key"] = json!(key_pem.as_str());
+        data["private_key_type"] = json!(kt.name());
+    }
+    Ok(Response::data(data))
+}
+
+async fn sign_intermediate(
+    core: &Core,
+    a: &Active,
+    m: &MountEntry,
+    iref: &str,
+    req: &Request,
+) -> ApiResult<Response> {
+    let d = &req.data;
+    let text = fields::str_of(d, "csr")?;
+    if text.is_empty() {
+        return Err(ApiError::bad("csr: is required"));
+    }
+    let info = csr::parse_ca_csr(&text)?;
+    if matches!(info.key, csr::KeyInfo::Other) {
+        return Err(ApiError::bad("the CSR's key algorithm is not supported"));
+    }
+    let use_csr = fields::bool_of(d, "use_csr_values", false)?;
+    let mut cn = fields::str_of(d, "common_name")?;
+    if cn.is_empty() && use_csr {
+        cn = info.common_name.clone().unwrap_or_default();
+    }
+    if cn.is_empty() {
+        return Err(ApiError::bad(
+            "common_name: is required (or set use_csr_values)",
+        ));
+    }
+    let issuer = load_issuer(a, m, iref).await?;
+    let now = now_unix();
+    let (_, max) = mount_ttls(core, m);
+    let ttl = match fields::duration_of(d, "ttl")? {
+        0 => max,
+        t => t,
+    };
+    let not_after = (now + ttl as i64).min(issuer.entry.not_after);
+    let sba = fields::str_of(d, "profile")? == "3gpp-sba";
+    let max_path_length = if sba {
+        0
+    } else {
+        fields::int_of(d, "max_path_length", -1)?
+    };
+    let params = CaParams {
+        common_name: cn,
+        subject: subject_from(d)?,
+        alt_names: vec![],
+        not_before: now - 30,
+        not_after,
+        max_path_length,
+    };
+    let u = urls(a, m).await?;
+    let serial = issue::random_serial()?;
+    let iss = issuer.clone();
+    let spki = info.spki_der.clone();
+    let der = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, PkiError> {
+        let pk = rcgen::SubjectPublicKeyInfo::from_der(&spki)
+            .map_err(|e| PkiError::field("csr", &e.to_string()))?;
+        Ok(
+            issue::sign_intermediate(&params, &pk, &iss.signer, &u, &serial)?
+                .der()
+                .to_vec(),
+        )
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let serial_hex = issue::serial_hex(&serial);
+    let cert_pem = pem("CERTIFICATE", &der);
+    let row = CertRow {
+        mount: m.uuid.clone(),
+        serial: serial_hex.clone(),
+        issuer_id: issuer.entry.issuer_id.clone(),
+        not_after,
+        revoked_at: None,
+        value: serde_json::to_vec(&json!({"certificate": cert_pem}))?,
+    };
+    a.store.write(vec![a.cert_op(row)?]).await?;
+    let mut chain = vec![cert_pem.clone()];
+    chain.extend(issuer.entry.ca_chain.iter().cloned());
+    Ok(Response::data(json!({
+        "certificate": cert_pem,
+        "issuing_ca": issuer.entry.certificate,
+        "ca_chain": chain,
+        "serial_number": serial_hex,
+        "expiration": not_after,
+    })))
+}
+
+fn split_pem_certs(bundle: &str) -> ApiResult<Vec<String>> {
+    let mut out = Vec::new();
+    for block in x509_parser::pem::Pem::iter_from_buffer(bundle.as_bytes()) {
+        let block = block.map_err(|_| ApiError::bad("certificate: malformed PEM"))?;
+        if block.label == "CERTIFICATE" {
+            x509_parser::parse_x509_certificate(&block.contents)
+                .map_err(|_| ApiError::bad("certificate: not a valid X.509 certificate"))?;
+            out.push(pem("CERTIFICATE", &block.contents));
+        }
+    }
+    if out.is_empty() {
+        return Err(ApiError::bad("certificate: no PEM CERTIFICATE block found"));
+    }
+    Ok(out)
+}
+
+async fn set_signed(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Response> {
+    let bundle = fields::str_of(&req.data, "certificate")?;
+    let certs = split_pem_certs(&bundle)?;
+    let der = pem_to_der(&certs[0])?;
+    let (_, x) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|_| ApiError::bad("certificate: not a valid X.509 certificate"))?;
+    if !x
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .map(|b| b.value.ca)
+        .unwrap_or(false)
+    {
+        return Err(ApiError::bad(
+            "certificate: is not a CA certificate (basicConstraints CA:TRUE missing)",
+        ));
+    }
+    let cert_pub = x.public_key().subject_public_key.data.to_vec();
+    let mut key_id = None;
+    for id in a.list(&format!("{}key/", base(m))).await? {
+        if let Some(k) = a
+            .get_json::<KeyEntry>(&format!("{}key/{id}", base(m)))
+            .await?
+        {
+            if let Ok(kp) = rcgen::KeyPair::from_pem(&k.private_key) {
+                if kp.public_key_raw() == cert_pub.as_slice() {
+                    key_id = Some((id, k.key_type.clone()));
+                    break;
+                }
+            }
+        }
+    }
+    let (key_id, key_type) = key_id.ok_or_else(|| ApiError::bad("certificate: its public key matches no key generated in this mount (run intermediate/generate first)"))?;
+    let issuer_id = uuid::Uuid::new_v4().to_string();
+    let entry = IssuerEntry {
+        issuer_id: issuer_id.clone(),
+        issuer_name: format!("issuer-{}", &issuer_id[..8]),
+        key_id: key_id.clone(),
+        certificate: certs[0].clone(),
+        ca_chain: certs.clone(),
+        serial_number: issue::serial_hex(x.raw_serial()),
+        not_after: x.validity().not_after.timestamp(),
+        leaf_not_after_behavior: "err".into(),
+        usage: "read-only,issuing-certificates,crl-signing,ocsp-signing".into(),
+        key_type,
+    };
+    let mut ops = vec![Plain::Put(
+        format!("{}issuer/{issuer_id}", base(m)),
+        serde_json::to_vec(&entry)?,
+    )];
+    if default_issuer_id(a, m).await?.is_none() {
+        ops.push(Plain::Put(
+            format!("{}config/issuers", base(m)),
+            serde_json::to_vec(&json!({"default": issuer_id}))?,
+        ));
+    }
+    a.write(ops).await?;
+    invalidate(a, m);
+    Ok(Response::data(
+        json!({"imported_issuers": [issuer_id], "imported_keys": [], "mapping": {issuer_id.clone(): key_id}, "existing_issuers": [], "existing_keys": []}),
+    ))
 }

@@ -416,3 +416,231 @@ async fn unauthenticated_ca_and_crl_but_not_issue() {
         .await;
     assert_eq!(st, 403);
 }
+
+/// Root (mount `pki`) signs an SBA intermediate (mount `pki_int`, pathLen 0), which issues
+/// SBA leaves. OpenSSL verifies the chain with both CRLs, then refuses the revoked leaf, and
+/// completes an mTLS handshake between two issued NF certificates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_intermediate_leaf_chain_crl_checks_and_mtls_handshake() {
+    let s = dev_server().await;
+    let root = setup(&s).await;
+    ok(
+        &s,
+        "POST",
+        "sys/mounts/pki_int",
+        json!({"type": "pki", "config": {"max_lease_ttl": "43800h"}}),
+    )
+    .await;
+    let v = ok(&s, "POST", "pki_int/intermediate/generate/internal", json!({"common_name": "Custos SBA Intermediate", "key_type": "ec", "country": "DE", "organization": DOMAIN})).await;
+    let csr = v["data"]["csr"].as_str().unwrap().to_string();
+    let v = ok(&s, "POST", "pki/root/sign-intermediate", json!({"csr": csr, "common_name": "Custos SBA Intermediate", "ttl": "43800h", "profile": "3gpp-sba", "country": "DE", "organization": DOMAIN})).await;
+    let int_pem = v["data"]["certificate"].as_str().unwrap().to_string();
+    assert_eq!(v["data"]["ca_chain"].as_array().unwrap().len(), 2);
+    let v = ok(
+        &s,
+        "POST",
+        "pki_int/intermediate/set-signed",
+        json!({"certificate": format!("{int_pem}\n{root}")}),
+    )
+    .await;
+    assert_eq!(v["data"]["imported_issuers"].as_array().unwrap().len(), 1);
+    ok(
+        &s,
+        "POST",
+        "pki_int/config/urls",
+        json!({"crl_distribution_points": [format!("{}/v1/pki_int/crl", s.api.base)]}),
+    )
+    .await;
+    ok(&s, "POST", "pki_int/roles/nf", json!({"profile": "3gpp-sba", "key_type": "ec", "allowed_domains": DOMAIN, "allow_subdomains": true, "country": "DE", "organization": DOMAIN, "max_ttl": "720h"})).await;
+    let issue = |cn: String, id: &'static str, t: &'static str| {
+        let api = s.api.clone();
+        async move {
+            let (st, v) = api
+                .call(
+                    "POST",
+                    "pki_int/issue/nf",
+                    Some("root"),
+                    Some(json!({"common_name": cn, "nf_instance_id": id, "nf_type": t})),
+                )
+                .await;
+            assert_eq!(st, 200, "{v}");
+            v
+        }
+    };
+    let amf = issue(
+        format!("amf1.{DOMAIN}"),
+        "4947a69a-f61b-4bc1-b9da-47c9c5d14b64",
+        "AMF",
+    )
+    .await;
+    let smf = issue(
+        format!("smf1.{DOMAIN}"),
+        "0b5f8e5a-1d2c-4e0e-9d8f-3c2b1a0f9e8d",
+        "SMF",
+    )
+    .await;
+    let dir = s.dir.path();
+    let w = |n: &str, c: &str| std::fs::write(dir.join(n), c).unwrap();
+    w("root.pem", &root);
+    w("int.pem", &int_pem);
+    w("amf.pem", amf["data"]["certificate"].as_str().unwrap());
+    w("amf.key", amf["data"]["private_key"].as_str().unwrap());
+    w("smf.pem", smf["data"]["certificate"].as_str().unwrap());
+    w("smf.key", smf["data"]["private_key"].as_str().unwrap());
+    w("chain.pem", &format!("{int_pem}\n{root}\n"));
+    let (_, text) = openssl(dir, &["x509", "-in", "int.pem", "-noout", "-text"]);
+    assert!(
+        text.contains("CA:TRUE, pathlen:0"),
+        "SBA intermediate must have pathLen 0:\n{text}"
+    );
+    assert!(text.contains("Certificate Sign, CRL Sign"), "{text}");
+    let crls = |name: &'static str| {
+        let base = s.api.base.clone();
+        let path = dir.join(name);
+        async move {
+            let mut all = String::new();
+            for m in ["pki", "pki_int"] {
+                all.push_str(
+                    &reqwest::get(format!("{base}/v1/{m}/crl/pem"))
+                        .await
+                        .unwrap()
+                        .text()
+                        .await
+                        .unwrap(),
+                );
+                all.push('\n');
+            }
+            std::fs::write(path, all).unwrap();
+        }
+    };
+    crls("crls1.pem").await;
+    let (good, out) = openssl(
+        dir,
+        &[
+            "verify",
+            "-crl_check_all",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "int.pem",
+            "-CRLfile",
+            "crls1.pem",
+            "amf.pem",
+        ],
+    );
+    assert!(
+        good,
+        "root -> intermediate -> leaf with current CRLs: {out}"
+    );
+
+    // mTLS between the two NFs with the issued certificates.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new("openssl")
+        .args([
+            "s_server",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-cert",
+            "amf.pem",
+            "-key",
+            "amf.key",
+            "-CAfile",
+            "chain.pem",
+            "-Verify",
+            "2",
+            "-verify_return_error",
+            "-naccept",
+            "2",
+            "-quiet",
+        ])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut connected = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            connected = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+    assert!(connected, "s_server did not start");
+    let client = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-cert",
+            "smf.pem",
+            "-key",
+            "smf.key",
+            "-CAfile",
+            "chain.pem",
+            "-verify_return_error",
+            "-servername",
+            &format!("amf1.{DOMAIN}"),
+            "-verify_hostname",
+            &format!("amf1.{DOMAIN}"),
+        ])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let out = String::from_utf8_lossy(&client.stdout).to_string()
+        + &String::from_utf8_lossy(&client.stderr);
+    assert!(
+        out.contains("Verify return code: 0 (ok)"),
+        "mTLS handshake failed:\n{out}"
+    );
+
+    let serial = amf["data"]["serial_number"].as_str().unwrap();
+    ok(
+        &s,
+        "POST",
+        "pki_int/revoke",
+        json!({"serial_number": serial}),
+    )
+    .await;
+    crls("crls2.pem").await;
+    let (good, out) = openssl(
+        dir,
+        &[
+            "verify",
+            "-crl_check_all",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "int.pem",
+            "-CRLfile",
+            "crls2.pem",
+            "amf.pem",
+        ],
+    );
+    assert!(
+        !good && out.contains("revoked"),
+        "revoked leaf must be refused: {out}"
+    );
+    let (good, _) = openssl(
+        dir,
+        &[
+            "verify",
+            "-crl_check_all",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "int.pem",
+            "-CRLfile",
+            "crls2.pem",
+            "smf.pem",
+        ],
+    );
+    assert!(good, "the other leaf stays valid");
+}
