@@ -4,7 +4,9 @@ mod audit;
 mod bench;
 mod generic;
 mod operator;
+mod pki;
 mod policy;
+mod secrets;
 mod server;
 mod token;
 
@@ -55,6 +57,12 @@ pub enum Command {
     /// Manage audit devices and verify audit logs.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
+    /// Enable, list and disable secrets engines (pki, kv).
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCmd),
+    /// PKI helpers: issue, sign, revoke, fetch CRLs, and lint certificates against the 3GPP SBA profile.
+    #[command(subcommand)]
+    Pki(pki::PkiCmd),
     /// Read a path.
     Read(generic::PathArgs),
     /// Write to a path (k=v pairs; v may be @file or - for stdin).
@@ -113,6 +121,8 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Token(c) => token::run(&cli, c).await,
         Command::Policy(c) => policy::run(&cli, c).await,
         Command::Audit(c) => audit::run(&cli, c).await,
+        Command::Secrets(c) => secrets::run(&cli, c).await,
+        Command::Pki(c) => pki::run(&cli, c).await,
         Command::Read(a) => generic::read(&cli, a).await,
         Command::Write(a) => generic::write(&cli, a).await,
         Command::List(a) => generic::list(&cli, a).await,
