@@ -261,11 +261,21 @@ fn cli_errors_name_the_problem_and_exit_non_zero() {
 }
 
 fn run_at(addr: &str, args: &[&str]) -> Output {
-    Command::new(bin()).args(args).env("CUSTOS_ADDR", addr).env("CUSTOS_TOKEN", "root").output().unwrap()
+    Command::new(bin())
+        .args(args)
+        .env("CUSTOS_ADDR", addr)
+        .env("CUSTOS_TOKEN", "root")
+        .output()
+        .unwrap()
 }
 
 fn must(o: Output) -> String {
-    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
@@ -276,44 +286,193 @@ async fn pki_cli_issues_lints_revokes_and_flags_a_free5gc_style_certificate() {
     let dir = s.dir.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
         let d = "5gc.mnc001.mcc262.3gppnetwork.org";
-        must(run_at(&addr, &["secrets", "enable", "--max-lease-ttl", "87600h", "pki"]));
-        must(run_at(&addr, &["write", "pki/root/generate/internal", "common_name=Root", "key_type=ec", "ttl=87600h"]));
-        must(run_at(&addr, &["write", "pki/config/urls", &format!("crl_distribution_points={addr}/v1/pki/crl")]));
-        must(run_at(&addr, &["write", "pki/roles/amf", "profile=3gpp-sba", "key_type=ec", &format!("allowed_domains={d}"), "allow_subdomains=true", "country=DE", &format!("organization={d}"), "max_ttl=720h"]));
-        let issued = must(run_at(&addr, &["pki", "issue", "amf", "--common-name", &format!("amf1.{d}"), "--nf-instance-id", "4947a69a-f61b-4bc1-b9da-47c9c5d14b64", "--nf-type", "AMF", "--out-dir", dir.to_str().unwrap()]));
-        assert!(issued.contains("wrote cert.pem, key.pem, ca.pem"), "{issued}");
+        must(run_at(
+            &addr,
+            &["secrets", "enable", "--max-lease-ttl", "87600h", "pki"],
+        ));
+        must(run_at(
+            &addr,
+            &[
+                "write",
+                "pki/root/generate/internal",
+                "common_name=Root",
+                "key_type=ec",
+                "ttl=87600h",
+            ],
+        ));
+        must(run_at(
+            &addr,
+            &[
+                "write",
+                "pki/config/urls",
+                &format!("crl_distribution_points={addr}/v1/pki/crl"),
+            ],
+        ));
+        must(run_at(
+            &addr,
+            &[
+                "write",
+                "pki/roles/amf",
+                "profile=3gpp-sba",
+                "key_type=ec",
+                &format!("allowed_domains={d}"),
+                "allow_subdomains=true",
+                "country=DE",
+                &format!("organization={d}"),
+                "max_ttl=720h",
+            ],
+        ));
+        let issued = must(run_at(
+            &addr,
+            &[
+                "pki",
+                "issue",
+                "amf",
+                "--common-name",
+                &format!("amf1.{d}"),
+                "--nf-instance-id",
+                "4947a69a-f61b-4bc1-b9da-47c9c5d14b64",
+                "--nf-type",
+                "AMF",
+                "--out-dir",
+                dir.to_str().unwrap(),
+            ],
+        ));
+        assert!(
+            issued.contains("wrote cert.pem, key.pem, ca.pem"),
+            "{issued}"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(dir.join("key.pem")).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(dir.join("key.pem"))
+                    .unwrap()
+                    .permissions()
+                    .mode()
+                    & 0o777,
+                0o600
+            );
         }
-        let lint_ok = run_at(&addr, &["pki", "lint", dir.join("cert.pem").to_str().unwrap()]);
-        assert_eq!(lint_ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&lint_ok.stdout));
+        let lint_ok = run_at(
+            &addr,
+            &["pki", "lint", dir.join("cert.pem").to_str().unwrap()],
+        );
+        assert_eq!(
+            lint_ok.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&lint_ok.stdout)
+        );
 
         // A free5GC-style certificate: 10 years, no keyUsage/EKU, the NF type as DNS SAN.
         let o = |args: &[&str]| {
-            let r = Command::new("openssl").args(args).current_dir(&dir).output().unwrap();
+            let r = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .unwrap();
             assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
         };
-        o(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "f5ca.key", "-out", "f5ca.pem", "-days", "3650", "-subj", "/CN=free5GC CA"]);
-        o(&["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "f5.key", "-out", "f5.csr", "-subj", "/CN=AMF"]);
+        o(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "f5ca.key",
+            "-out",
+            "f5ca.pem",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=free5GC CA",
+        ]);
+        o(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "f5.key",
+            "-out",
+            "f5.csr",
+            "-subj",
+            "/CN=AMF",
+        ]);
         std::fs::write(dir.join("f5.ext"), "subjectAltName=DNS:amf\n").unwrap();
-        o(&["x509", "-req", "-in", "f5.csr", "-CA", "f5ca.pem", "-CAkey", "f5ca.key", "-CAcreateserial", "-days", "3650", "-out", "f5.pem", "-extfile", "f5.ext"]);
-        let bad = run_at(&addr, &["pki", "lint", dir.join("f5.pem").to_str().unwrap()]);
+        o(&[
+            "x509",
+            "-req",
+            "-in",
+            "f5.csr",
+            "-CA",
+            "f5ca.pem",
+            "-CAkey",
+            "f5ca.key",
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-out",
+            "f5.pem",
+            "-extfile",
+            "f5.ext",
+        ]);
+        let bad = run_at(
+            &addr,
+            &["pki", "lint", dir.join("f5.pem").to_str().unwrap()],
+        );
         assert_eq!(bad.status.code(), Some(1));
         let text = String::from_utf8_lossy(&bad.stdout).to_string();
-        for want in ["keyUsage extension is missing", "extendedKeyUsage extension is missing", "validity is 3650 days", "\"amf\" is an NF type name", "nfTypes", "urn:uuid", "TS 33.310 6.1.3c"] {
+        for want in [
+            "keyUsage extension is missing",
+            "extendedKeyUsage extension is missing",
+            "validity is 3650 days",
+            "\"amf\" is an NF type name",
+            "nfTypes",
+            "urn:uuid",
+            "TS 33.310 6.1.3c",
+        ] {
             assert!(text.contains(want), "lint output lacks {want:?}:\n{text}");
         }
         let serial = {
-            let r = Command::new("openssl").args(["x509", "-in", "cert.pem", "-noout", "-serial"]).current_dir(&dir).output().unwrap();
-            let hex = String::from_utf8_lossy(&r.stdout).trim().trim_start_matches("serial=").to_lowercase();
-            let padded = if hex.len() % 2 == 1 { format!("0{hex}") } else { hex };
-            padded.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap().to_string()).collect::<Vec<_>>().join(":")
+            let r = Command::new("openssl")
+                .args(["x509", "-in", "cert.pem", "-noout", "-serial"])
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            let hex = String::from_utf8_lossy(&r.stdout)
+                .trim()
+                .trim_start_matches("serial=")
+                .to_lowercase();
+            let padded = if hex.len() % 2 == 1 {
+                format!("0{hex}")
+            } else {
+                hex
+            };
+            padded
+                .as_bytes()
+                .chunks(2)
+                .map(|c| std::str::from_utf8(c).unwrap().to_string())
+                .collect::<Vec<_>>()
+                .join(":")
         };
         must(run_at(&addr, &["pki", "revoke", &serial]));
-        must(run_at(&addr, &["pki", "crl", "--out", dir.join("crl.pem").to_str().unwrap()]));
-        let crl = Command::new("openssl").args(["crl", "-in", "crl.pem", "-noout", "-text"]).current_dir(&dir).output().unwrap();
+        must(run_at(
+            &addr,
+            &["pki", "crl", "--out", dir.join("crl.pem").to_str().unwrap()],
+        ));
+        let crl = Command::new("openssl")
+            .args(["crl", "-in", "crl.pem", "-noout", "-text"])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&crl.stdout).to_string()
     })
     .await
@@ -325,8 +484,15 @@ async fn pki_cli_issues_lints_revokes_and_flags_a_free5gc_style_certificate() {
 fn pki_lint_on_garbage_is_a_usage_error_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("junk.pem");
-    std::fs::write(&p, "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n").unwrap();
-    let o = Command::new(bin()).args(["pki", "lint", p.to_str().unwrap()]).output().unwrap();
+    std::fs::write(
+        &p,
+        "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let o = Command::new(bin())
+        .args(["pki", "lint", p.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("junk.pem"));
 }

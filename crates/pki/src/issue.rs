@@ -294,3 +294,11 @@ pub fn sign_intermediate(
         .signed_by(public_key, issuer)
         .map_err(rc)
 }
+
+/// A CSR for an end-entity key generated locally (agents, `custos bench`).
+pub fn leaf_csr(common_name: &str, key: &KeyPair) -> Result<String, PkiError> {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, common_name);
+    p.serialize_request(key).and_then(|r| r.pem()).map_err(rc)
+}

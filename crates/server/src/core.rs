@@ -64,6 +64,57 @@ pub(crate) struct Active {
     pub(crate) use_lock: tokio::sync::Mutex<()>,
     /// Parsed CA issuers (certificate + signing key), per `<mount uuid>/<issuer id>`.
     pub(crate) issuers: crate::pki::IssuerCache,
+    /// Decrypted entries, when this process is the only writer (see [`EntryCache`]).
+    cache: Option<EntryCache>,
+}
+
+/// Most entries the cache holds before it starts over.
+const CACHE_MAX_ENTRIES: usize = 200_000;
+
+/// A write-through cache of decrypted entries for single-writer deployments (SQLite).
+///
+/// Correctness: writers update the cache *after* the store committed (new value or a
+/// tombstone); readers only fill empty slots, and only if no clear happened since they began
+/// reading (`epoch`), so a reader can never put back a value older than a committed write.
+/// Values are zeroized when evicted.
+/// A cached entry: `None` is a tombstone (known absent).
+type Cached = Option<Arc<Zeroizing<Vec<u8>>>>;
+
+#[derive(Default)]
+struct EntryCache {
+    map: RwLock<HashMap<String, Cached>>,
+    epoch: std::sync::atomic::AtomicU64,
+}
+
+impl EntryCache {
+    fn get(&self, k: &str) -> Option<Cached> {
+        self.map.read().ok()?.get(k).cloned()
+    }
+
+    fn fill(&self, k: &str, v: Cached, epoch: u64) {
+        if let Ok(mut m) = self.map.write() {
+            if self.epoch.load(std::sync::atomic::Ordering::Acquire) == epoch {
+                m.entry(k.to_string()).or_insert(v);
+            }
+        }
+    }
+
+    fn invalidate(&self, k: &str) {
+        if let Ok(mut m) = self.map.write() {
+            m.remove(k);
+            self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
+    fn set(&self, k: String, v: Cached) {
+        if let Ok(mut m) = self.map.write() {
+            if m.len() >= CACHE_MAX_ENTRIES {
+                m.clear();
+                self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            }
+            m.insert(k, v);
+        }
+    }
 }
 
 /// A plaintext write, encrypted by [`Active::write`].
@@ -80,11 +131,26 @@ impl Active {
 
     /// Reads and decrypts one entry.
     pub(crate) async fn get(&self, path: &str) -> ApiResult<Option<Zeroizing<Vec<u8>>>> {
-        let Some(ct) = self.store.get(path).await? else {
-            return Ok(None);
+        let epoch = match &self.cache {
+            Some(c) => {
+                if let Some(hit) = c.get(path) {
+                    return Ok(hit.map(|v| Zeroizing::new(v.to_vec())));
+                }
+                c.epoch.load(std::sync::atomic::Ordering::Acquire)
+            }
+            None => 0,
         };
-        let kr = self.keyring.read().map_err(|_| poisoned())?;
-        Ok(Some(Zeroizing::new(kr.decrypt(path, &ct)?)))
+        let value = match self.store.get(path).await? {
+            Some(ct) => {
+                let kr = self.keyring.read().map_err(|_| poisoned())?;
+                Some(Zeroizing::new(kr.decrypt(path, &ct)?))
+            }
+            None => None,
+        };
+        if let Some(c) = &self.cache {
+            c.fill(path, value.as_ref().map(|v| Arc::new(v.clone())), epoch);
+        }
+        Ok(value)
     }
 
     /// Reads and parses a JSON entry.
@@ -98,19 +164,37 @@ impl Active {
         }
     }
 
-    /// Encrypts and writes a batch atomically.
+    /// Encrypts and writes a batch atomically; the cache learns the new values only after
+    /// the store has committed them.
     pub(crate) async fn write(&self, ops: Vec<Plain>) -> ApiResult<()> {
         let mut out = Vec::with_capacity(ops.len());
+        let mut after = Vec::new();
         for op in ops {
             out.push(match op {
                 Plain::Put(k, v) => {
                     let value = self.encrypt(&k, &v)?;
+                    if self.cache.is_some() {
+                        after.push((k.clone(), Some(Arc::new(Zeroizing::new(v)))));
+                    }
                     WriteOp::Put { key: k, value }
                 }
-                Plain::Delete(k) => WriteOp::Delete { key: k },
+                Plain::Delete(k) => {
+                    if self.cache.is_some() {
+                        after.push((k.clone(), None));
+                    }
+                    WriteOp::Delete { key: k }
+                }
             });
         }
-        Ok(self.store.write(out).await?)
+        let result = self.store.write(out).await;
+        if let Some(c) = &self.cache {
+            match &result {
+                Ok(()) => after.into_iter().for_each(|(k, v)| c.set(k, v)),
+                // Unknown outcome: forget these keys so the next read goes to the store.
+                Err(_) => after.into_iter().for_each(|(k, _)| c.invalidate(&k)),
+            }
+        }
+        Ok(result?)
     }
 
     pub(crate) async fn put_json(&self, path: &str, v: &impl serde::Serialize) -> ApiResult<()> {
@@ -166,6 +250,12 @@ impl Active {
 
 fn poisoned() -> ApiError {
     ApiError::internal(std::io::Error::other("lock poisoned"))
+}
+
+/// The entry cache is only correct when this process is the only writer: true for the
+/// embedded SQLite backend, not for PostgreSQL (several nodes may share the database).
+fn single_writer(store: &dyn Storage) -> bool {
+    store.backend() == "sqlite"
 }
 
 pub(crate) fn now_unix() -> i64 {
@@ -334,6 +424,7 @@ impl Core {
             audit: AuditBroker::default(),
             use_lock: tokio::sync::Mutex::new(()),
             issuers: Default::default(),
+            cache: single_writer(&*self.store).then(EntryCache::default),
         };
         let (root_token, root_entry) = TokenEntry::new_root(&active, root_token_id, now)?;
         let mut plain = vec![
@@ -506,6 +597,7 @@ impl Core {
             audit: AuditBroker::default(),
             use_lock: tokio::sync::Mutex::new(()),
             issuers: Default::default(),
+            cache: single_writer(&*self.store).then(EntryCache::default),
         };
         if let Some(t) = active
             .get_json::<MountTable>(crate::mounts::MOUNTS_PATH)

@@ -778,32 +778,38 @@ async fn issue_with(
     let (kt, bits) = (role.key_type, role.key_bits);
     let iss = issuer.clone();
     let spki = csr_info.as_ref().map(|c| c.spki_der.clone());
-    let (cert_der, key_pem) = tokio::task::spawn_blocking(
-        move || -> Result<(Vec<u8>, Option<Zeroizing<String>>), PkiError> {
-            match spki {
-                Some(spki) => {
-                    let pk = rcgen::SubjectPublicKeyInfo::from_der(&spki)
-                        .map_err(|e| PkiError::field("csr", &e.to_string()))?;
-                    Ok((
-                        issue::sign_leaf(&approved, &pk, &iss.signer, &u, &serial)?
-                            .der()
-                            .to_vec(),
-                        None,
-                    ))
-                }
-                None => {
-                    let key = issue::generate_key(kt, bits)?;
-                    let cert = issue::sign_leaf(&approved, &key, &iss.signer, &u, &serial)?;
-                    Ok((
-                        cert.der().to_vec(),
-                        Some(Zeroizing::new(key.serialize_pem())),
-                    ))
-                }
+    let work = move || -> Result<(Vec<u8>, Option<Zeroizing<String>>), PkiError> {
+        match spki {
+            Some(spki) => {
+                let pk = rcgen::SubjectPublicKeyInfo::from_der(&spki)
+                    .map_err(|e| PkiError::field("csr", &e.to_string()))?;
+                Ok((
+                    issue::sign_leaf(&approved, &pk, &iss.signer, &u, &serial)?
+                        .der()
+                        .to_vec(),
+                    None,
+                ))
             }
-        },
-    )
-    .await
-    .map_err(ApiError::internal)??;
+            None => {
+                let key = issue::generate_key(kt, bits)?;
+                let cert = issue::sign_leaf(&approved, &key, &iss.signer, &u, &serial)?;
+                Ok((
+                    cert.der().to_vec(),
+                    Some(Zeroizing::new(key.serialize_pem())),
+                ))
+            }
+        }
+    };
+    // EC and Ed25519 keygen+signing take tens of microseconds: cheaper inline than a hop to
+    // the blocking pool. RSA key generation can take a second and must not stall a worker.
+    let rsa_work = kt == KeyType::Rsa && csr_info.is_none() || issuer.entry.key_type == "rsa";
+    let (cert_der, key_pem) = if rsa_work {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(ApiError::internal)??
+    } else {
+        work()?
+    };
     let serial_hex = issue::serial_hex(&serial);
     let cert_pem = pem("CERTIFICATE", &cert_der);
     let (_, x) = x509_parser::parse_x509_certificate(&cert_der)

@@ -21,7 +21,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 const BACKEND: &str = "sqlite";
-const MAX_IDLE_READERS: usize = 8;
+/// Read connections: at most this many reads run at once, and every connection is kept, so
+/// no read pays for opening (and memory-mapping) a connection. Profiling showed connection
+/// churn dominating reads when idle connections were capped below the concurrency.
+const READERS: usize = 16;
 
 fn be(e: rusqlite::Error) -> StoreError {
     StoreError::backend(BACKEND, e)
@@ -57,6 +60,7 @@ pub struct SqliteStore {
     path: PathBuf,
     tx: mpsc::Sender<Job>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    reader_slots: Arc<tokio::sync::Semaphore>,
     counters: Arc<Counters>,
 }
 
@@ -127,6 +131,7 @@ impl SqliteStore {
             path,
             tx,
             readers: Arc::new(Mutex::new(Vec::new())),
+            reader_slots: Arc::new(tokio::sync::Semaphore::new(READERS)),
             counters,
         })
     }
@@ -137,7 +142,14 @@ impl SqliteStore {
     ) -> Result<T> {
         let pool = self.readers.clone();
         let path = self.path.clone();
+        let permit = self
+            .reader_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let conn = pool.lock().ok().and_then(|mut p| p.pop());
             let conn = match conn {
                 Some(c) => c,
@@ -145,9 +157,7 @@ impl SqliteStore {
             };
             let out = f(&conn).map_err(be);
             if let Ok(mut p) = pool.lock() {
-                if p.len() < MAX_IDLE_READERS {
-                    p.push(conn);
-                }
+                p.push(conn);
             }
             out
         })
@@ -219,15 +229,21 @@ fn apply_op(c: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Runs a parameterless statement through the statement cache (no re-parsing per job).
+fn exec(c: &Connection, sql: &str) -> rusqlite::Result<()> {
+    c.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn apply_job(c: &Connection, ops: &[WriteOp]) -> rusqlite::Result<()> {
-    c.execute_batch("SAVEPOINT job")?;
+    exec(c, "SAVEPOINT job")?;
     for op in ops {
         if let Err(e) = apply_op(c, op) {
-            c.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            exec(c, "ROLLBACK TO job")?;
+            exec(c, "RELEASE job")?;
             return Err(e);
         }
     }
-    c.execute_batch("RELEASE job")
+    exec(c, "RELEASE job")
 }
 
 fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, counters: Arc<Counters>) {
@@ -235,7 +251,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, counters: Arc<Coun
         let batch = drain_batch(first, &mut rx);
         let mut outcomes: Vec<(oneshot::Sender<Result<()>>, Result<()>)> =
             Vec::with_capacity(batch.len());
-        let begun = conn.execute_batch("BEGIN IMMEDIATE");
+        let begun = exec(&conn, "BEGIN IMMEDIATE");
         if let Err(e) = begun {
             let msg = e.to_string();
             for job in batch {
@@ -250,7 +266,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, counters: Arc<Coun
             let r = apply_job(&conn, &job.ops).map_err(be);
             outcomes.push((job.reply, r));
         }
-        match conn.execute_batch("COMMIT") {
+        match exec(&conn, "COMMIT") {
             Ok(()) => {
                 counters.transactions.fetch_add(1, Ordering::Relaxed);
                 for (reply, r) in outcomes {

@@ -21,8 +21,12 @@ pub struct BenchArgs {
     /// Seconds per operation.
     #[arg(long, default_value_t = 5)]
     pub duration: u64,
-    /// Operations to run, comma-separated: health, token-create, lookup-self, kv-write, kv-read.
-    #[arg(long, default_value = "health,token-create,lookup-self")]
+    /// Operations to run, comma-separated: health, token-create, lookup-self, kv-write,
+    /// kv-read, pki-issue (SBA profile, server keygen, stored), pki-sign (CSR, stored).
+    #[arg(
+        long,
+        default_value = "health,token-create,lookup-self,pki-issue,pki-sign"
+    )]
     pub ops: String,
     /// Bench the server at --address (with --token) instead of an in-process dev server.
     #[arg(long)]
@@ -67,12 +71,57 @@ fn fsync_rate(dir: &std::path::Path, secs: f64) -> CliResult<f64> {
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
+const SBA_DOMAIN: &str = "5gc.mnc001.mcc262.3gppnetwork.org";
+
+/// Mounts `bench-pki` with an EC P-256 root and an SBA role; returns a CSR for pki-sign.
+async fn setup_pki(c: &Client) -> CliResult<String> {
+    let _ = c.call("DELETE", "sys/mounts/bench-pki", None).await;
+    c.call(
+        "POST",
+        "sys/mounts/bench-pki",
+        Some(&json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}})),
+    )
+    .await?;
+    c.call(
+        "POST",
+        "bench-pki/root/generate/internal",
+        Some(&json!({"common_name": "bench root", "key_type": "ec", "ttl": "87600h"})),
+    )
+    .await?;
+    c.call(
+        "POST",
+        "bench-pki/config/urls",
+        Some(&json!({"crl_distribution_points": [format!("{}/v1/bench-pki/crl", c.addr)]})),
+    )
+    .await?;
+    c.call("POST", "bench-pki/roles/nf", Some(&json!({"profile": "3gpp-sba", "key_type": "ec", "allowed_domains": SBA_DOMAIN, "allow_subdomains": true, "country": "DE", "organization": SBA_DOMAIN, "max_ttl": "720h", "ttl": "24h"}))).await?;
+    let key = custos_pki::issue::generate_key(custos_pki::role::KeyType::Ec, 256)
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    custos_pki::issue::leaf_csr(&format!("amf.{SBA_DOMAIN}"), &key)
+        .map_err(|e| CliError::Other(e.to_string()))
+}
+
+/// `openssl speed ecdsap256` sign/s for one core, if the openssl CLI is present.
+fn openssl_sign_rate() -> Option<f64> {
+    let out = std::process::Command::new("openssl")
+        .args(["speed", "-seconds", "2", "ecdsap256"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.contains("ecdsa (nistp256)"))?;
+    // "256 bits ecdsa (nistp256)   0.0000s   0.0001s  45000.1  15000.2": sign/s is the
+    // second-to-last column.
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    cols.get(cols.len().checked_sub(2)?)?.parse().ok()
+}
+
 async fn drive(
     client: &Client,
     op: &str,
     clients: usize,
     dur: Duration,
     tokens: Arc<Vec<String>>,
+    csr: Arc<String>,
 ) -> CliResult<Outcome> {
     let deadline = Instant::now() + dur;
     let mut tasks = Vec::new();
@@ -80,6 +129,7 @@ async fn drive(
         let c = client.clone();
         let op = op.to_string();
         let tokens = tokens.clone();
+        let csr = csr.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat: Vec<u32> = Vec::new();
             let mut errors = 0u64;
@@ -113,6 +163,14 @@ async fn drive(
                     "kv-read" => {
                         c.call("GET", &format!("secret/bench/{i}/{}", n % 64), None)
                             .await
+                    }
+                    "pki-issue" => {
+                        let body = json!({"common_name": format!("amf{i}.{SBA_DOMAIN}"), "nf_instance_id": "4947a69a-f61b-4bc1-b9da-47c9c5d14b64", "nf_type": "AMF"});
+                        c.call("POST", "bench-pki/issue/nf", Some(&body)).await
+                    }
+                    "pki-sign" => {
+                        let body = json!({"csr": csr.as_str(), "common_name": format!("amf.{SBA_DOMAIN}"), "nf_instance_id": "4947a69a-f61b-4bc1-b9da-47c9c5d14b64", "nf_type": "AMF"});
+                        c.call("POST", "bench-pki/sign/nf", Some(&body)).await
                     }
                     _ => Ok(Value::Null),
                 };
@@ -202,6 +260,8 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> CliResult<()> {
             "lookup-self",
             "kv-write",
             "kv-read",
+            "pki-issue",
+            "pki-sign",
         ]
         .contains(op)
         {
@@ -235,12 +295,25 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> CliResult<()> {
             }
         }
     }
+    let (sign_rate, csr) = if ops.iter().any(|o| o.starts_with("pki-")) {
+        let csr = setup_pki(&client).await?;
+        (
+            tokio::task::spawn_blocking(openssl_sign_rate)
+                .await
+                .ok()
+                .flatten(),
+            csr,
+        )
+    } else {
+        (None, String::new())
+    };
+    let csr = Arc::new(csr);
     let tokens = Arc::new(tokens);
     let mut results = Vec::new();
     let mut commit_factor = Vec::new();
     for op in &ops {
         let before = _server.as_ref().map(|s| s.core.store_stats());
-        results.push(drive(&client, op, a.clients, dur, tokens.clone()).await?);
+        results.push(drive(&client, op, a.clients, dur, tokens.clone(), csr.clone()).await?);
         if let (Some(b), Some(s)) = (before, _server.as_ref()) {
             let after = s.core.store_stats();
             let txs = after.transactions - b.transactions;
@@ -293,6 +366,16 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> CliResult<()> {
                 .unwrap_or_else(|| "-".into()),
             r.ops_per_sec / fsync
         );
+    }
+    if let Some(r) = sign_rate {
+        for res in results.iter().filter(|r| r.op.starts_with("pki-")) {
+            println!(
+                "{}: {:.2} of the 2-core ECDSA P-256 signing limit ({:.0}/s)",
+                res.op,
+                res.ops_per_sec / (2.0 * r),
+                2.0 * r
+            );
+        }
     }
     for (op, f, t) in &commit_factor {
         println!("group commit during {op}: {f:.1} writes per transaction ({t} transactions)");

@@ -84,7 +84,10 @@ pub enum PkiCmd {
 }
 
 fn write_file(path: &Path, data: &str, secret: bool) -> CliResult<()> {
-    let io = |source| CliError::Io { what: format!("writing {}", path.display()), source };
+    let io = |source| CliError::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    };
     let mut o = std::fs::OpenOptions::new();
     o.create(true).write(true).truncate(true);
     #[cfg(unix)]
@@ -108,14 +111,30 @@ fn opt(m: &mut Map<String, Value>, k: &str, v: &Option<String>) {
 fn chain_text(d: &Value) -> String {
     d.get("ca_chain")
         .and_then(Value::as_array)
-        .map(|c| c.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("\n"))
+        .map(|c| {
+            c.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
         .unwrap_or_default()
 }
 
 pub async fn run(cli: &Cli, c: &PkiCmd) -> CliResult<()> {
     match c {
         PkiCmd::Lint { files, .. } => lint(cli, files),
-        PkiCmd::Issue { role, mount, common_name, alt_names, ip_sans, uri_sans, ttl, nf_instance_id, nf_type, out_dir } => {
+        PkiCmd::Issue {
+            role,
+            mount,
+            common_name,
+            alt_names,
+            ip_sans,
+            uri_sans,
+            ttl,
+            nf_instance_id,
+            nf_type,
+            out_dir,
+        } => {
             let mut b = Map::new();
             opt(&mut b, "common_name", common_name);
             opt(&mut b, "alt_names", alt_names);
@@ -124,38 +143,101 @@ pub async fn run(cli: &Cli, c: &PkiCmd) -> CliResult<()> {
             opt(&mut b, "ttl", ttl);
             opt(&mut b, "nf_instance_id", nf_instance_id);
             opt(&mut b, "nf_type", nf_type);
-            let v = cli.client()?.call("POST", &format!("{mount}/issue/{role}"), Some(&Value::Object(b))).await?;
+            let v = cli
+                .client()?
+                .call(
+                    "POST",
+                    &format!("{mount}/issue/{role}"),
+                    Some(&Value::Object(b)),
+                )
+                .await?;
             let d = &v["data"];
-            write_file(&out_dir.join("key.pem"), d["private_key"].as_str().unwrap_or_default(), true)?;
-            write_file(&out_dir.join("cert.pem"), d["certificate"].as_str().unwrap_or_default(), false)?;
+            write_file(
+                &out_dir.join("key.pem"),
+                d["private_key"].as_str().unwrap_or_default(),
+                true,
+            )?;
+            write_file(
+                &out_dir.join("cert.pem"),
+                d["certificate"].as_str().unwrap_or_default(),
+                false,
+            )?;
             write_file(&out_dir.join("ca.pem"), &chain_text(d), false)?;
             if cli.format == Format::Json {
-                println!("{}", json!({"serial_number": d["serial_number"], "expiration": d["expiration"], "dir": out_dir}));
+                println!(
+                    "{}",
+                    json!({"serial_number": d["serial_number"], "expiration": d["expiration"], "dir": out_dir})
+                );
             } else {
-                println!("Issued serial {} (expires {}); wrote cert.pem, key.pem, ca.pem to {}", d["serial_number"].as_str().unwrap_or(""), d["expiration"], out_dir.display());
+                println!(
+                    "Issued serial {} (expires {}); wrote cert.pem, key.pem, ca.pem to {}",
+                    d["serial_number"].as_str().unwrap_or(""),
+                    d["expiration"],
+                    out_dir.display()
+                );
             }
             Ok(())
         }
-        PkiCmd::Sign { role, csr, mount, common_name, ttl, nf_instance_id, nf_type, out } => {
-            let text = std::fs::read_to_string(csr).map_err(|source| CliError::Io { what: format!("reading {}", csr.display()), source })?;
+        PkiCmd::Sign {
+            role,
+            csr,
+            mount,
+            common_name,
+            ttl,
+            nf_instance_id,
+            nf_type,
+            out,
+        } => {
+            let text = std::fs::read_to_string(csr).map_err(|source| CliError::Io {
+                what: format!("reading {}", csr.display()),
+                source,
+            })?;
             let mut b = Map::new();
             b.insert("csr".into(), json!(text));
             opt(&mut b, "common_name", common_name);
             opt(&mut b, "ttl", ttl);
             opt(&mut b, "nf_instance_id", nf_instance_id);
             opt(&mut b, "nf_type", nf_type);
-            let v = cli.client()?.call("POST", &format!("{mount}/sign/{role}"), Some(&Value::Object(b))).await?;
-            write_file(out, v["data"]["certificate"].as_str().unwrap_or_default(), false)?;
-            println!("Signed serial {}; wrote {}", v["data"]["serial_number"].as_str().unwrap_or(""), out.display());
+            let v = cli
+                .client()?
+                .call(
+                    "POST",
+                    &format!("{mount}/sign/{role}"),
+                    Some(&Value::Object(b)),
+                )
+                .await?;
+            write_file(
+                out,
+                v["data"]["certificate"].as_str().unwrap_or_default(),
+                false,
+            )?;
+            println!(
+                "Signed serial {}; wrote {}",
+                v["data"]["serial_number"].as_str().unwrap_or(""),
+                out.display()
+            );
             Ok(())
         }
         PkiCmd::Revoke { serial, mount } => {
-            let v = cli.client()?.call("POST", &format!("{mount}/revoke"), Some(&json!({"serial_number": serial}))).await?;
-            println!("Revoked {serial} at {}", v["data"]["revocation_time_rfc3339"].as_str().unwrap_or(""));
+            let v = cli
+                .client()?
+                .call(
+                    "POST",
+                    &format!("{mount}/revoke"),
+                    Some(&json!({"serial_number": serial})),
+                )
+                .await?;
+            println!(
+                "Revoked {serial} at {}",
+                v["data"]["revocation_time_rfc3339"].as_str().unwrap_or("")
+            );
             Ok(())
         }
         PkiCmd::Crl { mount, out } => {
-            let (v, _) = cli.client()?.call_status("GET", &format!("{mount}/crl/pem"), None, false).await?;
+            let (v, _) = cli
+                .client()?
+                .call_status("GET", &format!("{mount}/crl/pem"), None, false)
+                .await?;
             let text = v.as_str().unwrap_or_default().to_string();
             if out == "-" {
                 println!("{text}");
@@ -171,17 +253,29 @@ fn lint(cli: &Cli, files: &[PathBuf]) -> CliResult<()> {
     let mut any = false;
     let mut report = Vec::new();
     for f in files {
-        let bytes = std::fs::read(f).map_err(|source| CliError::Io { what: format!("reading {}", f.display()), source })?;
-        let ders = custos_pki::lint::cert_ders(&bytes).map_err(|e| CliError::Usage(format!("{}: {e}", f.display())))?;
+        let bytes = std::fs::read(f).map_err(|source| CliError::Io {
+            what: format!("reading {}", f.display()),
+            source,
+        })?;
+        let ders = custos_pki::lint::cert_ders(&bytes)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", f.display())))?;
         for (i, der) in ders.iter().enumerate() {
-            let v = custos_pki::lint::lint_sba(der).map_err(|e| CliError::Usage(format!("{}: {e}", f.display())))?;
+            let v = custos_pki::lint::lint_sba(der)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", f.display())))?;
             any |= !v.is_empty();
             if cli.format == Format::Json {
                 report.push(json!({"file": f, "index": i, "violations": v}));
             } else if v.is_empty() {
-                println!("{} [{i}]: conforms to 3gpp-sba (TS 33.310 6.1.3c)", f.display());
+                println!(
+                    "{} [{i}]: conforms to 3gpp-sba (TS 33.310 6.1.3c)",
+                    f.display()
+                );
             } else {
-                println!("{} [{i}]: {} violation(s) of 3gpp-sba", f.display(), v.len());
+                println!(
+                    "{} [{i}]: {} violation(s) of 3gpp-sba",
+                    f.display(),
+                    v.len()
+                );
                 for x in &v {
                     println!("  - [{}] {}", x.clause, x.message);
                 }
@@ -189,10 +283,15 @@ fn lint(cli: &Cli, files: &[PathBuf]) -> CliResult<()> {
         }
     }
     if cli.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     }
     if any {
-        return Err(CliError::Other("certificate(s) do not conform to the profile".into()));
+        return Err(CliError::Other(
+            "certificate(s) do not conform to the profile".into(),
+        ));
     }
     Ok(())
 }

@@ -34,7 +34,13 @@ pub enum SecretsCmd {
 pub async fn run(cli: &Cli, c: &SecretsCmd) -> CliResult<()> {
     let client = cli.client()?;
     match c {
-        SecretsCmd::Enable { engine, path, max_lease_ttl, default_lease_ttl, description } => {
+        SecretsCmd::Enable {
+            engine,
+            path,
+            max_lease_ttl,
+            default_lease_ttl,
+            description,
+        } => {
             let mut config = Map::new();
             if let Some(t) = max_lease_ttl {
                 config.insert("max_lease_ttl".into(), json!(t));
@@ -44,9 +50,16 @@ pub async fn run(cli: &Cli, c: &SecretsCmd) -> CliResult<()> {
             }
             let p = path.clone().unwrap_or_else(|| engine.clone());
             client
-                .call("POST", &format!("sys/mounts/{p}"), Some(&json!({"type": engine, "description": description, "config": config})))
+                .call(
+                    "POST",
+                    &format!("sys/mounts/{p}"),
+                    Some(&json!({"type": engine, "description": description, "config": config})),
+                )
                 .await?;
-            println!("Success! Enabled the {engine} secrets engine at: {}/", p.trim_end_matches('/'));
+            println!(
+                "Success! Enabled the {engine} secrets engine at: {}/",
+                p.trim_end_matches('/')
+            );
         }
         SecretsCmd::List => {
             let v = client.call("GET", "sys/mounts", None).await?;
@@ -55,12 +68,18 @@ pub async fn run(cli: &Cli, c: &SecretsCmd) -> CliResult<()> {
             } else if let Some(d) = v.get("data").and_then(Value::as_object) {
                 println!("Path          Type      Description");
                 for (p, m) in d {
-                    println!("{p:<13} {:<9} {}", m.get("type").and_then(Value::as_str).unwrap_or(""), m.get("description").and_then(Value::as_str).unwrap_or(""));
+                    println!(
+                        "{p:<13} {:<9} {}",
+                        m.get("type").and_then(Value::as_str).unwrap_or(""),
+                        m.get("description").and_then(Value::as_str).unwrap_or("")
+                    );
                 }
             }
         }
         SecretsCmd::Disable { path } => {
-            client.call("DELETE", &format!("sys/mounts/{path}"), None).await?;
+            client
+                .call("DELETE", &format!("sys/mounts/{path}"), None)
+                .await?;
             println!("Success! Disabled the secrets engine (if it existed) at: {path}");
         }
     }
