@@ -1,6 +1,14 @@
 //! The `custos` binary: argument parsing only; each subcommand lives in `cmd/`.
 #![forbid(unsafe_code)]
 
+/// `println!` that ignores a closed stdout (e.g. `custos ... | head`) instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 mod client;
 mod cmd;
 mod output;

@@ -25,7 +25,7 @@ fn scalar(v: &Value) -> String {
 /// as a table, like Vault's CLI.
 pub fn print(format: Format, v: &Value) {
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
         return;
     }
     let mut rows: Vec<(String, String)> = Vec::new();
@@ -71,21 +71,21 @@ pub fn print(format: Format, v: &Value) {
         }
     }
     if rows.is_empty() {
-        println!("Success!");
+        outln!("Success!");
         return;
     }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(3).max(3);
-    println!("{:width$}    Value", "Key");
-    println!("{:width$}    -----", "---");
+    outln!("{:width$}    Value", "Key");
+    outln!("{:width$}    -----", "---");
     for (k, val) in rows {
-        println!("{k:width$}    {val}");
+        outln!("{k:width$}    {val}");
     }
 }
 
 /// Prints a LIST result one key per line (or JSON).
 pub fn print_list(format: Format, v: &Value) {
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
         return;
     }
     let keys = v
@@ -94,8 +94,8 @@ pub fn print_list(format: Format, v: &Value) {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    println!("Keys\n----");
+    outln!("Keys\n----");
     for k in keys {
-        println!("{}", scalar(&k));
+        outln!("{}", scalar(&k));
     }
 }

@@ -40,18 +40,18 @@ pub async fn run(cli: &Cli, c: &AuditCmd) -> CliResult<()> {
             match custos_audit::verify(&text) {
                 Ok(v) => {
                     if cli.format == Format::Json {
-                        println!(
+                        outln!(
                             "{}",
                             json!({"intact": true, "lines": v.lines, "head": v.head})
                         );
                     } else {
-                        println!("OK: {} lines, chain intact. Head: {}", v.lines, v.head);
+                        outln!("OK: {} lines, chain intact. Head: {}", v.lines, v.head);
                     }
                     Ok(())
                 }
                 Err(t) => {
                     if cli.format == Format::Json {
-                        println!("{}", json!({"intact": false, "problem": t.to_string()}));
+                        outln!("{}", json!({"intact": false, "problem": t.to_string()}));
                     }
                     Err(CliError::Other(format!("{file}: TAMPERED: {t}")))
                 }
@@ -74,7 +74,7 @@ pub async fn run(cli: &Cli, c: &AuditCmd) -> CliResult<()> {
                     ),
                 )
                 .await?;
-            println!(
+            outln!(
                 "Success! Enabled the {device_type} audit device at: {}/",
                 p.trim_end_matches('/')
             );
@@ -85,9 +85,9 @@ pub async fn run(cli: &Cli, c: &AuditCmd) -> CliResult<()> {
             if cli.format == Format::Json {
                 print(cli.format, &v);
             } else if let Some(d) = v.get("data").and_then(Value::as_object) {
-                println!("Path    Type    Options");
+                outln!("Path    Type    Options");
                 for (p, dev) in d {
-                    println!(
+                    outln!(
                         "{p}    {}    {}",
                         dev.get("type").and_then(Value::as_str).unwrap_or(""),
                         dev.get("options").cloned().unwrap_or(Value::Null)
@@ -100,7 +100,7 @@ pub async fn run(cli: &Cli, c: &AuditCmd) -> CliResult<()> {
             cli.client()?
                 .call("DELETE", &format!("sys/audit/{path}"), None)
                 .await?;
-            println!("Success! Disabled audit device (if it was enabled) at: {path}");
+            outln!("Success! Disabled audit device (if it was enabled) at: {path}");
             Ok(())
         }
     }

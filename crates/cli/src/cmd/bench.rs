@@ -337,23 +337,30 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> CliResult<()> {
             "ratio_to_http_ceiling": ceiling.map(|c| r.ops_per_sec / c),
             "ratio_to_fsync_rate": r.ops_per_sec / fsync,
         })).collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({"fsync_per_sec": fsync, "results": rows}))
                 .unwrap_or_default()
         );
         return Ok(());
     }
-    println!(
+    outln!(
         "machine limits (same run): fsync+write 4KiB = {fsync:.0}/s in {}",
         tmp.path().display()
     );
-    println!(
+    outln!(
         "{:<14} {:>7} {:>10} {:>9} {:>9} {:>8} {:>10} {:>10}",
-        "op", "clients", "ops/s", "p50 ms", "p99 ms", "errors", "/ceiling", "/fsync"
+        "op",
+        "clients",
+        "ops/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "/ceiling",
+        "/fsync"
     );
     for r in &results {
-        println!(
+        outln!(
             "{:<14} {:>7} {:>10.0} {:>9.2} {:>9.2} {:>8} {:>10} {:>10.2}",
             r.op,
             a.clients,
@@ -369,7 +376,7 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> CliResult<()> {
     }
     if let Some(r) = sign_rate {
         for res in results.iter().filter(|r| r.op.starts_with("pki-")) {
-            println!(
+            outln!(
                 "{}: {:.2} of the 2-core ECDSA P-256 signing limit ({:.0}/s)",
                 res.op,
                 res.ops_per_sec / (2.0 * r),
@@ -378,8 +385,8 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> CliResult<()> {
         }
     }
     for (op, f, t) in &commit_factor {
-        println!("group commit during {op}: {f:.1} writes per transaction ({t} transactions)");
+        outln!("group commit during {op}: {f:.1} writes per transaction ({t} transactions)");
     }
-    println!("(/ceiling = share of the sys/health rate, the HTTP stack's limit here; /fsync > 1 means group commit acknowledges more durable writes than the disk's raw fsync rate)");
+    outln!("(/ceiling = share of the sys/health rate, the HTTP stack's limit here; /fsync > 1 means group commit acknowledges more durable writes than the disk's raw fsync rate)");
     Ok(())
 }

@@ -39,7 +39,7 @@ pub async fn write(cli: &Cli, a: &PathArgs) -> CliResult<()> {
     let body = Value::Object(super::kv_args(&a.data)?);
     let v = cli.client()?.call("PUT", &a.path, Some(&body)).await?;
     if v.is_null() {
-        println!("Success! Data written to: {}", a.path);
+        outln!("Success! Data written to: {}", a.path);
     } else {
         print(cli.format, &v);
     }
@@ -56,6 +56,6 @@ pub async fn delete(cli: &Cli, a: &PathArgs) -> CliResult<()> {
     cli.client()?
         .call("DELETE", &with_query(&a.path, &a.data)?, None)
         .await?;
-    println!("Success! Data deleted (if it existed) at: {}", a.path);
+    outln!("Success! Data deleted (if it existed) at: {}", a.path);
     Ok(())
 }

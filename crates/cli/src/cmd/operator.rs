@@ -51,16 +51,16 @@ pub async fn run(cli: &Cli, c: &OperatorCmd) -> CliResult<()> {
             }
             if let Some(keys) = v.get("keys_base64").and_then(Value::as_array) {
                 for (i, k) in keys.iter().enumerate() {
-                    println!("Unseal Key {}: {}", i + 1, k.as_str().unwrap_or_default());
+                    outln!("Unseal Key {}: {}", i + 1, k.as_str().unwrap_or_default());
                 }
             }
-            println!(
+            outln!(
                 "\nInitial Root Token: {}",
                 v.get("root_token")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
             );
-            println!(
+            outln!(
                 "\nCustos initialized with {key_shares} key shares and a key threshold of {key_threshold}.\n\
                  Store the shares apart; {key_threshold} of them are needed after every restart to unseal."
             );
@@ -92,7 +92,7 @@ pub async fn run(cli: &Cli, c: &OperatorCmd) -> CliResult<()> {
         }
         OperatorCmd::Seal => {
             client.call("PUT", "sys/seal", None).await?;
-            println!("Success! Custos is sealed.");
+            outln!("Success! Custos is sealed.");
             Ok(())
         }
         OperatorCmd::Rotate => {

@@ -164,12 +164,12 @@ pub async fn run(cli: &Cli, c: &PkiCmd) -> CliResult<()> {
             )?;
             write_file(&out_dir.join("ca.pem"), &chain_text(d), false)?;
             if cli.format == Format::Json {
-                println!(
+                outln!(
                     "{}",
                     json!({"serial_number": d["serial_number"], "expiration": d["expiration"], "dir": out_dir})
                 );
             } else {
-                println!(
+                outln!(
                     "Issued serial {} (expires {}); wrote cert.pem, key.pem, ca.pem to {}",
                     d["serial_number"].as_str().unwrap_or(""),
                     d["expiration"],
@@ -211,7 +211,7 @@ pub async fn run(cli: &Cli, c: &PkiCmd) -> CliResult<()> {
                 v["data"]["certificate"].as_str().unwrap_or_default(),
                 false,
             )?;
-            println!(
+            outln!(
                 "Signed serial {}; wrote {}",
                 v["data"]["serial_number"].as_str().unwrap_or(""),
                 out.display()
@@ -227,7 +227,7 @@ pub async fn run(cli: &Cli, c: &PkiCmd) -> CliResult<()> {
                     Some(&json!({"serial_number": serial})),
                 )
                 .await?;
-            println!(
+            outln!(
                 "Revoked {serial} at {}",
                 v["data"]["revocation_time_rfc3339"].as_str().unwrap_or("")
             );
@@ -240,7 +240,7 @@ pub async fn run(cli: &Cli, c: &PkiCmd) -> CliResult<()> {
                 .await?;
             let text = v.as_str().unwrap_or_default().to_string();
             if out == "-" {
-                println!("{text}");
+                outln!("{text}");
             } else {
                 write_file(Path::new(out), &text, false)?;
             }
@@ -266,24 +266,24 @@ fn lint(cli: &Cli, files: &[PathBuf]) -> CliResult<()> {
             if cli.format == Format::Json {
                 report.push(json!({"file": f, "index": i, "violations": v}));
             } else if v.is_empty() {
-                println!(
+                outln!(
                     "{} [{i}]: conforms to 3gpp-sba (TS 33.310 6.1.3c)",
                     f.display()
                 );
             } else {
-                println!(
+                outln!(
                     "{} [{i}]: {} violation(s) of 3gpp-sba",
                     f.display(),
                     v.len()
                 );
                 for x in &v {
-                    println!("  - [{}] {}", x.clause, x.message);
+                    outln!("  - [{}] {}", x.clause, x.message);
                 }
             }
         }
     }
     if cli.format == Format::Json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );

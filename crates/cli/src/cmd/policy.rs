@@ -44,7 +44,7 @@ pub async fn run(cli: &Cli, c: &PolicyCmd) -> CliResult<()> {
                     Some(&json!({"policy": text})),
                 )
                 .await?;
-            println!("Success! Uploaded policy: {name}");
+            outln!("Success! Uploaded policy: {name}");
         }
         PolicyCmd::Read { name } => {
             let v = client
@@ -53,7 +53,7 @@ pub async fn run(cli: &Cli, c: &PolicyCmd) -> CliResult<()> {
             if cli.format == Format::Json {
                 print(cli.format, &v);
             } else {
-                println!(
+                outln!(
                     "{}",
                     v.pointer("/data/policy")
                         .and_then(Value::as_str)
@@ -69,7 +69,7 @@ pub async fn run(cli: &Cli, c: &PolicyCmd) -> CliResult<()> {
             client
                 .call("DELETE", &format!("sys/policies/acl/{name}"), None)
                 .await?;
-            println!("Success! Deleted policy: {name}");
+            outln!("Success! Deleted policy: {name}");
         }
     }
     Ok(())

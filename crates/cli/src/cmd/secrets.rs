@@ -56,7 +56,7 @@ pub async fn run(cli: &Cli, c: &SecretsCmd) -> CliResult<()> {
                     Some(&json!({"type": engine, "description": description, "config": config})),
                 )
                 .await?;
-            println!(
+            outln!(
                 "Success! Enabled the {engine} secrets engine at: {}/",
                 p.trim_end_matches('/')
             );
@@ -66,9 +66,9 @@ pub async fn run(cli: &Cli, c: &SecretsCmd) -> CliResult<()> {
             if cli.format == Format::Json {
                 print(cli.format, &v);
             } else if let Some(d) = v.get("data").and_then(Value::as_object) {
-                println!("Path          Type      Description");
+                outln!("Path          Type      Description");
                 for (p, m) in d {
-                    println!(
+                    outln!(
                         "{p:<13} {:<9} {}",
                         m.get("type").and_then(Value::as_str).unwrap_or(""),
                         m.get("description").and_then(Value::as_str).unwrap_or("")
@@ -80,7 +80,7 @@ pub async fn run(cli: &Cli, c: &SecretsCmd) -> CliResult<()> {
             client
                 .call("DELETE", &format!("sys/mounts/{path}"), None)
                 .await?;
-            println!("Success! Disabled the secrets engine (if it existed) at: {path}");
+            outln!("Success! Disabled the secrets engine (if it existed) at: {path}");
         }
     }
     Ok(())

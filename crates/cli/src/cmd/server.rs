@@ -47,7 +47,7 @@ pub async fn run(a: &ServerArgs) -> CliResult<()> {
             custos_server::start_dev(dir.path(), addr, a.dev_root_token_id.as_deref())
                 .await
                 .map_err(|e| CliError::Other(e.to_string()))?;
-        println!(
+        outln!(
             "==> Custos server started in DEV mode. Do not run dev mode in production.\n\n\
              Listening on:  http://{}\n\
              Storage:       {} (deleted on exit)\n\
@@ -77,7 +77,7 @@ pub async fn run(a: &ServerArgs) -> CliResult<()> {
     } else {
         "https"
     };
-    println!(
+    outln!(
         "==> Custos server started.\n    Listening on: {scheme}://{}\n    Initialized: {}\n    Sealed: {}",
         running.addr,
         running.core.initialized(),

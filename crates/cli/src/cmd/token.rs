@@ -190,7 +190,7 @@ pub async fn run(cli: &Cli, c: &TokenCmd) -> CliResult<()> {
                 }
             };
             client.call("POST", path, Some(&body)).await?;
-            println!("Success! Revoked token (if it existed)");
+            outln!("Success! Revoked token (if it existed)");
             return Ok(());
         }
     };
