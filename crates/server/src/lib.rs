@@ -25,6 +25,7 @@ pub mod logical;
 pub mod metrics;
 pub mod mounts;
 mod pki;
+mod pki_tidy;
 mod policy;
 mod router;
 pub mod seal;

@@ -51,6 +51,8 @@ pub(crate) struct IssuerCache {
     issuers: RwLock<HashMap<String, Arc<Loaded>>>,
     crls: RwLock<HashMap<String, CachedCrl>>,
     generation: RwLock<HashMap<String, u64>>,
+    /// Tidy runs, per mount uuid.
+    pub(crate) tidy: std::sync::Mutex<HashMap<String, crate::pki_tidy::TidyStatus>>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -122,6 +124,9 @@ pub(crate) fn route(sub: &str) -> Option<RouteInfo> {
         | ["issuer", _, "issue", _]
         | ["issuer", _, "sign", _] => ri(&[Update], false),
         ["revoke"] => ri(&[Update], false),
+        ["tidy"] | ["tidy-cancel"] => ri(&[Update], false),
+        ["tidy-status"] => ri(&[Read], false),
+        ["config", "auto-tidy"] => ri(&[Read, Update], false),
         ["certs"] | ["certs", "revoked"] => ri(&[List, Read], false),
         ["cert", _] | ["cert", _, "raw"] | ["cert", _, "raw", "pem"] => ri(&[Read], true),
         ["crl"] | ["crl", "pem"] | ["ca"] | ["ca", "pem"] | ["ca_chain"] => ri(&[Read], true),
@@ -135,7 +140,7 @@ pub(crate) fn route(sub: &str) -> Option<RouteInfo> {
     })
 }
 
-fn base(m: &MountEntry) -> String {
+pub(crate) fn base(m: &MountEntry) -> String {
     format!("pki/{}/", m.uuid)
 }
 
@@ -281,7 +286,7 @@ fn invalidate(a: &Active, m: &MountEntry) {
     }
 }
 
-fn bump_generation(a: &Active, m: &MountEntry) {
+pub(crate) fn bump_generation(a: &Active, m: &MountEntry) {
     if let Ok(mut g) = a.issuers.generation.write() {
         *g.entry(m.uuid.clone()).or_default() += 1;
     }
@@ -312,13 +317,21 @@ fn mount_ttls(core: &Core, m: &MountEntry) -> (u64, u64) {
 
 pub(crate) async fn handle(
     core: &Core,
-    a: &Active,
+    active: &Arc<Active>,
     m: &MountEntry,
     sub: &str,
     req: &Request,
 ) -> ApiResult<Response> {
+    let a: &Active = active;
     let parts: Vec<&str> = sub.split('/').collect();
     match (parts.as_slice(), req.op) {
+        (["tidy"], _) => crate::pki_tidy::start(active, m, &req.data, false).await,
+        (["tidy-status"], _) => Ok(Response::data(crate::pki_tidy::status(a, m))),
+        (["tidy-cancel"], _) => Ok(Response::data(crate::pki_tidy::cancel(a, m))),
+        (["config", "auto-tidy"], Read) => {
+            Ok(Response::data(crate::pki_tidy::auto_config(a, m).await?))
+        }
+        (["config", "auto-tidy"], _) => crate::pki_tidy::write_auto_config(a, m, &req.data).await,
         (["root", "generate", kind] | ["issuers", "generate", "root", kind], _) => {
             generate_root(core, a, m, kind, req).await
         }

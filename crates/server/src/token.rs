@@ -723,6 +723,9 @@ pub fn spawn_sweeper(core: Arc<Core>, every: std::time::Duration) {
                     Ok(n) => tracing::info!(revoked = n, "expired tokens revoked"),
                     Err(e) => tracing::warn!(error = %e, "token sweep failed"),
                 }
+                if let Err(e) = crate::pki_tidy::auto_tick(&a).await {
+                    tracing::warn!(error = %e, "pki auto-tidy tick failed");
+                }
             }
         }
     });

@@ -644,3 +644,113 @@ async fn root_intermediate_leaf_chain_crl_checks_and_mtls_handshake() {
     );
     assert!(good, "the other leaf stays valid");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tidy_removes_expired_certificates_by_index_and_reports_status() {
+    let s = dev_server().await;
+    setup(&s).await;
+    ok(
+        &s,
+        "POST",
+        "pki/roles/short",
+        json!({"allow_any_name": true, "key_type": "ec", "not_before_duration": "1s"}),
+    )
+    .await;
+    let mut short = Vec::new();
+    for i in 0..5 {
+        let v = ok(
+            &s,
+            "POST",
+            "pki/issue/short",
+            json!({"common_name": format!("s{i}.example.com"), "ttl": "1s"}),
+        )
+        .await;
+        short.push(v["data"]["serial_number"].as_str().unwrap().to_string());
+    }
+    ok(&s, "POST", "pki/revoke", json!({"serial_number": short[0]})).await;
+    let keep = ok(
+        &s,
+        "POST",
+        "pki/issue/short",
+        json!({"common_name": "keep.example.com", "ttl": "1h"}),
+    )
+    .await;
+    let keep = keep["data"]["serial_number"].as_str().unwrap().to_string();
+    // Tidy removes a certificate once NotAfter + safety_buffer has passed (strictly, in whole
+    // seconds, as Vault does): 1 s of validity + 1 s of buffer, plus a second of rounding.
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+
+    let (st, v) = s
+        .api
+        .call("POST", "pki/tidy", Some("root"), Some(json!({})))
+        .await;
+    assert_eq!(st, 400, "a tidy with nothing to do is refused: {v}");
+    let (st, v) = s
+        .api
+        .call(
+            "POST",
+            "pki/tidy",
+            Some("root"),
+            Some(
+                json!({"tidy_cert_store": true, "tidy_revoked_certs": true, "safety_buffer": "1s"}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 202, "{v}");
+    let mut status = json!({});
+    for _ in 0..100 {
+        let (_, v) = s
+            .api
+            .call("GET", "pki/tidy-status", Some("root"), None)
+            .await;
+        status = v["data"].clone();
+        if status["state"] == "Finished" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(status["state"], "Finished", "{status}");
+    assert_eq!(status["cert_store_deleted_count"], 4);
+    assert_eq!(status["revoked_cert_deleted_count"], 1);
+    let (_, v) = s.api.call("LIST", "pki/certs", Some("root"), None).await;
+    let keys: Vec<&str> = v["data"]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert!(keys.contains(&keep.as_str()), "unexpired certificates stay");
+    assert!(
+        short.iter().all(|x| !keys.contains(&x.as_str())),
+        "expired ones are gone"
+    );
+    let (st, _) = s
+        .api
+        .call("LIST", "pki/certs/revoked", Some("root"), None)
+        .await;
+    assert_eq!(
+        st, 404,
+        "the tidied revoked entry left the revocation index and the CRL"
+    );
+    let (st, v) = s
+        .api
+        .call(
+            "POST",
+            "pki/config/auto-tidy",
+            Some("root"),
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = s
+        .api
+        .call(
+            "POST",
+            "pki/config/auto-tidy",
+            Some("root"),
+            Some(json!({"enabled": true, "tidy_cert_store": true, "interval_duration": "1h"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["interval_duration"], 3600);
+}

@@ -87,3 +87,11 @@ def test_out_of_role_request_is_invalid_request(pki):
     with pytest.raises(hvac.exceptions.InvalidRequest) as e:
         client.secrets.pki.generate_certificate(name="web", common_name="evil.org", mount_point="pki")
     assert "not allowed" in str(e.value)
+
+
+def test_tidy_starts_and_reports_status(pki):
+    client, _ = pki
+    resp = client.secrets.pki.tidy(extra_params={"tidy_cert_store": True, "tidy_revoked_certs": True}, mount_point="pki")
+    assert resp.status_code == 202
+    status = client.read("pki/tidy-status")["data"]
+    assert status["state"] in ("Running", "Finished")
