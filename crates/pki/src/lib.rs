@@ -15,6 +15,7 @@ pub mod der;
 pub mod fields;
 pub mod issue;
 pub mod lint;
+pub mod ocsp;
 pub mod policy;
 pub mod role;
 pub mod sba;

@@ -179,7 +179,12 @@ async fn build_request(
         .unwrap_or(false);
     let op = operation(method, list)?;
     let mut data = Map::new();
-    if !bytes.is_empty() && !bytes.iter().all(u8::is_ascii_whitespace) {
+    let binary = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/ocsp-request"));
+    let raw_body = binary.then(|| bytes.to_vec());
+    if !binary && !bytes.is_empty() && !bytes.iter().all(u8::is_ascii_whitespace) {
         let v: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::bad(format!("failed to parse JSON input: {e}")))?;
         match v {
@@ -205,6 +210,7 @@ async fn build_request(
         token: token_from(headers),
         remote_addr: remote,
         head: method == Method::HEAD,
+        raw_body,
     })
 }
 

@@ -144,6 +144,7 @@ pub async fn start_dev(
             token: None,
             remote_addr: None,
             head: false,
+            raw_body: None,
         };
         a.enable_mount("secret", &req).await?;
     }

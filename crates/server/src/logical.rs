@@ -23,6 +23,8 @@ pub struct Request {
     pub remote_addr: Option<SocketAddr>,
     /// True for HEAD requests (health checks answer with no body).
     pub head: bool,
+    /// The body, unparsed, for binary protocols (`application/ocsp-request`).
+    pub raw_body: Option<Vec<u8>>,
 }
 
 impl Request {

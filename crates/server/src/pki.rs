@@ -132,6 +132,8 @@ pub(crate) fn route(sub: &str) -> Option<RouteInfo> {
         ["crl"] | ["crl", "pem"] | ["ca"] | ["ca", "pem"] | ["ca_chain"] => ri(&[Read], true),
         ["crl", "rotate"] => ri(&[Read], false),
         ["issuers"] => ri(&[List, Read], true),
+        ["ocsp"] => ri(&[Update], true),
+        ["ocsp", ..] => ri(&[Read], true),
         ["issuer", _] => ri(&[Read], true),
         ["issuer", _, "pem" | "der" | "json"]
         | ["issuer", _, "crl"]
@@ -326,6 +328,19 @@ pub(crate) async fn handle(
     let parts: Vec<&str> = sub.split('/').collect();
     match (parts.as_slice(), req.op) {
         (["tidy"], _) => crate::pki_tidy::start(active, m, &req.data, false).await,
+        (["ocsp"], _) => {
+            let der = req.raw_body.clone().ok_or_else(|| {
+                ApiError::bad("OCSP requests must be sent as application/ocsp-request")
+            })?;
+            ocsp(a, m, &der).await
+        }
+        (["ocsp", rest @ ..], _) => {
+            let b64 = rest.join("/");
+            match base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
+                Ok(der) => ocsp(a, m, &der).await,
+                Err(_) => Ok(ocsp_bytes(custos_pki::ocsp::error_response(1))),
+            }
+        }
         (["tidy-status"], _) => Ok(Response::data(crate::pki_tidy::status(a, m))),
         (["tidy-cancel"], _) => Ok(Response::data(crate::pki_tidy::cancel(a, m))),
         (["config", "auto-tidy"], Read) => {
@@ -1369,4 +1384,77 @@ async fn set_signed(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Resp
     Ok(Response::data(
         json!({"imported_issuers": [issuer_id], "imported_keys": [], "mapping": {issuer_id.clone(): key_id}, "existing_issuers": [], "existing_keys": []}),
     ))
+}
+
+fn ocsp_bytes(b: Vec<u8>) -> Response {
+    raw(("application/ocsp-response", b))
+}
+
+/// OCSP responder: good / revoked / unknown per CertID, signed by the issuing CA, nonce echoed.
+async fn ocsp(a: &Active, m: &MountEntry, der: &[u8]) -> ApiResult<Response> {
+    use custos_pki::ocsp::{
+        build_response, error_response, parse_request, CertStatus, HashAlg, Responder,
+    };
+    let req = match parse_request(der) {
+        Ok(r) => r,
+        Err(_) => return Ok(ocsp_bytes(error_response(1))),
+    };
+    // Each issuer of the mount, with its name/key hashes under both CertID hash algorithms.
+    let mut issuers = Vec::new();
+    for id in a.list(&format!("{}issuer/", base(m))).await? {
+        let Ok(l) = load_issuer(a, m, &id).await else {
+            continue;
+        };
+        let Ok((_, x)) = x509_parser::parse_x509_certificate(&l.der) else {
+            continue;
+        };
+        let name = x.subject().as_raw().to_vec();
+        let key = x.public_key().subject_public_key.data.to_vec();
+        let info = csr::key_info(x.public_key());
+        issuers.push((l.clone(), name, key, info));
+    }
+    let mut statuses = Vec::with_capacity(req.cert_ids.len());
+    let mut responder = None;
+    for cid in &req.cert_ids {
+        let hit = issuers.iter().find(|(_, name, key, _)| {
+            let h: HashAlg = cid.hash;
+            h.digest(name) == cid.issuer_name_hash && h.digest(key) == cid.issuer_key_hash
+        });
+        let status = match hit {
+            None => CertStatus::Unknown,
+            Some((l, _, key, info)) => {
+                if responder.is_none() {
+                    responder = Some((l.clone(), key.clone(), *info));
+                }
+                let serial = issue::serial_hex(&cid.serial);
+                match a.store.get_cert(&m.uuid, &serial).await? {
+                    Some(row) if row.issuer_id == l.entry.issuer_id => match row.revoked_at {
+                        Some(t) => CertStatus::Revoked(t),
+                        None => CertStatus::Good,
+                    },
+                    _ => CertStatus::Unknown,
+                }
+            }
+        };
+        statuses.push((cid, status));
+    }
+    let Some((l, key_bits, info)) = responder else {
+        // Not authoritative for any requested certificate.
+        return Ok(ocsp_bytes(error_response(6)));
+    };
+    let now = now_unix();
+    let r = Responder {
+        issuer_der: &l.der,
+        key_hash_sha1: HashAlg::Sha1.digest(&key_bits),
+        key: l.signer.key(),
+        sig_alg: custos_pki::ocsp::signature_algorithm(info)?,
+    };
+    let body = build_response(
+        &statuses,
+        now,
+        now + 12 * 3600,
+        req.nonce_extension.as_deref(),
+        &r,
+    )?;
+    Ok(ocsp_bytes(body))
 }

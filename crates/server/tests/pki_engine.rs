@@ -754,3 +754,131 @@ async fn tidy_removes_expired_certificates_by_index_and_reports_status() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["data"]["interval_duration"], 3600);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_ocsp_reports_good_then_revoked_with_nonce_and_several_serials() {
+    let s = dev_server().await;
+    let root = setup(&s).await;
+    let dir = s.dir.path();
+    std::fs::write(dir.join("root.pem"), &root).unwrap();
+    let mut serials = Vec::new();
+    for (i, name) in ["a", "b"].iter().enumerate() {
+        let v = ok(&s, "POST", "pki/issue/sba-amf", json!({"common_name": format!("amf{i}.{DOMAIN}"), "nf_instance_id": NF_ID, "nf_type": "AMF"})).await;
+        std::fs::write(
+            dir.join(format!("{name}.pem")),
+            v["data"]["certificate"].as_str().unwrap(),
+        )
+        .unwrap();
+        serials.push(v["data"]["serial_number"].as_str().unwrap().to_string());
+    }
+    let url = format!("{}/v1/pki/ocsp", s.api.base);
+    let query = |dir: std::path::PathBuf, url: String| {
+        tokio::task::spawn_blocking(move || {
+            openssl(
+                &dir,
+                &[
+                    "ocsp",
+                    "-issuer",
+                    "root.pem",
+                    "-cert",
+                    "a.pem",
+                    "-cert",
+                    "b.pem",
+                    "-url",
+                    &url,
+                    "-CAfile",
+                    "root.pem",
+                    "-resp_text",
+                ],
+            )
+        })
+    };
+    let (okq, out) = query(dir.to_path_buf(), url.clone()).await.unwrap();
+    assert!(okq, "{out}");
+    assert!(out.contains("Response verify OK"), "{out}");
+    assert!(
+        out.contains("a.pem: good") && out.contains("b.pem: good"),
+        "{out}"
+    );
+    assert!(
+        out.contains("OCSP Nonce"),
+        "nonce must be echoed (RFC 8954): {out}"
+    );
+    assert!(!out.contains("WARNING: no nonce"), "{out}");
+
+    ok(
+        &s,
+        "POST",
+        "pki/revoke",
+        json!({"serial_number": serials[0]}),
+    )
+    .await;
+    let (_, out) = query(dir.to_path_buf(), url.clone()).await.unwrap();
+    assert!(
+        out.contains("a.pem: revoked") && out.contains("b.pem: good"),
+        "{out}"
+    );
+
+    // GET form: base64 DER in the path.
+    let (okr, out) = openssl(
+        dir,
+        &[
+            "ocsp",
+            "-issuer",
+            "root.pem",
+            "-cert",
+            "b.pem",
+            "-no_nonce",
+            "-reqout",
+            "req.der",
+        ],
+    );
+    assert!(okr, "{out}");
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(dir.join("req.der")).unwrap());
+    let enc = b64
+        .replace('/', "%2F")
+        .replace('+', "%2B")
+        .replace('=', "%3D");
+    let r = reqwest::get(format!("{}/v1/pki/ocsp/{enc}", s.api.base))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["content-type"], "application/ocsp-response");
+    std::fs::write(dir.join("resp.der"), r.bytes().await.unwrap()).unwrap();
+    let (_, out) = openssl(
+        dir,
+        &[
+            "ocsp",
+            "-respin",
+            "resp.der",
+            "-issuer",
+            "root.pem",
+            "-cert",
+            "b.pem",
+            "-CAfile",
+            "root.pem",
+            "-no_nonce",
+        ],
+    );
+    assert!(
+        out.contains("b.pem: good") && out.contains("Response verify OK"),
+        "{out}"
+    );
+
+    // Malformed: an OCSP error status, not a crash.
+    let r = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/ocsp-request")
+        .body(vec![0x30, 0x03, 0x01, 0x02])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.bytes().await.unwrap().as_ref(),
+        &[0x30, 0x03, 0x0a, 0x01, 0x01],
+        "malformedRequest"
+    );
+}
