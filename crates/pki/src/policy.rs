@@ -20,6 +20,8 @@ pub struct Context {
     pub issuer_not_after: i64,
     /// `leaf_not_after_behavior`: truncate instead of error when the leaf would outlive the CA.
     pub truncate_to_issuer: bool,
+    /// `leaf_not_after_behavior = permit`: allow leaves to outlive the CA.
+    pub permit_beyond_issuer: bool,
     /// Mount default TTL (seconds).
     pub default_ttl: u64,
     /// Mount max TTL (seconds).
@@ -224,7 +226,7 @@ fn ttl_fields(
             "TS 33.310 6.1.3c: validity of SBA certificates is at most 3 years".into(),
         ));
     }
-    if not_after > ctx.issuer_not_after {
+    if not_after > ctx.issuer_not_after && !ctx.permit_beyond_issuer {
         if ctx.truncate_to_issuer {
             warnings.push("NotAfter truncated to the issuer's NotAfter".into());
             not_after = ctx.issuer_not_after;

@@ -61,6 +61,7 @@ fn ctx() -> Context {
         now: NOW,
         issuer_not_after: NOW + 5 * 365 * 86400,
         truncate_to_issuer: false,
+        permit_beyond_issuer: false,
         default_ttl: 768 * 3600,
         max_ttl: 768 * 3600,
         crl_urls: vec!["http://pki.example/v1/pki/crl".into()],

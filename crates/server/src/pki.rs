@@ -86,14 +86,16 @@ impl Drop for KeyEntry {
 /// Route facts for a path below the mount.
 pub(crate) struct RouteInfo {
     pub ops: &'static [Operation],
-    pub unauthenticated: bool,
+    /// The operations that need no token (Vault's unauthenticated PKI paths).
+    pub unauth_ops: &'static [Operation],
     pub existence: bool,
 }
 
-fn ri(ops: &'static [Operation], unauthenticated: bool) -> RouteInfo {
+/// A route; if `public`, every one of its operations is unauthenticated.
+fn ri(ops: &'static [Operation], public: bool) -> RouteInfo {
     RouteInfo {
         ops,
-        unauthenticated,
+        unauth_ops: if public { ops } else { &[] },
         existence: false,
     }
 }
@@ -114,7 +116,7 @@ pub(crate) fn route(sub: &str) -> Option<RouteInfo> {
         ["roles"] => ri(&[List, Read], false),
         ["roles", _] => RouteInfo {
             ops: &[Read, Create, Update, Delete],
-            unauthenticated: false,
+            unauth_ops: &[],
             existence: true,
         },
         ["issue", _]
@@ -134,7 +136,15 @@ pub(crate) fn route(sub: &str) -> Option<RouteInfo> {
         ["issuers"] => ri(&[List, Read], true),
         ["ocsp"] => ri(&[Update], true),
         ["ocsp", ..] => ri(&[Read], true),
-        ["issuer", _] => ri(&[Read], true),
+        ["issuer", _] => RouteInfo {
+            ops: &[Read, Update, Patch, Delete],
+            unauth_ops: &[Read],
+            existence: false,
+        },
+        ["keys"] => ri(&[List, Read], false),
+        ["key", _] => ri(&[Read, Delete], false),
+        ["config", "ca"] | ["issuers", "import", "bundle" | "cert"] => ri(&[Update], false),
+        ["intermediate", "cross-sign"] => ri(&[Update], false),
         ["issuer", _, "pem" | "der" | "json"]
         | ["issuer", _, "crl"]
         | ["issuer", _, "crl", "pem" | "der"] => ri(&[Read], true),
@@ -429,6 +439,16 @@ pub(crate) async fn handle(
             Ok(Response::data(json!({"success": true})))
         }
         (["issuers"], _) => list_issuers(a, m).await,
+        (["issuer", iref], Update | Patch | Create) => update_issuer(a, m, iref, req).await,
+        (["issuer", iref], Delete) => delete_issuer(a, m, iref).await,
+        (["keys"], _) => list_keys(a, m).await,
+        (["key", kref], Read) => Ok(Response::data(key_json(&find_key(a, m, kref).await?))),
+        (["key", kref], Delete) => delete_key(a, m, kref).await,
+        (["config", "ca"] | ["issuers", "import", "bundle"], _) => {
+            import_bundle(a, m, req, true).await
+        }
+        (["issuers", "import", "cert"], _) => import_bundle(a, m, req, false).await,
+        (["intermediate", "cross-sign"], _) => cross_sign_csr(a, m, req).await,
         (["issuer", iref], _) | (["issuer", iref, "json"], _) => {
             let l = load_issuer_entry(a, m, iref).await?;
             Ok(Response::data(issuer_json(&l)))
@@ -453,6 +473,17 @@ fn raw(r: (&'static str, Vec<u8>)) -> Response {
     Response {
         raw: Some(r),
         ..Default::default()
+    }
+}
+
+fn require_usage(l: &Loaded, usage: &str) -> ApiResult<()> {
+    if l.entry.usage.split(',').any(|u| u.trim() == usage) {
+        Ok(())
+    } else {
+        Err(ApiError::bad(format!(
+            "issuer {} does not have the {usage} usage",
+            l.entry.issuer_name
+        )))
     }
 }
 
@@ -774,6 +805,7 @@ async fn issue_or_sign(
         None
     };
     let issuer = load_issuer(a, m, issuer_ref.unwrap_or(&role.issuer_ref)).await?;
+    require_usage(&issuer, "issuing-certificates")?;
     issue_with(core, a, m, &role, &issuer, csr_info, req).await
 }
 
@@ -792,6 +824,7 @@ async fn issue_with(
         now: now_unix(),
         issuer_not_after: issuer.entry.not_after,
         truncate_to_issuer: issuer.entry.leaf_not_after_behavior == "truncate",
+        permit_beyond_issuer: issuer.entry.leaf_not_after_behavior == "permit",
         default_ttl,
         max_ttl,
         crl_urls: u.crl_distribution_points.clone(),
@@ -1110,6 +1143,7 @@ async fn crl(
     force: bool,
 ) -> ApiResult<Vec<u8>> {
     let issuer = load_issuer(a, m, iref).await?;
+    require_usage(&issuer, "crl-signing")?;
     let key = format!("{}/{}", m.uuid, issuer.entry.issuer_id);
     let gen = generation(a, m);
     let now = now_unix();
@@ -1422,6 +1456,7 @@ async fn ocsp(a: &Active, m: &MountEntry, der: &[u8]) -> ApiResult<Response> {
         });
         let status = match hit {
             None => CertStatus::Unknown,
+            Some((l, _, _, _)) if require_usage(l, "ocsp-signing").is_err() => CertStatus::Unknown,
             Some((l, _, key, info)) => {
                 if responder.is_none() {
                     responder = Some((l.clone(), key.clone(), *info));
@@ -1457,4 +1492,350 @@ async fn ocsp(a: &Active, m: &MountEntry, der: &[u8]) -> ApiResult<Response> {
         &r,
     )?;
     Ok(ocsp_bytes(body))
+}
+
+const USAGES: &[&str] = &[
+    "read-only",
+    "issuing-certificates",
+    "crl-signing",
+    "ocsp-signing",
+];
+
+async fn update_issuer(
+    a: &Active,
+    m: &MountEntry,
+    iref: &str,
+    req: &Request,
+) -> ApiResult<Response> {
+    let mut e = load_issuer_entry(a, m, iref)
+        .await
+        .map_err(|_| ApiError::bad(format!("unknown issuer {iref:?}")))?;
+    let d = &req.data;
+    if d.contains_key("issuer_name") {
+        let n = fields::str_of(d, "issuer_name")?;
+        valid_name("issuer_name", &n)?;
+        for id in a.list(&format!("{}issuer/", base(m))).await? {
+            if let Some(o) = a
+                .get_json::<IssuerEntry>(&format!("{}issuer/{id}", base(m)))
+                .await?
+            {
+                if o.issuer_name == n && o.issuer_id != e.issuer_id {
+                    return Err(ApiError::bad(format!(
+                        "issuer_name {n:?} is already in use"
+                    )));
+                }
+            }
+        }
+        e.issuer_name = n;
+    }
+    if d.contains_key("leaf_not_after_behavior") {
+        let b = fields::str_of(d, "leaf_not_after_behavior")?;
+        if !matches!(b.as_str(), "err" | "truncate" | "permit") {
+            return Err(ApiError::bad(
+                "leaf_not_after_behavior: must be err, truncate or permit",
+            ));
+        }
+        e.leaf_not_after_behavior = b;
+    }
+    if d.contains_key("usage") {
+        let u = fields::list_of(d, "usage")?;
+        if let Some(bad) = u.iter().find(|x| !USAGES.contains(&x.as_str())) {
+            return Err(ApiError::bad(format!(
+                "usage: unknown value {bad:?} (allowed: {})",
+                USAGES.join(", ")
+            )));
+        }
+        e.usage = u.join(",");
+    }
+    if d.contains_key("manual_chain") {
+        let refs = fields::list_of(d, "manual_chain")?;
+        let mut chain = vec![e.certificate.clone()];
+        for r in refs.iter().filter(|r| r.as_str() != "self") {
+            let other = load_issuer_entry(a, m, r)
+                .await
+                .map_err(|_| ApiError::bad(format!("manual_chain: unknown issuer {r:?}")))?;
+            chain.push(other.certificate);
+        }
+        e.ca_chain = if refs.is_empty() {
+            vec![e.certificate.clone()]
+        } else {
+            chain
+        };
+    }
+    a.put_json(&format!("{}issuer/{}", base(m), e.issuer_id), &e)
+        .await?;
+    invalidate(a, m);
+    Ok(Response::data(issuer_json(&e)))
+}
+
+async fn delete_issuer(a: &Active, m: &MountEntry, iref: &str) -> ApiResult<Response> {
+    let Ok(e) = load_issuer_entry(a, m, iref).await else {
+        return Ok(Response::empty());
+    };
+    let mut ops = vec![Plain::Delete(format!("{}issuer/{}", base(m), e.issuer_id))];
+    if default_issuer_id(a, m).await?.as_deref() == Some(e.issuer_id.as_str()) {
+        ops.push(Plain::Delete(format!("{}config/issuers", base(m))));
+    }
+    a.write(ops).await?;
+    invalidate(a, m);
+    Ok(Response::empty())
+}
+
+fn key_json(k: &KeyEntry) -> Value {
+    json!({"key_id": k.key_id, "key_name": k.key_name, "key_type": k.key_type})
+}
+
+async fn find_key(a: &Active, m: &MountEntry, kref: &str) -> ApiResult<KeyEntry> {
+    if let Some(k) = a
+        .get_json::<KeyEntry>(&format!("{}key/{kref}", base(m)))
+        .await?
+    {
+        return Ok(k);
+    }
+    for id in a.list(&format!("{}key/", base(m))).await? {
+        if let Some(k) = a
+            .get_json::<KeyEntry>(&format!("{}key/{id}", base(m)))
+            .await?
+        {
+            if !k.key_name.is_empty() && k.key_name == kref {
+                return Ok(k);
+            }
+        }
+    }
+    Err(ApiError::NotFound)
+}
+
+async fn list_keys(a: &Active, m: &MountEntry) -> ApiResult<Response> {
+    let mut keys = Vec::new();
+    let mut info = Map::new();
+    for id in a.list(&format!("{}key/", base(m))).await? {
+        if let Some(k) = a
+            .get_json::<KeyEntry>(&format!("{}key/{id}", base(m)))
+            .await?
+        {
+            info.insert(
+                id.clone(),
+                json!({"key_name": k.key_name, "key_type": k.key_type}),
+            );
+            keys.push(id);
+        }
+    }
+    if keys.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Response::data(json!({"keys": keys, "key_info": info})))
+}
+
+async fn delete_key(a: &Active, m: &MountEntry, kref: &str) -> ApiResult<Response> {
+    let k = find_key(a, m, kref).await?;
+    for id in a.list(&format!("{}issuer/", base(m))).await? {
+        if let Some(e) = a
+            .get_json::<IssuerEntry>(&format!("{}issuer/{id}", base(m)))
+            .await?
+        {
+            if e.key_id == k.key_id {
+                return Err(ApiError::bad(format!(
+                    "key {} is used by issuer {}; delete the issuer first",
+                    k.key_id, e.issuer_name
+                )));
+            }
+        }
+    }
+    a.write(vec![Plain::Delete(format!("{}key/{}", base(m), k.key_id))])
+        .await?;
+    Ok(Response::empty())
+}
+
+/// Imports CA certificates (and, for bundles, private keys) from PEM. Certificates are matched
+/// to keys by public key; a certificate whose key is absent becomes a verify-only issuer.
+async fn import_bundle(
+    a: &Active,
+    m: &MountEntry,
+    req: &Request,
+    allow_keys: bool,
+) -> ApiResult<Response> {
+    let field = if req.data.contains_key("pem_bundle") {
+        "pem_bundle"
+    } else {
+        "certificate"
+    };
+    let bundle = fields::str_of(&req.data, field)?;
+    if bundle.trim().is_empty() {
+        return Err(ApiError::bad("pem_bundle: is required"));
+    }
+    let mut certs: Vec<Vec<u8>> = Vec::new();
+    let mut keys: Vec<(rcgen::KeyPair, Zeroizing<String>)> = Vec::new();
+    for block in x509_parser::pem::Pem::iter_from_buffer(bundle.as_bytes()) {
+        let block = block.map_err(|_| ApiError::bad("pem_bundle: malformed PEM"))?;
+        match block.label.as_str() {
+            "CERTIFICATE" => certs.push(block.contents),
+            "PRIVATE KEY" | "EC PRIVATE KEY" | "RSA PRIVATE KEY" => {
+                if !allow_keys {
+                    return Err(ApiError::bad("issuers/import/cert accepts certificates only; use issuers/import/bundle for keys"));
+                }
+                let pem_text = Zeroizing::new(pem(&block.label, &block.contents));
+                let kp = rcgen::KeyPair::from_pem(&pem_text).map_err(|_| {
+                    ApiError::bad(format!(
+                        "pem_bundle: {} could not be parsed (use PKCS#8 \"PRIVATE KEY\")",
+                        block.label
+                    ))
+                })?;
+                let pk8 = Zeroizing::new(kp.serialize_pem());
+                keys.push((kp, pk8));
+            }
+            other => {
+                return Err(ApiError::bad(format!(
+                    "pem_bundle: unexpected PEM block {other:?}"
+                )))
+            }
+        }
+    }
+    if certs.is_empty() && keys.is_empty() {
+        return Err(ApiError::bad("pem_bundle: no certificates or keys found"));
+    }
+    // Validate every certificate before storing anything.
+    let mut parsed = Vec::new();
+    for der in &certs {
+        let (_, x) = x509_parser::parse_x509_certificate(der)
+            .map_err(|_| ApiError::bad("pem_bundle: a certificate is not valid X.509"))?;
+        if !x
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .map(|b| b.value.ca)
+            .unwrap_or(false)
+        {
+            return Err(ApiError::bad(
+                "pem_bundle: only CA certificates can be imported as issuers",
+            ));
+        }
+        parsed.push((
+            der.clone(),
+            x.public_key().subject_public_key.data.to_vec(),
+            issue::serial_hex(x.raw_serial()),
+            x.validity().not_after.timestamp(),
+            csr::key_info(x.public_key()),
+        ));
+    }
+    let mut existing_keys = HashMap::new();
+    for id in a.list(&format!("{}key/", base(m))).await? {
+        if let Some(k) = a
+            .get_json::<KeyEntry>(&format!("{}key/{id}", base(m)))
+            .await?
+        {
+            if let Ok(kp) = rcgen::KeyPair::from_pem(&k.private_key) {
+                existing_keys.insert(kp.public_key_raw().to_vec(), id);
+            }
+        }
+    }
+    let mut existing_certs = HashMap::new();
+    for id in a.list(&format!("{}issuer/", base(m))).await? {
+        if let Some(e) = a
+            .get_json::<IssuerEntry>(&format!("{}issuer/{id}", base(m)))
+            .await?
+        {
+            existing_certs.insert(pem_to_der(&e.certificate)?, id);
+        }
+    }
+    let mut ops = Vec::new();
+    let (mut imported_keys, mut existing_keys_out, mut imported_issuers, mut existing_issuers) =
+        (vec![], vec![], vec![], vec![]);
+    let mut key_of: HashMap<Vec<u8>, String> = existing_keys.clone();
+    for (kp, pk8) in &keys {
+        let pubk = kp.public_key_raw().to_vec();
+        if let Some(id) = existing_keys.get(&pubk) {
+            existing_keys_out.push(id.clone());
+            continue;
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let info = match kp.algorithm() {
+            a if a == &rcgen::PKCS_ECDSA_P384_SHA384 => "ec",
+            a if a == &rcgen::PKCS_ECDSA_P256_SHA256 => "ec",
+            a if a == &rcgen::PKCS_ED25519 => "ed25519",
+            _ => "rsa",
+        };
+        let entry = KeyEntry {
+            key_id: id.clone(),
+            key_name: String::new(),
+            key_type: info.into(),
+            private_key: pk8.to_string(),
+        };
+        ops.push(Plain::Put(
+            format!("{}key/{id}", base(m)),
+            Zeroizing::new(serde_json::to_vec(&entry)?).to_vec(),
+        ));
+        key_of.insert(pubk, id.clone());
+        imported_keys.push(id);
+    }
+    let mut mapping = Map::new();
+    let mut first_new = None;
+    for (der, pubk, serial, not_after, info) in parsed {
+        if let Some(id) = existing_certs.get(&der) {
+            existing_issuers.push(id.clone());
+            continue;
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let key_id = key_of.get(&pubk).cloned().unwrap_or_default();
+        let cert_pem = pem("CERTIFICATE", &der);
+        let entry = IssuerEntry {
+            issuer_id: id.clone(),
+            issuer_name: format!("issuer-{}", &id[..8]),
+            key_id: key_id.clone(),
+            certificate: cert_pem.clone(),
+            ca_chain: vec![cert_pem],
+            serial_number: serial,
+            not_after,
+            leaf_not_after_behavior: "err".into(),
+            usage: "read-only,issuing-certificates,crl-signing,ocsp-signing".into(),
+            key_type: info
+                .key_type()
+                .map(|k| k.name().to_string())
+                .unwrap_or_default(),
+        };
+        ops.push(Plain::Put(
+            format!("{}issuer/{id}", base(m)),
+            serde_json::to_vec(&entry)?,
+        ));
+        mapping.insert(id.clone(), json!(key_id));
+        if first_new.is_none() && !key_id.is_empty() {
+            first_new = Some(id.clone());
+        }
+        imported_issuers.push(id);
+    }
+    if default_issuer_id(a, m).await?.is_none() {
+        if let Some(id) = &first_new {
+            ops.push(Plain::Put(
+                format!("{}config/issuers", base(m)),
+                serde_json::to_vec(&json!({"default": id}))?,
+            ));
+        }
+    }
+    if !ops.is_empty() {
+        a.write(ops).await?;
+    }
+    invalidate(a, m);
+    Ok(Response::data(json!({
+        "imported_issuers": imported_issuers,
+        "imported_keys": imported_keys,
+        "existing_issuers": existing_issuers,
+        "existing_keys": existing_keys_out,
+        "mapping": mapping,
+    })))
+}
+
+/// `intermediate/cross-sign`: a CSR from an existing key, for another CA to sign.
+async fn cross_sign_csr(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Response> {
+    let d = &req.data;
+    let kref = fields::str_of(d, "key_ref")?;
+    let cn = fields::str_of(d, "common_name")?;
+    if kref.is_empty() || cn.is_empty() {
+        return Err(ApiError::bad("key_ref and common_name are required"));
+    }
+    let k = find_key(a, m, &kref)
+        .await
+        .map_err(|_| ApiError::bad(format!("key_ref: unknown key {kref:?}")))?;
+    let kp = rcgen::KeyPair::from_pem(&k.private_key)
+        .map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
+    let csr = issue::intermediate_csr(&cn, &subject_from(d)?, &kp)?;
+    Ok(Response::data(json!({"csr": csr, "key_id": k.key_id})))
 }

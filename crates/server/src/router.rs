@@ -45,6 +45,8 @@ struct Endpoint {
     ep: Ep,
     ops: &'static [Operation],
     unauth: bool,
+    /// Operations served without a token even though `unauth` is false (PKI reads).
+    unauth_ops: &'static [Operation],
     sudo: bool,
     sealed_ok: bool,
     existence: bool,
@@ -55,6 +57,7 @@ fn ep(ep: Ep, ops: &'static [Operation]) -> Endpoint {
         ep,
         ops,
         unauth: false,
+        unauth_ops: &[],
         sudo: false,
         sealed_ok: false,
         existence: false,
@@ -185,7 +188,7 @@ async fn route(core: &Core, path: &str) -> ApiResult<Endpoint> {
         let sub = key.trim_end_matches('/').to_string();
         let r = crate::pki::route(&sub).ok_or_else(|| ApiError::NoRoute(path.to_string()))?;
         let mut e = ep(Ep::Pki(m.clone(), sub), r.ops);
-        e.unauth = r.unauthenticated;
+        e.unauth_ops = r.unauth_ops;
         e.existence = r.existence;
         return Ok(e);
     }
@@ -213,7 +216,7 @@ pub(crate) async fn dispatch(core: &Arc<Core>, mut req: Request) -> ApiResult<Re
     if !e.ops.contains(&req.op) {
         return Err(ApiError::MethodNotAllowed);
     }
-    if e.unauth {
+    if e.unauth || e.unauth_ops.contains(&req.op) {
         return run_unauth(core, &e.ep, &req).await;
     }
     let a = core.active().ok_or(ApiError::Sealed)?;

@@ -882,3 +882,235 @@ async fn openssl_ocsp_reports_good_then_revoked_with_nonce_and_several_serials()
         "malformedRequest"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_management_keys_import_and_cross_sign() {
+    let s = dev_server().await;
+    setup(&s).await;
+    ok(
+        &s,
+        "POST",
+        "pki/roles/web",
+        json!({"allow_any_name": true, "key_type": "ec", "max_ttl": "876000h"}),
+    )
+    .await;
+    let (_, v) = s.api.call("LIST", "pki/issuers", None, None).await;
+    let iid = v["data"]["keys"][0].as_str().unwrap().to_string();
+
+    // Rename and truncate leaves to the issuer's lifetime.
+    let v = ok(
+        &s,
+        "POST",
+        &format!("pki/issuer/{iid}"),
+        json!({"issuer_name": "root-2026", "leaf_not_after_behavior": "truncate"}),
+    )
+    .await;
+    assert_eq!(v["data"]["issuer_name"], "root-2026");
+    let (st, v) = s
+        .api
+        .call(
+            "POST",
+            "pki/issue/web",
+            Some("root"),
+            Some(json!({"common_name": "long.example.com", "ttl": "200000h"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (_, iv) = s.api.call("GET", "pki/issuer/root-2026", None, None).await;
+    let issuer_pem = iv["data"]["certificate"].as_str().unwrap().to_string();
+    std::fs::write(s.dir.path().join("i.pem"), &issuer_pem).unwrap();
+    let (_, ia) = openssl(
+        s.dir.path(),
+        &["x509", "-in", "i.pem", "-noout", "-enddate"],
+    );
+    std::fs::write(
+        s.dir.path().join("l.pem"),
+        v["data"]["certificate"].as_str().unwrap(),
+    )
+    .unwrap();
+    let (_, la) = openssl(
+        s.dir.path(),
+        &["x509", "-in", "l.pem", "-noout", "-enddate"],
+    );
+    assert_eq!(ia, la, "truncate: the leaf ends when its issuer ends");
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("truncated"),
+        "{v}"
+    );
+
+    // Without a token, issuers can be read but not changed.
+    let (st, _) = s
+        .api
+        .call(
+            "POST",
+            "pki/issuer/root-2026",
+            None,
+            Some(json!({"issuer_name": "x"})),
+        )
+        .await;
+    assert_eq!(st, 403);
+    let (st, _) = s
+        .api
+        .call("DELETE", "pki/issuer/root-2026", None, None)
+        .await;
+    assert_eq!(st, 403);
+
+    // A read-only issuer does not issue.
+    ok(
+        &s,
+        "POST",
+        "pki/issuer/root-2026",
+        json!({"usage": "read-only,crl-signing,ocsp-signing"}),
+    )
+    .await;
+    let (st, v) = s
+        .api
+        .call(
+            "POST",
+            "pki/issue/web",
+            Some("root"),
+            Some(json!({"common_name": "a.example.com"})),
+        )
+        .await;
+    assert_eq!(st, 400);
+    assert!(
+        v["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("issuing-certificates"),
+        "{v}"
+    );
+    let (st, _) = s
+        .api
+        .call(
+            "POST",
+            "pki/issuer/root-2026",
+            Some("root"),
+            Some(json!({"usage": "sudo"})),
+        )
+        .await;
+    assert_eq!(st, 400);
+
+    // Keys are listed without private material; a key in use cannot be deleted.
+    let (_, v) = s.api.call("LIST", "pki/keys", Some("root"), None).await;
+    let kid = v["data"]["keys"][0].as_str().unwrap().to_string();
+    let (_, v) = s
+        .api
+        .call("GET", &format!("pki/key/{kid}"), Some("root"), None)
+        .await;
+    assert!(v.to_string().find("PRIVATE KEY").is_none(), "{v}");
+    let (st, _) = s
+        .api
+        .call("DELETE", &format!("pki/key/{kid}"), Some("root"), None)
+        .await;
+    assert_eq!(st, 400);
+
+    // Export a CA from one mount and import the bundle into another, which then issues.
+    ok(&s, "POST", "sys/mounts/src", json!({"type": "pki"})).await;
+    let v = ok(
+        &s,
+        "POST",
+        "src/root/generate/exported",
+        json!({"common_name": "Exported Root", "key_type": "ec"}),
+    )
+    .await;
+    let bundle = format!(
+        "{}\n{}",
+        v["data"]["certificate"].as_str().unwrap(),
+        v["data"]["private_key"].as_str().unwrap()
+    );
+    ok(&s, "POST", "sys/mounts/dst", json!({"type": "pki"})).await;
+    let v = ok(&s, "POST", "dst/config/ca", json!({"pem_bundle": bundle})).await;
+    assert_eq!(v["data"]["imported_issuers"].as_array().unwrap().len(), 1);
+    assert_eq!(v["data"]["imported_keys"].as_array().unwrap().len(), 1);
+    let v = ok(
+        &s,
+        "POST",
+        "dst/issuers/import/bundle",
+        json!({"pem_bundle": bundle}),
+    )
+    .await;
+    assert_eq!(
+        v["data"]["existing_issuers"].as_array().unwrap().len(),
+        1,
+        "re-import is idempotent"
+    );
+    ok(
+        &s,
+        "POST",
+        "dst/roles/web",
+        json!({"allow_any_name": true, "key_type": "ec"}),
+    )
+    .await;
+    let v = ok(
+        &s,
+        "POST",
+        "dst/issue/web",
+        json!({"common_name": "imported.example.com"}),
+    )
+    .await;
+    std::fs::write(
+        s.dir.path().join("exp.pem"),
+        v["data"]["issuing_ca"].as_str().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        s.dir.path().join("imp.pem"),
+        v["data"]["certificate"].as_str().unwrap(),
+    )
+    .unwrap();
+    let (good, out) = openssl(s.dir.path(), &["verify", "-CAfile", "exp.pem", "imp.pem"]);
+    assert!(good, "{out}");
+
+    // Certificate-only import gives a verify-only issuer; keys are refused there; leaves are refused.
+    ok(&s, "POST", "sys/mounts/vo", json!({"type": "pki"})).await;
+    let (st, v) = s
+        .api
+        .call(
+            "POST",
+            "vo/issuers/import/cert",
+            Some("root"),
+            Some(json!({"pem_bundle": bundle})),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    let root_only = bundle
+        .split("-----BEGIN PRIVATE KEY")
+        .next()
+        .unwrap()
+        .to_string();
+    ok(
+        &s,
+        "POST",
+        "vo/issuers/import/cert",
+        json!({"pem_bundle": root_only}),
+    )
+    .await;
+    let (st, v) = s.api.call("POST", "vo/config/ca", Some("root"), Some(json!({"pem_bundle": std::fs::read_to_string(s.dir.path().join("imp.pem")).unwrap()}))).await;
+    assert_eq!(st, 400);
+    assert!(
+        v["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("only CA certificates"),
+        "{v}"
+    );
+    let (st, _) = s.api.call("POST", "vo/config/ca", Some("root"), Some(json!({"pem_bundle": "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----"}))).await;
+    assert_eq!(st, 400);
+
+    // Cross-sign: a CSR from the existing key.
+    let v = ok(
+        &s,
+        "POST",
+        "pki/intermediate/cross-sign",
+        json!({"key_ref": kid, "common_name": "Cross"}),
+    )
+    .await;
+    assert!(v["data"]["csr"]
+        .as_str()
+        .unwrap()
+        .contains("CERTIFICATE REQUEST"));
+}
