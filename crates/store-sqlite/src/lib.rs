@@ -64,14 +64,23 @@ pub struct SqliteStore {
     counters: Arc<Counters>,
 }
 
+/// Page cache of the writer connection (KiB); readers get [`READER_CACHE_KIB`]. A scale run
+/// (1M certificates) showed 64 MiB on each of 17 connections costing 1.2 GiB of RSS.
+const WRITER_CACHE_KIB: i64 = 65536;
+const READER_CACHE_KIB: i64 = 8192;
+
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+    open_conn_with_cache(path, READER_CACHE_KIB)
+}
+
+fn open_conn_with_cache(path: &Path, cache_kib: i64) -> rusqlite::Result<Connection> {
     let c = Connection::open(path)?;
     c.busy_timeout(std::time::Duration::from_secs(10))?;
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "FULL")?;
-    // 64 MiB page cache and memory-mapped reads: profiling showed the writer re-reading
+    // A large page cache and memory-mapped reads: profiling showed the writer re-reading
     // B-tree pages with pread after every transaction.
-    c.pragma_update(None, "cache_size", -65536)?;
+    c.pragma_update(None, "cache_size", -cache_kib)?;
     c.pragma_update(None, "mmap_size", 1i64 << 30)?;
     // Checkpoints run on their own thread (see `checkpointer`), not on the commit path.
     c.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -112,7 +121,7 @@ impl SqliteStore {
     /// Must be called inside a Tokio runtime.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let writer = open_conn(&path).map_err(be)?;
+        let writer = open_conn_with_cache(&path, WRITER_CACHE_KIB).map_err(be)?;
         writer.execute_batch(SCHEMA).map_err(be)?;
         restrict_permissions(&path);
         let (tx, rx) = mpsc::channel::<Job>(4096);

@@ -450,20 +450,58 @@ mod scale {
 
     fn rss_kib(pid: u32) -> Option<u64> {
         let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+        s.lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
     }
 
     pub async fn run(_cli: &Cli, a: &BenchArgs) -> CliResult<()> {
-        let dir = tempfile::Builder::new().prefix("custos-scale-").tempdir_in(a.dir.clone().unwrap_or_else(std::env::temp_dir)).map_err(|source| CliError::Io { what: "scale dir".into(), source })?;
+        let dir = tempfile::Builder::new()
+            .prefix("custos-scale-")
+            .tempdir_in(a.dir.clone().unwrap_or_else(std::env::temp_dir))
+            .map_err(|source| CliError::Io {
+                what: "scale dir".into(),
+                source,
+            })?;
         let key = dir.path().join("unseal.key");
         let mut kb = [0u8; 32];
         aws_lc_rs::rand::fill(&mut kb).map_err(|_| CliError::Other("rng".into()))?;
-        std::fs::write(&key, kb.iter().map(|b| format!("{b:02x}")).collect::<String>()).map_err(|source| CliError::Io { what: "key file".into(), source })?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|source| CliError::Io { what: "port".into(), source })?.port();
+        std::fs::write(
+            &key,
+            kb.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        )
+        .map_err(|source| CliError::Io {
+            what: "key file".into(),
+            source,
+        })?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|source| CliError::Io {
+                what: "port".into(),
+                source,
+            })?
+            .port();
         let cfg_path = dir.path().join("custos.toml");
         std::fs::write(&cfg_path, format!("[storage]\nbackend = \"sqlite\"\npath = \"{}/custos.db\"\n[listener]\naddress = \"127.0.0.1:{port}\"\ntls_disable = true\n[seal]\ntype = \"keyfile\"\nkey_file = \"{}\"\n", dir.path().display(), key.display())).map_err(|source| CliError::Io { what: "config".into(), source })?;
-        let exe = std::env::current_exe().map_err(|source| CliError::Io { what: "current exe".into(), source })?;
-        let spawn = || std::process::Command::new(&exe).args(["server", "--config", cfg_path.to_str().unwrap_or_default(), "--log-level", "warn"]).stdout(std::process::Stdio::null()).spawn();
+        let exe = std::env::current_exe().map_err(|source| CliError::Io {
+            what: "current exe".into(),
+            source,
+        })?;
+        let spawn = || {
+            std::process::Command::new(&exe)
+                .args([
+                    "server",
+                    "--config",
+                    cfg_path.to_str().unwrap_or_default(),
+                    "--log-level",
+                    "warn",
+                ])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+        };
         let addr = format!("http://127.0.0.1:{port}");
         let wait_up = |c: Client| async move {
             for _ in 0..2000 {
@@ -476,26 +514,57 @@ mod scale {
             }
             Err(CliError::Other("server did not come up".into()))
         };
-        let mut child = spawn().map_err(|source| CliError::Io { what: "spawning server".into(), source })?;
+        let mut child = spawn().map_err(|source| CliError::Io {
+            what: "spawning server".into(),
+            source,
+        })?;
         let anon = Client::new(&addr, None, None)?;
         wait_up(anon.clone()).await?;
         let init = anon.call("PUT", "sys/init", Some(&json!({}))).await?;
         let root = init["root_token"].as_str().unwrap_or_default().to_string();
         let c = Client::new(&addr, Some(root), None)?;
-        c.call("POST", "sys/mounts/pki", Some(&json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}}))).await?;
-        c.call("POST", "pki/root/generate/internal", Some(&json!({"common_name": "scale root", "key_type": "ec", "ttl": "87600h"}))).await?;
-        c.call("POST", "pki/config/urls", Some(&json!({"crl_distribution_points": [format!("{addr}/v1/pki/crl")]}))).await?;
+        c.call(
+            "POST",
+            "sys/mounts/pki",
+            Some(&json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}})),
+        )
+        .await?;
+        c.call(
+            "POST",
+            "pki/root/generate/internal",
+            Some(&json!({"common_name": "scale root", "key_type": "ec", "ttl": "87600h"})),
+        )
+        .await?;
+        c.call(
+            "POST",
+            "pki/config/urls",
+            Some(&json!({"crl_distribution_points": [format!("{addr}/v1/pki/crl")]})),
+        )
+        .await?;
         c.call("POST", "pki/roles/nf", Some(&json!({"allow_any_name": true, "key_type": "ec", "ttl": "720h", "max_ttl": "720h"}))).await?;
-        outln!("scale run: issuing {} certificates with {} clients (server in its own process)...", a.certs, a.clients);
+        outln!(
+            "scale run: issuing {} certificates with {} clients (server in its own process)...",
+            a.certs,
+            a.clients
+        );
         let t0 = Instant::now();
         let serials = Arc::new(std::sync::Mutex::new(Vec::with_capacity(a.revoke)));
         let (c2, s2, want) = (c.clone(), serials.clone(), a.revoke);
         spread(a.clients, a.certs, move |i| {
             let (c, s) = (c2.clone(), s2.clone());
             async move {
-                let v = c.call("POST", "pki/issue/nf", Some(&json!({"common_name": format!("nf{i}.example.org")}))).await?;
+                let v = c
+                    .call(
+                        "POST",
+                        "pki/issue/nf",
+                        Some(&json!({"common_name": format!("nf{i}.example.org")})),
+                    )
+                    .await?;
                 // Keep the first `want` serials (random, so spread over the serial space).
-                if let (Ok(mut s), Some(x)) = (s.lock(), v.pointer("/data/serial_number").and_then(Value::as_str)) {
+                if let (Ok(mut s), Some(x)) = (
+                    s.lock(),
+                    v.pointer("/data/serial_number").and_then(Value::as_str),
+                ) {
                     if s.len() < want {
                         s.push(x.to_string());
                     }
@@ -506,32 +575,64 @@ mod scale {
         })
         .await?;
         let issue_secs = t0.elapsed().as_secs_f64();
-        outln!("  issued {} in {:.1} s ({:.0}/s, stored durably)", a.certs, issue_secs, a.certs as f64 / issue_secs);
+        outln!(
+            "  issued {} in {:.1} s ({:.0}/s, stored durably)",
+            a.certs,
+            issue_secs,
+            a.certs as f64 / issue_secs
+        );
         let list: Vec<String> = serials.lock().map(|s| s.clone()).unwrap_or_default();
         let list = Arc::new(list);
         let (c3, l3) = (c.clone(), list.clone());
         let t1 = Instant::now();
         let mut lat = spread(a.clients, list.len(), move |i| {
             let (c, l) = (c3.clone(), l3.clone());
-            async move { c.call("POST", "pki/revoke", Some(&json!({"serial_number": l[i]}))).await }
+            async move {
+                c.call("POST", "pki/revoke", Some(&json!({"serial_number": l[i]})))
+                    .await
+            }
         })
         .await?;
         let rev_secs = t1.elapsed().as_secs_f64();
-        outln!("  revoked {} in {:.1} s ({:.0}/s): p50 {:.2} ms, p99 {:.2} ms", list.len(), rev_secs, list.len() as f64 / rev_secs, percentile(&mut lat, 0.5), percentile(&mut lat, 0.99));
+        outln!(
+            "  revoked {} in {:.1} s ({:.0}/s): p50 {:.2} ms, p99 {:.2} ms",
+            list.len(),
+            rev_secs,
+            list.len() as f64 / rev_secs,
+            percentile(&mut lat, 0.5),
+            percentile(&mut lat, 0.99)
+        );
         let t2 = Instant::now();
         c.call("GET", "pki/crl/rotate", None).await?;
-        outln!("  full CRL build ({} entries): {:.0} ms", list.len(), t2.elapsed().as_secs_f64() * 1000.0);
-        outln!("  server RSS before restart: {} MiB", rss_kib(child.id()).unwrap_or(0) / 1024);
+        outln!(
+            "  full CRL build ({} entries): {:.0} ms",
+            list.len(),
+            t2.elapsed().as_secs_f64() * 1000.0
+        );
+        outln!(
+            "  server RSS before restart: {} MiB",
+            rss_kib(child.id()).unwrap_or(0) / 1024
+        );
         let _ = child.kill();
         let _ = child.wait();
         let t3 = Instant::now();
-        let mut child = spawn().map_err(|source| CliError::Io { what: "respawning server".into(), source })?;
+        let mut child = spawn().map_err(|source| CliError::Io {
+            what: "respawning server".into(),
+            source,
+        })?;
         wait_up(anon.clone()).await?;
         let up = t3.elapsed().as_secs_f64();
         let t4 = Instant::now();
-        c.call("POST", "pki/issue/nf", Some(&json!({"common_name": "after-restart.example.org"}))).await?;
+        c.call(
+            "POST",
+            "pki/issue/nf",
+            Some(&json!({"common_name": "after-restart.example.org"})),
+        )
+        .await?;
         outln!("  restart to serving: {:.0} ms (first issue after restart {:.1} ms); RSS after restart {} MiB", up * 1000.0, t4.elapsed().as_secs_f64() * 1000.0, rss_kib(child.id()).unwrap_or(0) / 1024);
-        let db = std::fs::metadata(dir.path().join("custos.db")).map(|m| m.len()).unwrap_or(0);
+        let db = std::fs::metadata(dir.path().join("custos.db"))
+            .map(|m| m.len())
+            .unwrap_or(0);
         outln!("  database size: {} MiB", db / (1024 * 1024));
         let _ = child.kill();
         let _ = child.wait();

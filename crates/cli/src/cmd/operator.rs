@@ -73,7 +73,7 @@ pub async fn run(cli: &Cli, c: &OperatorCmd) -> CliResult<()> {
                 let k = match key {
                     Some(k) => k.clone(),
                     None => {
-                        eprint!("Unseal Key (will be hidden): ");
+                        eprint!("Unseal Key (hex or base64; input is echoed, so prefer a trusted terminal): ");
                         let mut s = String::new();
                         std::io::stdin()
                             .read_line(&mut s)
