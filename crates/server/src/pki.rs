@@ -132,7 +132,11 @@ pub(crate) fn route(sub: &str) -> Option<RouteInfo> {
         ["certs"] | ["certs", "revoked"] => ri(&[List, Read], false),
         ["cert", _] | ["cert", _, "raw"] | ["cert", _, "raw", "pem"] => ri(&[Read], true),
         ["crl"] | ["crl", "pem"] | ["ca"] | ["ca", "pem"] | ["ca_chain"] => ri(&[Read], true),
-        ["crl", "rotate"] => ri(&[Read], false),
+        ["crl", "rotate"] | ["crl", "rotate-delta"] => ri(&[Read], false),
+        ["crl", "delta"]
+        | ["crl", "delta", "pem"]
+        | ["issuer", _, "crl", "delta"]
+        | ["issuer", _, "crl", "delta", "pem" | "der"] => ri(&[Read], true),
         ["issuers"] => ri(&[List, Read], true),
         ["ocsp"] => ri(&[Update], true),
         ["ocsp", ..] => ri(&[Read], true),
@@ -422,20 +426,30 @@ pub(crate) async fn handle(
         | (["ca_chain"], _)
         | (["cert", "ca_chain"], _) => ca(a, m, sub).await,
         (["cert", "crl"], _) => {
-            let der = crl(core, a, m, "default", false).await?;
+            let der = crl(a, m, "default", false).await?;
             Ok(Response::data(
                 json!({"certificate": pem("X509 CRL", &der), "revocation_time": 0}),
             ))
         }
         (["cert", serial, rest @ ..], _) => read_cert(a, m, serial, rest).await,
         (["crl"], _) | (["issuer", _, "crl", "der"], _) => {
-            raw_crl(core, a, m, parts.get(1).copied(), false).await
+            raw_crl(a, m, parts.get(1).copied(), false).await
         }
         (["crl", "pem"], _) | (["issuer", _, "crl"], _) | (["issuer", _, "crl", "pem"], _) => {
-            raw_crl(core, a, m, parts.get(1).copied(), true).await
+            raw_crl(a, m, parts.get(1).copied(), true).await
+        }
+        (["crl", "delta"], _) => delta_crl(a, m, "default", false).await,
+        (["crl", "delta", "pem"], _) => delta_crl(a, m, "default", true).await,
+        (["issuer", iref, "crl", "delta"], _) | (["issuer", iref, "crl", "delta", "pem"], _) => {
+            delta_crl(a, m, iref, true).await
+        }
+        (["issuer", iref, "crl", "delta", "der"], _) => delta_crl(a, m, iref, false).await,
+        (["crl", "rotate-delta"], _) => {
+            delta_crl(a, m, "default", false).await?;
+            Ok(Response::data(json!({"success": true})))
         }
         (["crl", "rotate"], _) => {
-            crl(core, a, m, "default", true).await?;
+            crl(a, m, "default", true).await?;
             Ok(Response::data(json!({"success": true})))
         }
         (["issuers"], _) => list_issuers(a, m).await,
@@ -1113,7 +1127,6 @@ async fn list_issuers(a: &Active, m: &MountEntry) -> ApiResult<Response> {
 }
 
 async fn raw_crl(
-    core: &Core,
     a: &Active,
     m: &MountEntry,
     iref: Option<&str>,
@@ -1122,7 +1135,7 @@ async fn raw_crl(
     let iref = iref
         .filter(|r| *r != "pem" && *r != "der")
         .unwrap_or("default");
-    let der = crl(core, a, m, iref, false).await?;
+    let der = crl(a, m, iref, false).await?;
     Ok(if as_pem {
         raw((
             "application/pem-certificate-chain",
@@ -1135,13 +1148,7 @@ async fn raw_crl(
 
 /// Returns the current CRL of an issuer, rebuilding it if revocations happened since it was
 /// built, if it is close to expiry, or if `force`.
-async fn crl(
-    _core: &Core,
-    a: &Active,
-    m: &MountEntry,
-    iref: &str,
-    force: bool,
-) -> ApiResult<Vec<u8>> {
+async fn crl(a: &Active, m: &MountEntry, iref: &str, force: bool) -> ApiResult<Vec<u8>> {
     let issuer = load_issuer(a, m, iref).await?;
     require_usage(&issuer, "crl-signing")?;
     let key = format!("{}/{}", m.uuid, issuer.entry.issuer_id);
@@ -1189,6 +1196,11 @@ async fn crl(
     })
     .await
     .map_err(ApiError::internal)??;
+    a.put_json(
+        &format!("{}crl-base/{}", base(m), issuer.entry.issuer_id),
+        &json!({"number": number, "built_at": now}),
+    )
+    .await?;
     if let Ok(mut c) = a.issuers.crls.write() {
         c.insert(
             key,
@@ -1838,4 +1850,63 @@ async fn cross_sign_csr(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<
         .map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
     let csr = issue::intermediate_csr(&cn, &subject_from(d)?, &kp)?;
     Ok(Response::data(json!({"csr": csr, "key_id": k.key_id})))
+}
+
+/// The delta CRL of an issuer: revocations since the last full CRL (its base), from the
+/// `(mount, revoked_at)` index. Needs `enable_delta` in `config/crl`, as in Vault.
+async fn delta_crl(a: &Active, m: &MountEntry, iref: &str, as_pem: bool) -> ApiResult<Response> {
+    let cfg = crl_config(a, m).await?;
+    if cfg.get("enable_delta") != Some(&json!(true)) {
+        return Err(ApiError::bad(
+            "delta CRLs are disabled: set enable_delta=true in config/crl",
+        ));
+    }
+    let issuer = load_issuer(a, m, iref).await?;
+    require_usage(&issuer, "crl-signing")?;
+    let base_key = format!("{}crl-base/{}", base(m), issuer.entry.issuer_id);
+    if a.get_json::<Value>(&base_key).await?.is_none() {
+        crl(a, m, iref, true).await?;
+    }
+    let b: Value = a
+        .get_json(&base_key)
+        .await?
+        .unwrap_or_else(|| json!({"number": 0, "built_at": 0}));
+    let base_number = b["number"].as_u64().unwrap_or(0);
+    // Revocations from the base's build second on: the same second may repeat an entry the
+    // base already has, which RFC 5280 allows; nothing later can be missed.
+    let since = b["built_at"].as_i64().unwrap_or(0) - 1;
+    let mut revoked = Vec::new();
+    for (s, t) in a.store.revoked_since(&m.uuid, since, 1_000_000).await? {
+        revoked.push(Revoked {
+            serial: serial_bytes(&s)?,
+            revoked_at: t,
+        });
+    }
+    let num_key = format!("{}crl-number/{}", base(m), issuer.entry.issuer_id);
+    let number: u64 = a.get_json::<u64>(&num_key).await?.unwrap_or(0) + 1;
+    a.put_json(&num_key, &number).await?;
+    let now = now_unix();
+    let interval = fields::parse_duration(
+        cfg.get("delta_rebuild_interval")
+            .and_then(Value::as_str)
+            .unwrap_or("15m"),
+    )
+    .unwrap_or(900);
+    let der = issue::sign_delta_crl(
+        &revoked,
+        now - 30,
+        now + interval as i64 + 3600,
+        number,
+        base_number,
+        &issuer.der,
+        issuer.signer.key(),
+    )?;
+    Ok(if as_pem {
+        raw((
+            "application/pem-certificate-chain",
+            pem("X509 CRL", &der).into_bytes(),
+        ))
+    } else {
+        raw(("application/pkix-crl", der))
+    })
 }

@@ -1114,3 +1114,123 @@ async fn issuer_management_keys_import_and_cross_sign() {
         .unwrap()
         .contains("CERTIFICATE REQUEST"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_crl_lists_revocations_since_the_base_and_openssl_uses_it() {
+    let s = dev_server().await;
+    let root = setup(&s).await;
+    let dir = s.dir.path();
+    std::fs::write(dir.join("root.pem"), &root).unwrap();
+    let (st, v) = s.api.call("GET", "pki/crl/delta", None, None).await;
+    assert_eq!(st, 400, "disabled until config/crl enable_delta: {v}");
+    ok(&s, "POST", "pki/config/crl", json!({"enable_delta": true})).await;
+    let mut leaves = Vec::new();
+    for i in 0..3 {
+        let v = ok(&s, "POST", "pki/issue/sba-amf", json!({"common_name": format!("amf{i}.{DOMAIN}"), "nf_instance_id": NF_ID, "nf_type": "AMF"})).await;
+        std::fs::write(
+            dir.join(format!("l{i}.pem")),
+            v["data"]["certificate"].as_str().unwrap(),
+        )
+        .unwrap();
+        leaves.push(v["data"]["serial_number"].as_str().unwrap().to_string());
+    }
+    ok(
+        &s,
+        "POST",
+        "pki/revoke",
+        json!({"serial_number": leaves[0]}),
+    )
+    .await;
+    // The delta repeats revocations from the base's own second; keep them apart.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let get = |p: &'static str, name: &'static str| {
+        let (base, path) = (s.api.base.clone(), dir.join(name));
+        async move {
+            let r = reqwest::get(format!("{base}/v1/{p}")).await.unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{p}");
+            std::fs::write(path, r.text().await.unwrap()).unwrap();
+        }
+    };
+    get("pki/crl/pem", "base.pem").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    ok(
+        &s,
+        "POST",
+        "pki/revoke",
+        json!({"serial_number": leaves[1]}),
+    )
+    .await;
+    get("pki/crl/delta/pem", "delta.pem").await;
+    let (_, text) = openssl(dir, &["crl", "-in", "delta.pem", "-noout", "-text"]);
+    assert!(
+        text.contains("X509v3 Delta CRL Indicator: critical"),
+        "{text}"
+    );
+    let hex1 = leaves[1].replace(':', "").to_uppercase();
+    let hex0 = leaves[0].replace(':', "").to_uppercase();
+    let flat = text.replace([' ', '\n'], "").to_uppercase();
+    assert!(
+        flat.contains(hex1.trim_start_matches('0')),
+        "delta lists the new revocation:\n{text}"
+    );
+    assert!(
+        !flat.contains(hex0.trim_start_matches('0')) || hex0.is_empty(),
+        "delta omits what the base already has:\n{text}"
+    );
+    let (_, base_text) = openssl(dir, &["crl", "-in", "base.pem", "-noout", "-text"]);
+    let base_no = base_text
+        .lines()
+        .skip_while(|l| !l.contains("X509v3 CRL Number"))
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    let ind = text
+        .lines()
+        .skip_while(|l| !l.contains("Delta CRL Indicator"))
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(base_no, ind, "the indicator names the base CRL number");
+    let (good, out) = openssl(
+        dir,
+        &["crl", "-in", "delta.pem", "-noout", "-CAfile", "root.pem"],
+    );
+    assert!(good && out.contains("verify OK"), "{out}");
+    let (good, out) = openssl(
+        dir,
+        &[
+            "verify",
+            "-crl_check",
+            "-use_deltas",
+            "-CAfile",
+            "root.pem",
+            "-CRLfile",
+            "base.pem",
+            "-CRLfile",
+            "delta.pem",
+            "l1.pem",
+        ],
+    );
+    assert!(
+        !good && out.contains("revoked"),
+        "base + delta must reject the newly revoked leaf: {out}"
+    );
+    let (good, out) = openssl(
+        dir,
+        &[
+            "verify",
+            "-crl_check",
+            "-use_deltas",
+            "-CAfile",
+            "root.pem",
+            "-CRLfile",
+            "base.pem",
+            "-CRLfile",
+            "delta.pem",
+            "l2.pem",
+        ],
+    );
+    assert!(good, "{out}");
+}

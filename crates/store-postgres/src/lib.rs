@@ -67,6 +67,8 @@ fn schema_sql(schema: &str) -> String {
              PRIMARY KEY (mount, serial));
          CREATE INDEX IF NOT EXISTS certs_by_expiry ON {schema}.certs (mount, not_after);
          CREATE INDEX IF NOT EXISTS certs_revoked ON {schema}.certs (mount, serial)
+             WHERE revoked_at IS NOT NULL;
+         CREATE INDEX IF NOT EXISTS certs_revoked_at ON {schema}.certs (mount, revoked_at)
              WHERE revoked_at IS NOT NULL;"
     )
 }
@@ -362,6 +364,28 @@ impl Storage for PostgresStore {
                      WHERE mount = $1 AND serial > $2 AND revoked_at IS NOT NULL
                      ORDER BY serial LIMIT $3",
                     &[&mount, &after, &limit],
+                )
+                .await
+                .map_err(be)?;
+            Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+    }
+
+    fn revoked_since<'a>(
+        &'a self,
+        mount: &'a str,
+        since: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(String, i64)>>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            let limit = limit as i64;
+            let rows = c
+                .query(
+                    "SELECT serial, revoked_at FROM certs
+                     WHERE mount = $1 AND revoked_at > $2
+                     ORDER BY revoked_at, serial LIMIT $3",
+                    &[&mount, &since, &limit],
                 )
                 .await
                 .map_err(be)?;

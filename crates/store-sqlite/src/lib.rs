@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS certs (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS certs_by_expiry ON certs (mount, not_after);
 CREATE INDEX IF NOT EXISTS certs_revoked ON certs (mount, serial) WHERE revoked_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS certs_revoked_at ON certs (mount, revoked_at) WHERE revoked_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 ";
 
@@ -441,6 +442,25 @@ impl Storage for SqliteStore {
                  ORDER BY serial LIMIT ?3",
             )?;
             let rows = st.query_map(params![m, a, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        }))
+    }
+
+    fn revoked_since<'a>(
+        &'a self,
+        mount: &'a str,
+        since: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(String, i64)>>> {
+        let m = mount.to_string();
+        let limit = limit as i64;
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT serial, revoked_at FROM certs
+                 WHERE mount = ?1 AND revoked_at > ?2
+                 ORDER BY revoked_at, serial LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![m, since, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
         }))
     }

@@ -148,6 +148,13 @@ pub async fn cert_index_queries_by_expiry_serial_and_revocation(s: &dyn Storage)
         revoked,
         vec![("03:aa".to_string(), 33), ("07:aa".to_string(), 77)]
     );
+    assert_eq!(
+        s.revoked_since(m, 40, 10).await.unwrap(),
+        vec![("07:aa".to_string(), 77)],
+        "revoked_since is a time range"
+    );
+    assert_eq!(s.revoked_since(m, 0, 10).await.unwrap().len(), 2);
+    assert!(s.revoked_since("other/", 0, 10).await.unwrap().is_empty());
     // A second revocation keeps the first revocation time.
     s.write(vec![WriteOp::RevokeCert {
         mount: m.into(),

@@ -19,7 +19,7 @@
 //! ## Schema (both backends)
 //! * `kv(key PRIMARY KEY, value)`: Vault-style logical entries.
 //! * `certs(mount, serial, issuer_id, not_after, revoked_at, value)` with indexes on
-//!   `(mount, not_after)` and `(mount, revoked_at)`: certificate inventory that tidy, CRL
+//!   `(mount, not_after)`, revoked rows by serial, and `(mount, revoked_at)`: certificate inventory that tidy, CRL
 //!   building and expiry queries read by range, never by listing millions of keys.
 #![forbid(unsafe_code)]
 
@@ -201,6 +201,14 @@ pub trait Storage: Send + Sync + 'static {
         &'a self,
         mount: &'a str,
         after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(String, i64)>>>;
+    /// Revoked certificates as `(serial, revoked_at)` with `revoked_at > since`, oldest first,
+    /// at most `limit` (delta CRLs: an index range, not a scan of every revocation).
+    fn revoked_since<'a>(
+        &'a self,
+        mount: &'a str,
+        since: i64,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<(String, i64)>>>;
     /// Group-commit counters.
