@@ -146,6 +146,7 @@ pub(crate) fn route(sub: &str) -> Option<RouteInfo> {
             existence: false,
         },
         ["keys"] => ri(&[List, Read], false),
+        ["keys", "generate", "internal" | "exported"] | ["keys", "import"] => ri(&[Update], false),
         ["key", _] => ri(&[Read, Delete], false),
         ["config", "ca"] | ["issuers", "import", "bundle" | "cert"] => ri(&[Update], false),
         ["intermediate", "cross-sign"] => ri(&[Update], false),
@@ -455,6 +456,8 @@ pub(crate) async fn handle(
         (["issuers"], _) => list_issuers(a, m).await,
         (["issuer", iref], Update | Patch | Create) => update_issuer(a, m, iref, req).await,
         (["issuer", iref], Delete) => delete_issuer(a, m, iref).await,
+        (["keys", "generate", kind], _) => generate_key_only(a, m, kind, req).await,
+        (["keys", "import"], _) => import_key(a, m, req).await,
         (["keys"], _) => list_keys(a, m).await,
         (["key", kref], Read) => Ok(Response::data(key_json(&find_key(a, m, kref).await?))),
         (["key", kref], Delete) => delete_key(a, m, kref).await,
@@ -1909,4 +1912,87 @@ async fn delta_crl(a: &Active, m: &MountEntry, iref: &str, as_pem: bool) -> ApiR
     } else {
         raw(("application/pkix-crl", der))
     })
+}
+
+async fn store_key(
+    a: &Active,
+    m: &MountEntry,
+    name: String,
+    kt: &str,
+    pem_text: &str,
+) -> ApiResult<String> {
+    if !name.is_empty() {
+        valid_name("key_name", &name)?;
+        if find_key(a, m, &name).await.is_ok() {
+            return Err(ApiError::bad(format!(
+                "key_name {name:?} is already in use"
+            )));
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let entry = KeyEntry {
+        key_id: id.clone(),
+        key_name: name,
+        key_type: kt.into(),
+        private_key: pem_text.to_string(),
+    };
+    a.write(vec![Plain::Put(
+        format!("{}key/{id}", base(m)),
+        Zeroizing::new(serde_json::to_vec(&entry)?).to_vec(),
+    )])
+    .await?;
+    Ok(id)
+}
+
+/// `keys/generate/{internal,exported}`: a managed key with no issuer yet.
+async fn generate_key_only(
+    a: &Active,
+    m: &MountEntry,
+    kind: &str,
+    req: &Request,
+) -> ApiResult<Response> {
+    if kind != "internal" && kind != "exported" {
+        return Err(ApiError::bad(format!(
+            "unknown type {kind:?}: use internal or exported"
+        )));
+    }
+    let (kt, bits) = key_type_bits(&req.data)?;
+    let key = tokio::task::spawn_blocking(move || issue::generate_key(kt, bits))
+        .await
+        .map_err(ApiError::internal)??;
+    let pem_text = Zeroizing::new(key.serialize_pem());
+    let id = store_key(
+        a,
+        m,
+        fields::str_of(&req.data, "key_name")?,
+        kt.name(),
+        &pem_text,
+    )
+    .await?;
+    let mut data = json!({"key_id": id, "key_name": fields::str_of(&req.data, "key_name")?, "key_type": kt.name()});
+    if kind == "exported" {
+        data["private_key"] = json!(pem_text.as_str());
+    }
+    Ok(Response::data(data))
+}
+
+/// `keys/import`: a PKCS#8 PEM private key.
+async fn import_key(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Response> {
+    let text = Zeroizing::new(fields::str_of(&req.data, "pem_bundle")?);
+    if text.trim().is_empty() {
+        return Err(ApiError::bad("pem_bundle: is required"));
+    }
+    let kp = rcgen::KeyPair::from_pem(&text).map_err(|_| ApiError::bad("pem_bundle: not a private key this build can use (PKCS#8 \"PRIVATE KEY\": EC P-256/P-384, Ed25519 or RSA)"))?;
+    let kt = if kp.algorithm() == &rcgen::PKCS_ED25519 {
+        "ed25519"
+    } else if kp.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256
+        || kp.algorithm() == &rcgen::PKCS_ECDSA_P384_SHA384
+    {
+        "ec"
+    } else {
+        "rsa"
+    };
+    let pk8 = Zeroizing::new(kp.serialize_pem());
+    let id = store_key(a, m, fields::str_of(&req.data, "key_name")?, kt, &pk8).await?;
+    Ok(Response::data(json!({"key_id": id, "key_type": kt})))
 }

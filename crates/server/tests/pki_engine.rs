@@ -1234,3 +1234,112 @@ async fn delta_crl_lists_revocations_since_the_base_and_openssl_uses_it() {
     );
     assert!(good, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_type_issues_and_openssl_verifies() {
+    let s = dev_server().await;
+    let dir = s.dir.path();
+    for (i, (kt, bits, alg)) in [
+        ("ec", 256, "ecdsa-with-SHA256"),
+        ("ec", 384, "ecdsa-with-SHA384"),
+        ("ed25519", 0, "ED25519"),
+        ("rsa", 2048, "sha256WithRSAEncryption"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mnt = format!("k{i}");
+        ok(
+            &s,
+            "POST",
+            &format!("sys/mounts/{mnt}"),
+            json!({"type": "pki"}),
+        )
+        .await;
+        let v = ok(
+            &s,
+            "POST",
+            &format!("{mnt}/root/generate/internal"),
+            json!({"common_name": format!("{kt} root"), "key_type": kt, "key_bits": bits}),
+        )
+        .await;
+        std::fs::write(
+            dir.join("r.pem"),
+            v["data"]["certificate"].as_str().unwrap(),
+        )
+        .unwrap();
+        ok(
+            &s,
+            "POST",
+            &format!("{mnt}/roles/r"),
+            json!({"allow_any_name": true, "key_type": kt, "key_bits": bits}),
+        )
+        .await;
+        let v = ok(
+            &s,
+            "POST",
+            &format!("{mnt}/issue/r"),
+            json!({"common_name": "x.example.com"}),
+        )
+        .await;
+        assert_eq!(v["data"]["private_key_type"], *kt);
+        std::fs::write(
+            dir.join("l.pem"),
+            v["data"]["certificate"].as_str().unwrap(),
+        )
+        .unwrap();
+        let (good, out) = openssl(dir, &["verify", "-CAfile", "r.pem", "l.pem"]);
+        assert!(good, "{kt}/{bits}: {out}");
+        let (_, text) = openssl(dir, &["x509", "-in", "l.pem", "-noout", "-text"]);
+        assert!(text.contains(alg), "{kt}/{bits}: expected {alg}");
+    }
+    // Managed keys: generate, import, names unique, private key only when exported.
+    ok(&s, "POST", "sys/mounts/km", json!({"type": "pki"})).await;
+    let v = ok(
+        &s,
+        "POST",
+        "km/keys/generate/internal",
+        json!({"key_type": "ec", "key_name": "k1"}),
+    )
+    .await;
+    assert!(v["data"]["private_key"].is_null());
+    let v = ok(
+        &s,
+        "POST",
+        "km/keys/generate/exported",
+        json!({"key_type": "ec", "key_bits": 384}),
+    )
+    .await;
+    let exported = v["data"]["private_key"].as_str().unwrap().to_string();
+    let (st, _) = s
+        .api
+        .call(
+            "POST",
+            "km/keys/generate/internal",
+            Some("root"),
+            Some(json!({"key_type": "ec", "key_name": "k1"})),
+        )
+        .await;
+    assert_eq!(st, 400, "duplicate key name");
+    ok(&s, "POST", "sys/mounts/km2", json!({"type": "pki"})).await;
+    let v = ok(
+        &s,
+        "POST",
+        "km2/keys/import",
+        json!({"pem_bundle": exported, "key_name": "imported"}),
+    )
+    .await;
+    assert_eq!(v["data"]["key_type"], "ec");
+    let (st, _) = s.api.call("POST", "km2/keys/import", Some("root"), Some(json!({"pem_bundle": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"}))).await;
+    assert_eq!(st, 400);
+    let (st, _) = s
+        .api
+        .call(
+            "POST",
+            "km/keys/generate/internal",
+            Some("root"),
+            Some(json!({"key_type": "dsa"})),
+        )
+        .await;
+    assert_eq!(st, 400);
+}
