@@ -50,6 +50,43 @@ fn base128(mut v: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(&tmp);
 }
 
+/// UTCTime before 2050, GeneralizedTime from then on (RFC 5280 4.1.2.5).
+pub fn time(unix: i64) -> Vec<u8> {
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let (m, d, h, mi, se) = (
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+    );
+    if t.year() < 2050 {
+        tlv(
+            0x17,
+            format!("{:02}{m:02}{d:02}{h:02}{mi:02}{se:02}Z", t.year() % 100).as_bytes(),
+        )
+    } else {
+        generalized_time(unix)
+    }
+}
+
+/// GeneralizedTime `YYYYMMDDHHMMSSZ`.
+pub fn generalized_time(unix: i64) -> Vec<u8> {
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let s = format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    tlv(0x18, s.as_bytes())
+}
+
 /// One GeneralName.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GeneralName {

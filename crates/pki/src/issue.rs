@@ -314,34 +314,6 @@ fn der_integer(bytes: &[u8]) -> Vec<u8> {
     der::tlv(0x02, &b)
 }
 
-fn der_time(unix: i64) -> Vec<u8> {
-    let t =
-        time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    if t.year() < 2050 {
-        let s = format!(
-            "{:02}{:02}{:02}{:02}{:02}{:02}Z",
-            t.year() % 100,
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        );
-        der::tlv(0x17, s.as_bytes())
-    } else {
-        let s = format!(
-            "{:04}{:02}{:02}{:02}{:02}{:02}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        );
-        der::tlv(0x18, s.as_bytes())
-    }
-}
-
 fn extension(oid: &[u64], critical: bool, value: Vec<u8>) -> Vec<u8> {
     let mut parts = vec![der::oid(oid)];
     if critical {
@@ -382,14 +354,14 @@ pub fn sign_delta_crl(
         der_integer(&[1]),
         sig_alg.clone(),
         ix.subject().as_raw().to_vec(),
-        der_time(this_update),
-        der_time(next_update),
+        der::time(this_update),
+        der::time(next_update),
     ];
     if !revoked.is_empty() {
         tbs.push(der::seq(
             &revoked
                 .iter()
-                .map(|r| der::seq(&[der_integer(&r.serial), der_time(r.revoked_at)]))
+                .map(|r| der::seq(&[der_integer(&r.serial), der::time(r.revoked_at)]))
                 .collect::<Vec<_>>(),
         ));
     }

@@ -2,7 +2,7 @@
 //! number of certificates per request (up to [`MAX_SERIALS`]). Pure: the server looks up the
 //! statuses and passes the signer in.
 
-use crate::der::{oid, read_tlv, seq, tlv};
+use crate::der::{generalized_time, oid, read_tlv, seq, tlv};
 use crate::PkiError;
 
 /// Most CertIDs answered in one request.
@@ -207,21 +207,6 @@ pub fn parse_request(der: &[u8]) -> Result<OcspRequest, PkiError> {
         cert_ids,
         nonce_extension,
     })
-}
-
-fn generalized_time(unix: i64) -> Vec<u8> {
-    let t =
-        time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let s = format!(
-        "{:04}{:02}{:02}{:02}{:02}{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
-    tlv(0x18, s.as_bytes())
 }
 
 /// An OCSPResponse carrying only an error status (malformedRequest = 1, internalError = 2,

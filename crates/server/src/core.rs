@@ -124,6 +124,22 @@ pub(crate) enum Plain {
 }
 
 impl Active {
+    fn new(store: Arc<dyn Storage>, keyring: Keyring, token_key: &[u8]) -> Self {
+        let cache = single_writer(&*store).then(EntryCache::default);
+        Active {
+            store,
+            keyring: RwLock::new(keyring),
+            token_key: hmac::Key::new(hmac::HMAC_SHA256, token_key),
+            policies: RwLock::new(HashMap::new()),
+            mounts: tokio::sync::RwLock::new(MountTable::default_secrets()),
+            auth_mounts: tokio::sync::RwLock::new(MountTable::default_auth()),
+            audit: AuditBroker::default(),
+            use_lock: tokio::sync::Mutex::new(()),
+            issuers: Default::default(),
+            cache,
+        }
+    }
+
     pub(crate) fn encrypt(&self, path: &str, value: &[u8]) -> ApiResult<Vec<u8>> {
         let kr = self.keyring.read().map_err(|_| poisoned())?;
         Ok(kr.encrypt(path, value)?)
@@ -414,18 +430,7 @@ impl Core {
         let root_wrapped =
             custos_barrier::seal_with_key(&unseal_key, ROOT_KEY_PATH, keyring.root_key())?;
         let token_key = custos_barrier::generate_key()?;
-        let active = Active {
-            store: self.store.clone(),
-            keyring: RwLock::new(keyring),
-            token_key: hmac::Key::new(hmac::HMAC_SHA256, token_key.as_ref()),
-            policies: RwLock::new(HashMap::new()),
-            mounts: tokio::sync::RwLock::new(MountTable::default_secrets()),
-            auth_mounts: tokio::sync::RwLock::new(MountTable::default_auth()),
-            audit: AuditBroker::default(),
-            use_lock: tokio::sync::Mutex::new(()),
-            issuers: Default::default(),
-            cache: single_writer(&*self.store).then(EntryCache::default),
-        };
+        let active = Active::new(self.store.clone(), keyring, token_key.as_ref());
         let (root_token, root_entry) = TokenEntry::new_root(&active, root_token_id, now)?;
         let mut plain = vec![
             Plain::Put(TOKEN_KEY_PATH.into(), token_key.to_vec()),
@@ -587,18 +592,7 @@ impl Core {
             .await?
             .ok_or_else(|| ApiError::internal(std::io::Error::other("token key missing")))?;
         let tk = Zeroizing::new(keyring.decrypt(TOKEN_KEY_PATH, &tk_ct)?);
-        let active = Active {
-            store: self.store.clone(),
-            keyring: RwLock::new(keyring),
-            token_key: hmac::Key::new(hmac::HMAC_SHA256, &tk),
-            policies: RwLock::new(HashMap::new()),
-            mounts: tokio::sync::RwLock::new(MountTable::default_secrets()),
-            auth_mounts: tokio::sync::RwLock::new(MountTable::default_auth()),
-            audit: AuditBroker::default(),
-            use_lock: tokio::sync::Mutex::new(()),
-            issuers: Default::default(),
-            cache: single_writer(&*self.store).then(EntryCache::default),
-        };
+        let active = Active::new(self.store.clone(), keyring, &tk);
         if let Some(t) = active
             .get_json::<MountTable>(crate::mounts::MOUNTS_PATH)
             .await?

@@ -1356,6 +1356,13 @@ async fn sign_intermediate(
     })))
 }
 
+fn is_ca(x: &x509_parser::certificate::X509Certificate<'_>) -> bool {
+    x.basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|b| b.value.ca)
+}
+
 fn split_pem_certs(bundle: &str) -> ApiResult<Vec<String>> {
     let mut out = Vec::new();
     for block in x509_parser::pem::Pem::iter_from_buffer(bundle.as_bytes()) {
@@ -1378,13 +1385,7 @@ async fn set_signed(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Resp
     let der = pem_to_der(&certs[0])?;
     let (_, x) = x509_parser::parse_x509_certificate(&der)
         .map_err(|_| ApiError::bad("certificate: not a valid X.509 certificate"))?;
-    if !x
-        .basic_constraints()
-        .ok()
-        .flatten()
-        .map(|b| b.value.ca)
-        .unwrap_or(false)
-    {
+    if !is_ca(&x) {
         return Err(ApiError::bad(
             "certificate: is not a CA certificate (basicConstraints CA:TRUE missing)",
         ));
@@ -1713,13 +1714,7 @@ async fn import_bundle(
     for der in &certs {
         let (_, x) = x509_parser::parse_x509_certificate(der)
             .map_err(|_| ApiError::bad("pem_bundle: a certificate is not valid X.509"))?;
-        if !x
-            .basic_constraints()
-            .ok()
-            .flatten()
-            .map(|b| b.value.ca)
-            .unwrap_or(false)
-        {
+        if !is_ca(&x) {
             return Err(ApiError::bad(
                 "pem_bundle: only CA certificates can be imported as issuers",
             ));
