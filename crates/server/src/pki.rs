@@ -900,7 +900,7 @@ async fn issue_with(
             issuer_id: issuer.entry.issuer_id.clone(),
             not_after,
             revoked_at: None,
-            value: serde_json::to_vec(&json!({"certificate": cert_pem}))?,
+            value: cert_der.clone(),
         };
         a.store.write(vec![a.cert_op(row)?]).await?;
     }
@@ -1007,7 +1007,7 @@ async fn revoke(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Response
                     issuer_id,
                     not_after: x.validity().not_after.timestamp(),
                     revoked_at: None,
-                    value: serde_json::to_vec(&json!({"certificate": pem("CERTIFICATE", &der)}))?,
+                    value: der.clone(),
                 },
             };
             (s, row)
@@ -1070,14 +1070,10 @@ async fn list_certs(
 async fn read_cert(a: &Active, m: &MountEntry, serial: &str, rest: &[&str]) -> ApiResult<Response> {
     let s = norm_serial(serial).map_err(|_| ApiError::NotFound)?;
     let row = a.get_cert(&m.uuid, &s).await?.ok_or(ApiError::NotFound)?;
-    let v: Value = serde_json::from_slice(&row.value)?;
-    let cert = v
-        .get("certificate")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    // The stored record is the certificate's DER.
+    let cert = pem("CERTIFICATE", &row.value);
     match rest {
-        ["raw"] => Ok(raw(("application/pkix-cert", pem_to_der(&cert)?))),
+        ["raw"] => Ok(raw(("application/pkix-cert", row.value.clone()))),
         ["raw", "pem"] => Ok(raw((
             "application/pem-certificate-chain",
             cert.into_bytes(),
@@ -1342,7 +1338,7 @@ async fn sign_intermediate(
         issuer_id: issuer.entry.issuer_id.clone(),
         not_after,
         revoked_at: None,
-        value: serde_json::to_vec(&json!({"certificate": cert_pem}))?,
+        value: der.clone(),
     };
     a.store.write(vec![a.cert_op(row)?]).await?;
     let mut chain = vec![cert_pem.clone()];
