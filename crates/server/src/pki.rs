@@ -51,6 +51,10 @@ pub(crate) struct IssuerCache {
     issuers: RwLock<HashMap<String, Arc<Loaded>>>,
     crls: RwLock<HashMap<String, CachedCrl>>,
     generation: RwLock<HashMap<String, u64>>,
+    /// Parsed roles and URL settings, per `<mount uuid>/...`.
+    parsed: RwLock<HashMap<String, Parsed>>,
+    /// Bumped by every invalidation; a fill that raced one is dropped (no stale re-insert).
+    parsed_epoch: std::sync::atomic::AtomicU64,
     /// Tidy runs, per mount uuid.
     pub(crate) tidy: std::sync::Mutex<HashMap<String, crate::pki_tidy::TidyStatus>>,
 }
@@ -218,9 +222,80 @@ fn valid_name(field: &str, n: &str) -> ApiResult<()> {
 }
 
 async fn urls(a: &Active, m: &MountEntry) -> ApiResult<Urls> {
-    Ok(a.get_json(&format!("{}config/urls", base(m)))
+    let key = format!("{}/urls", m.uuid);
+    if let Some(Parsed::Urls(u)) = a
+        .issuers
+        .parsed
+        .read()
+        .ok()
+        .and_then(|c| c.get(&key).cloned())
+    {
+        return Ok((*u).clone());
+    }
+    let epoch = a
+        .issuers
+        .parsed_epoch
+        .load(std::sync::atomic::Ordering::Acquire);
+    let u: Urls = a
+        .get_json(&format!("{}config/urls", base(m)))
         .await?
-        .unwrap_or_default())
+        .unwrap_or_default();
+    fill_parsed(a, key, Parsed::Urls(Arc::new(u.clone())), epoch);
+    Ok(u)
+}
+
+/// Parsed per-mount settings, so the issue path decodes no JSON for them.
+#[derive(Clone)]
+pub(crate) enum Parsed {
+    Role(Arc<Role>),
+    Urls(Arc<Urls>),
+}
+
+async fn cached_role(a: &Active, m: &MountEntry, name: &str) -> ApiResult<Arc<Role>> {
+    let key = format!("{}/role/{name}", m.uuid);
+    if let Some(Parsed::Role(r)) = a
+        .issuers
+        .parsed
+        .read()
+        .ok()
+        .and_then(|c| c.get(&key).cloned())
+    {
+        return Ok(r);
+    }
+    let epoch = a
+        .issuers
+        .parsed_epoch
+        .load(std::sync::atomic::Ordering::Acquire);
+    let r: Role = a
+        .get_json(&format!("{}role/{name}", base(m)))
+        .await?
+        .ok_or_else(|| ApiError::bad(format!("unknown role: {name}")))?;
+    let r = Arc::new(r);
+    fill_parsed(a, key, Parsed::Role(r.clone()), epoch);
+    Ok(r)
+}
+
+fn fill_parsed(a: &Active, key: String, v: Parsed, epoch: u64) {
+    if let Ok(mut c) = a.issuers.parsed.write() {
+        if a.issuers
+            .parsed_epoch
+            .load(std::sync::atomic::Ordering::Acquire)
+            == epoch
+        {
+            c.insert(key, v);
+        }
+    }
+}
+
+/// Drops the parsed roles and settings of a mount (after any write to them).
+fn forget_parsed(a: &Active, m: &MountEntry) {
+    let prefix = format!("{}/", m.uuid);
+    if let Ok(mut c) = a.issuers.parsed.write() {
+        a.issuers
+            .parsed_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        c.retain(|k, _| !k.starts_with(&prefix));
+    }
 }
 
 async fn default_issuer_id(a: &Active, m: &MountEntry) -> ApiResult<Option<String>> {
@@ -294,6 +369,7 @@ async fn load_issuer(a: &Active, m: &MountEntry, reference: &str) -> ApiResult<A
 }
 
 fn invalidate(a: &Active, m: &MountEntry) {
+    forget_parsed(a, m);
     let prefix = format!("{}/", m.uuid);
     if let Ok(mut c) = a.issuers.issuers.write() {
         c.retain(|k, _| !k.starts_with(&prefix));
@@ -404,6 +480,7 @@ pub(crate) async fn handle(
         (["roles", name], Delete) => {
             a.write(vec![Plain::Delete(format!("{}role/{name}", base(m)))])
                 .await?;
+            forget_parsed(a, m);
             Ok(Response::empty())
         }
         (["roles", name], _) => write_role(a, m, name, req).await,
@@ -588,6 +665,7 @@ async fn write_role(a: &Active, m: &MountEntry, name: &str, req: &Request) -> Ap
     let existing: Option<Role> = a.get_json(&key).await?;
     let (role, warnings) = Role::from_fields(existing.as_ref(), &req.data)?;
     a.put_json(&key, &role).await?;
+    forget_parsed(a, m);
     let mut r = Response::data(role.to_json());
     r.warnings = warnings;
     Ok(r)
@@ -801,10 +879,7 @@ async fn issue_or_sign(
     req: &Request,
     sign: bool,
 ) -> ApiResult<Response> {
-    let role: Role = a
-        .get_json(&format!("{}role/{role_name}", base(m)))
-        .await?
-        .ok_or_else(|| ApiError::bad(format!("unknown role: {role_name}")))?;
+    let role = cached_role(a, m, role_name).await?;
     let csr_info = if sign {
         let text = fields::str_of(&req.data, "csr")?;
         if text.is_empty() {
@@ -852,6 +927,7 @@ async fn issue_with(
         return Err(ApiError::bad("format: must be pem, der or pem_bundle"));
     }
     let warnings = approved.warnings.clone();
+    let validity = (approved.not_before, approved.not_after);
     let serial = issue::random_serial()?;
     let (kt, bits) = (role.key_type, role.key_bits);
     let iss = issuer.clone();
@@ -890,9 +966,8 @@ async fn issue_with(
     };
     let serial_hex = issue::serial_hex(&serial);
     let cert_pem = pem("CERTIFICATE", &cert_der);
-    let (_, x) = x509_parser::parse_x509_certificate(&cert_der)
-        .map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
-    let not_after = x.validity().not_after.timestamp();
+    // The policy decided the validity; the certificate carries exactly these seconds.
+    let (not_before, not_after) = validity;
     if !role.no_store {
         let row = CertRow {
             mount: m.uuid.clone(),
@@ -919,7 +994,7 @@ async fn issue_with(
         "ca_chain": issuer.entry.ca_chain,
         "serial_number": serial_hex,
         "expiration": not_after,
-        "not_before": x.validity().not_before.timestamp(),
+        "not_before": not_before,
     });
     if let Some(k) = key_pem {
         data["private_key"] = json!(k.as_str());

@@ -1345,3 +1345,83 @@ async fn every_key_type_issues_and_openssl_verifies() {
         .await;
     assert_eq!(st, 400);
 }
+
+/// Roles and URL settings are cached parsed on the issue path: a change must apply at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_and_url_changes_apply_to_the_next_request() {
+    let s = dev_server().await;
+    setup(&s).await;
+    ok(
+        &s,
+        "POST",
+        "pki/roles/web",
+        json!({"allowed_domains": "example.com", "allow_subdomains": true, "key_type": "ec"}),
+    )
+    .await;
+    ok(
+        &s,
+        "POST",
+        "pki/issue/web",
+        json!({"common_name": "a.example.com"}),
+    )
+    .await;
+    ok(
+        &s,
+        "POST",
+        "pki/roles/web",
+        json!({"allowed_domains": "example.org"}),
+    )
+    .await;
+    let (st, v) = s
+        .api
+        .call(
+            "POST",
+            "pki/issue/web",
+            Some("root"),
+            Some(json!({"common_name": "a.example.com"})),
+        )
+        .await;
+    assert_eq!(st, 400, "the narrowed role must apply immediately: {v}");
+    ok(
+        &s,
+        "POST",
+        "pki/issue/web",
+        json!({"common_name": "a.example.org"}),
+    )
+    .await;
+    ok(&s, "DELETE", "pki/roles/web", json!({})).await;
+    let (st, _) = s
+        .api
+        .call(
+            "POST",
+            "pki/issue/web",
+            Some("root"),
+            Some(json!({"common_name": "a.example.org"})),
+        )
+        .await;
+    assert_eq!(st, 400, "a deleted role is gone at once");
+    ok(
+        &s,
+        "POST",
+        "pki/config/urls",
+        json!({"crl_distribution_points": ["http://new.example/crl"]}),
+    )
+    .await;
+    let v = ok(
+        &s,
+        "POST",
+        "pki/issue/sba-amf",
+        json!({"common_name": format!("amf.{DOMAIN}"), "nf_instance_id": NF_ID, "nf_type": "AMF"}),
+    )
+    .await;
+    std::fs::write(
+        s.dir.path().join("u.pem"),
+        v["data"]["certificate"].as_str().unwrap(),
+    )
+    .unwrap();
+    let (_, text) = openssl(s.dir.path(), &["x509", "-in", "u.pem", "-noout", "-text"]);
+    assert!(
+        text.contains("http://new.example/crl"),
+        "new CRL URL must be used at once:\n{text}"
+    );
+}
