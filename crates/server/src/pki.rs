@@ -695,18 +695,7 @@ async fn generate_root(
     if cn.is_empty() {
         return Err(ApiError::bad("common_name: is required"));
     }
-    let kt = KeyType::parse(&{
-        let k = fields::str_of(d, "key_type")?;
-        if k.is_empty() {
-            "rsa".to_string()
-        } else {
-            k
-        }
-    })?;
-    if kt == KeyType::Any {
-        return Err(ApiError::bad("key_type: \"any\" is not valid for a CA key"));
-    }
-    let bits = kt.bits(fields::int_of(d, "key_bits", 0)?)?;
+    let (kt, bits) = key_type_bits(d)?;
     let now = now_unix();
     let (_, max) = mount_ttls(core, m);
     let ttl = match fields::duration_of(d, "ttl")? {
