@@ -121,6 +121,8 @@ impl EntryCache {
 pub(crate) enum Plain {
     Put(String, Vec<u8>),
     Delete(String),
+    /// A certificate row, written in the same transaction as the entries beside it.
+    Cert(custos_store::CertRow),
 }
 
 impl Active {
@@ -200,6 +202,7 @@ impl Active {
                     }
                     WriteOp::Delete { key: k }
                 }
+                Plain::Cert(row) => self.cert_op(row)?,
             });
         }
         let result = self.store.write(out).await;
@@ -471,6 +474,7 @@ impl Core {
                     WriteOp::Put { key: k, value }
                 }
                 Plain::Delete(k) => WriteOp::Delete { key: k },
+                Plain::Cert(row) => active.cert_op(row)?,
             });
         }
         self.store.write(ops).await?;

@@ -71,6 +71,11 @@ struct IssuerEntry {
     leaf_not_after_behavior: String,
     usage: String,
     key_type: String,
+    /// Set by `issuer/:ref/revoke`; never cleared.
+    #[serde(default)]
+    revoked: bool,
+    #[serde(default)]
+    revocation_time: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -154,6 +159,7 @@ pub(crate) fn route(sub: &str) -> Option<RouteInfo> {
         ["key", _] => ri(&[Read, Delete], false),
         ["config", "ca"] | ["issuers", "import", "bundle" | "cert"] => ri(&[Update], false),
         ["intermediate", "cross-sign"] => ri(&[Update], false),
+        ["issuer", _, "revoke"] => ri(&[Update], false),
         ["issuer", _, "pem" | "der" | "json"]
         | ["issuer", _, "crl"]
         | ["issuer", _, "crl", "pem" | "der"] => ri(&[Read], true),
@@ -533,6 +539,7 @@ pub(crate) async fn handle(
         (["issuers"], _) => list_issuers(a, m).await,
         (["issuer", iref], Update | Patch | Create) => update_issuer(a, m, iref, req).await,
         (["issuer", iref], Delete) => delete_issuer(a, m, iref).await,
+        (["issuer", iref, "revoke"], _) => revoke_issuer(a, m, iref).await,
         (["keys", "generate", kind], _) => generate_key_only(a, m, kind, req).await,
         (["keys", "import"], _) => import_key(a, m, req).await,
         (["keys"], _) => list_keys(a, m).await,
@@ -571,7 +578,12 @@ fn raw(r: (&'static str, Vec<u8>)) -> Response {
 }
 
 fn require_usage(l: &Loaded, usage: &str) -> ApiResult<()> {
-    if l.entry.usage.split(',').any(|u| u.trim() == usage) {
+    if l.entry.revoked && usage == "issuing-certificates" {
+        Err(ApiError::bad(format!(
+            "issuer {} is revoked and cannot issue certificates",
+            l.entry.issuer_name
+        )))
+    } else if l.entry.usage.split(',').any(|u| u.trim() == usage) {
         Ok(())
     } else {
         Err(ApiError::bad(format!(
@@ -601,7 +613,9 @@ fn issuer_json(e: &IssuerEntry) -> Value {
         "leaf_not_after_behavior": e.leaf_not_after_behavior,
         "usage": e.usage,
         "manual_chain": Value::Null,
-        "revoked": false,
+        "revoked": e.revoked,
+        "revocation_time": e.revocation_time,
+        "revocation_time_rfc3339": if e.revoked { crate::core::rfc3339(e.revocation_time) } else { String::new() },
     })
 }
 
@@ -748,6 +762,8 @@ async fn generate_root(
         leaf_not_after_behavior: "err".into(),
         usage: "read-only,issuing-certificates,crl-signing,ocsp-signing".into(),
         key_type: kt.name().into(),
+        revoked: false,
+        revocation_time: 0,
     };
     let key_entry = KeyEntry {
         key_id: key_id.clone(),
@@ -1478,6 +1494,8 @@ async fn set_signed(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Resp
         leaf_not_after_behavior: "err".into(),
         usage: "read-only,issuing-certificates,crl-signing,ocsp-signing".into(),
         key_type,
+        revoked: false,
+        revocation_time: 0,
     };
     let mut ops = vec![Plain::Put(
         format!("{}issuer/{issuer_id}", base(m)),
@@ -1621,6 +1639,12 @@ async fn update_issuer(
                 USAGES.join(", ")
             )));
         }
+        if e.revoked && u.iter().any(|x| x == "issuing-certificates") {
+            return Err(ApiError::bad(format!(
+                "usage: issuer {} is revoked and cannot regain issuing-certificates",
+                e.issuer_name
+            )));
+        }
         e.usage = u.join(",");
     }
     if d.contains_key("manual_chain") {
@@ -1641,6 +1665,74 @@ async fn update_issuer(
     a.put_json(&format!("{}issuer/{}", base(m), e.issuer_id), &e)
         .await?;
     invalidate(a, m);
+    Ok(Response::data(issuer_json(&e)))
+}
+
+/// `issuer/:ref/revoke` (Vault): the issuer loses its issuing usage for good (it keeps
+/// signing CRLs and OCSP responses, so relying parties still learn about its leaves), and if
+/// another issuer of this mount signed its certificate, that certificate is marked revoked
+/// there, in the same transaction, so it appears on the signer's CRL. Repeating the call is a
+/// no-op that returns the issuer as stored.
+async fn revoke_issuer(a: &Active, m: &MountEntry, iref: &str) -> ApiResult<Response> {
+    let mut e = load_issuer_entry(a, m, iref).await?;
+    if e.revoked {
+        return Ok(Response::data(issuer_json(&e)));
+    }
+    let der = pem_to_der(&e.certificate)?;
+    let (_, x) = x509_parser::parse_x509_certificate(&der).map_err(|e| {
+        ApiError::internal(std::io::Error::other(format!(
+            "stored issuer certificate: {e}"
+        )))
+    })?;
+    let now = now_unix();
+    let mut ops = Vec::new();
+    // A self-signed root is on no CRL; anything else is listed by the issuer that signed it.
+    if x.subject().as_raw() != x.issuer().as_raw() || x.verify_signature(None).is_err() {
+        for id in a.list(&format!("{}issuer/", base(m))).await? {
+            if id == e.issuer_id {
+                continue;
+            }
+            let Ok(signer) = load_issuer(a, m, &id).await else {
+                continue;
+            };
+            let Ok((_, sx)) = x509_parser::parse_x509_certificate(&signer.der) else {
+                continue;
+            };
+            if x.verify_signature(Some(sx.public_key())).is_err() {
+                continue;
+            }
+            let mut row = match a.get_cert(&m.uuid, &e.serial_number).await? {
+                Some(r) => r,
+                None => CertRow {
+                    mount: m.uuid.clone(),
+                    serial: e.serial_number.clone(),
+                    issuer_id: id.clone(),
+                    not_after: x.validity().not_after.timestamp(),
+                    revoked_at: None,
+                    value: der.clone(),
+                },
+            };
+            row.revoked_at = Some(row.revoked_at.unwrap_or(now));
+            ops.push(Plain::Cert(row));
+            break;
+        }
+    }
+    e.revoked = true;
+    e.revocation_time = now;
+    e.usage = e
+        .usage
+        .split(',')
+        .map(str::trim)
+        .filter(|u| *u != "issuing-certificates")
+        .collect::<Vec<_>>()
+        .join(",");
+    ops.push(Plain::Put(
+        format!("{}issuer/{}", base(m), e.issuer_id),
+        serde_json::to_vec(&e)?,
+    ));
+    a.write(ops).await?;
+    invalidate(a, m);
+    bump_generation(a, m);
     Ok(Response::data(issuer_json(&e)))
 }
 
@@ -1861,6 +1953,8 @@ async fn import_bundle(
                 .key_type()
                 .map(|k| k.name().to_string())
                 .unwrap_or_default(),
+            revoked: false,
+            revocation_time: 0,
         };
         ops.push(Plain::Put(
             format!("{}issuer/{id}", base(m)),

@@ -1425,3 +1425,134 @@ async fn role_and_url_changes_apply_to_the_next_request() {
         "new CRL URL must be used at once:\n{text}"
     );
 }
+
+/// Vault's `issuer/:ref/revoke`: a compromised intermediate stops issuing at once, lands on
+/// the CRL of the issuer that signed it (OpenSSL then rejects its leaves), keeps signing its
+/// own CRL, and can never regain the issuing usage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_issuer_stops_issuing_and_is_listed_on_its_signers_crl() {
+    let s = dev_server().await;
+    let root = setup(&s).await;
+    let v = ok(&s, "POST", "pki/issuers/generate/intermediate/internal", json!({"common_name": "Custos SBA Intermediate", "key_type": "ec", "country": "DE", "organization": DOMAIN})).await;
+    let csr = v["data"]["csr"].as_str().unwrap().to_string();
+    let v = ok(&s, "POST", "pki/root/sign-intermediate", json!({"csr": csr, "common_name": "Custos SBA Intermediate", "ttl": "43800h", "profile": "3gpp-sba", "country": "DE", "organization": DOMAIN})).await;
+    let int_pem = v["data"]["certificate"].as_str().unwrap().to_string();
+    let v = ok(
+        &s,
+        "POST",
+        "pki/intermediate/set-signed",
+        json!({"certificate": int_pem}),
+    )
+    .await;
+    let int_id = v["data"]["imported_issuers"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(&s, "POST", "pki/roles/via-int", json!({"profile": "3gpp-sba", "key_type": "ec", "allowed_domains": DOMAIN, "allow_subdomains": true, "country": "DE", "organization": DOMAIN, "max_ttl": "720h", "issuer_ref": int_id})).await;
+    let req =
+        json!({"common_name": format!("amf.{DOMAIN}"), "nf_instance_id": NF_ID, "nf_type": "AMF"});
+    let leaf = ok(&s, "POST", "pki/issue/via-int", req.clone()).await["data"]["certificate"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Unknown issuer: 404, nothing changes.
+    let (st, _) = s
+        .api
+        .call(
+            "POST",
+            "pki/issuer/no-such-issuer/revoke",
+            Some("root"),
+            None,
+        )
+        .await;
+    assert_eq!(st, 404);
+
+    let v = ok(
+        &s,
+        "POST",
+        &format!("pki/issuer/{int_id}/revoke"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(v["data"]["revoked"], true, "{v}");
+    let t = v["data"]["revocation_time"].as_i64().unwrap();
+    assert!(t > 0);
+    let usage = v["data"]["usage"].as_str().unwrap();
+    assert!(!usage.contains("issuing-certificates"), "{usage}");
+    assert!(usage.contains("crl-signing"), "{usage}");
+
+    // It issues nothing more, with the reason.
+    let certs_before = cert_count(&s).await;
+    let (st, v) = s
+        .api
+        .call("POST", "pki/issue/via-int", Some("root"), Some(req))
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["errors"][0].as_str().unwrap().contains("revoked"), "{v}");
+    assert_eq!(cert_count(&s).await, certs_before);
+
+    // Repeating the call changes nothing; the issuing usage cannot come back.
+    let v = ok(
+        &s,
+        "POST",
+        &format!("pki/issuer/{int_id}/revoke"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(v["data"]["revocation_time"].as_i64().unwrap(), t);
+    let (st, v) = s
+        .api
+        .call(
+            "POST",
+            &format!("pki/issuer/{int_id}"),
+            Some("root"),
+            Some(json!({"usage": "read-only,issuing-certificates,crl-signing"})),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+
+    // OpenSSL: the root's CRL lists the intermediate, so its leaf no longer verifies.
+    let dir = tempfile::tempdir().unwrap();
+    let get = |p: String| {
+        let api = s.api.clone();
+        async move {
+            let (st, body) = api.raw("GET", &p, None, None).await;
+            assert_eq!(st, 200, "{p}");
+            body.as_str().unwrap().to_string()
+        }
+    };
+    let root_crl = get("pki/issuer/default/crl/pem".into()).await;
+    let int_crl = get(format!("pki/issuer/{int_id}/crl/pem")).await;
+    std::fs::write(dir.path().join("root.pem"), &root).unwrap();
+    std::fs::write(dir.path().join("int.pem"), &int_pem).unwrap();
+    std::fs::write(dir.path().join("leaf.pem"), &leaf).unwrap();
+    std::fs::write(
+        dir.path().join("crls.pem"),
+        format!("{root_crl}\n{int_crl}"),
+    )
+    .unwrap();
+    let (_, text) = openssl(dir.path(), &["crl", "-in", "crls.pem", "-noout", "-text"]);
+    let (_, int_serial) = openssl(dir.path(), &["x509", "-in", "int.pem", "-noout", "-serial"]);
+    let int_serial = int_serial.trim().trim_start_matches("serial=").to_string();
+    assert!(
+        text.contains(&int_serial),
+        "{int_serial} not on the root CRL:\n{text}"
+    );
+    let (verified, out) = openssl(
+        dir.path(),
+        &[
+            "verify",
+            "-crl_check_all",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "int.pem",
+            "-CRLfile",
+            "crls.pem",
+            "leaf.pem",
+        ],
+    );
+    assert!(!verified, "{out}");
+    assert!(out.contains("revoked"), "{out}");
+}
