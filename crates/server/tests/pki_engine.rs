@@ -1294,6 +1294,46 @@ async fn every_key_type_issues_and_openssl_verifies() {
         assert!(good, "{kt}/{bits}: {out}");
         let (_, text) = openssl(dir, &["x509", "-in", "l.pem", "-noout", "-text"]);
         assert!(text.contains(alg), "{kt}/{bits}: expected {alg}");
+        // The CRL and the OCSP responses this issuer signs verify too, for every key type.
+        let (st, crl) = s
+            .api
+            .raw("GET", &format!("{mnt}/crl/pem"), None, None)
+            .await;
+        assert_eq!(st, 200);
+        std::fs::write(dir.join("c.pem"), crl.as_str().unwrap()).unwrap();
+        let (good, out) = openssl(dir, &["crl", "-in", "c.pem", "-CAfile", "r.pem", "-noout"]);
+        assert!(good && out.contains("verify OK"), "{kt}/{bits} CRL: {out}");
+        let url = format!("{}/v1/{mnt}/ocsp", s.api.base);
+        let d = dir.to_path_buf();
+        let (good, out) = tokio::task::spawn_blocking(move || {
+            openssl(
+                &d,
+                &[
+                    "ocsp",
+                    "-issuer",
+                    "r.pem",
+                    "-cert",
+                    "l.pem",
+                    "-url",
+                    &url,
+                    "-CAfile",
+                    "r.pem",
+                    "-resp_text",
+                ],
+            )
+        })
+        .await
+        .unwrap();
+        assert!(good, "{kt}/{bits} OCSP: {out}");
+        assert!(
+            out.contains("Response verify OK"),
+            "{kt}/{bits} OCSP: {out}"
+        );
+        assert!(out.contains("l.pem: good"), "{kt}/{bits} OCSP: {out}");
+        assert!(
+            out.contains(alg),
+            "{kt}/{bits} OCSP signed with {alg}: {out}"
+        );
     }
     // Managed keys: generate, import, names unique, private key only when exported.
     ok(&s, "POST", "sys/mounts/km", json!({"type": "pki"})).await;
