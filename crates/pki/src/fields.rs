@@ -118,3 +118,28 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
     }
     u64::try_from(total.div_ceil(1000)).map_err(|_| format!("duration {s:?} is too large"))
 }
+
+/// `*` matches any run of characters (Vault's glob for URIs, domains and bound claims).
+pub fn glob(pattern: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == s;
+    }
+    let mut rest = s;
+    for (i, p) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(p) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(p);
+        } else {
+            match rest.find(p) {
+                Some(idx) => rest = &rest[idx + p.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}

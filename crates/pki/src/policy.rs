@@ -4,6 +4,7 @@
 
 use crate::csr::CsrInfo;
 use crate::der::GeneralName;
+use crate::fields::glob;
 use crate::fields::{bool_of, duration_of, list_of, str_of};
 use crate::role::{Profile, Role, SBA_MAX_VALIDITY};
 use crate::sba;
@@ -89,31 +90,6 @@ pub const REQUEST_FIELDS: &[&str] = &[
     "serial_number",
     "issuer_ref",
 ];
-
-fn glob(pattern: &str, s: &str) -> bool {
-    // '*' matches any run of characters (Vault's glob for URIs and domains).
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == s;
-    }
-    let mut rest = s;
-    for (i, p) in parts.iter().enumerate() {
-        if i == 0 {
-            match rest.strip_prefix(p) {
-                Some(r) => rest = r,
-                None => return false,
-            }
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(p);
-        } else {
-            match rest.find(p) {
-                Some(idx) => rest = &rest[idx + p.len()..],
-                None => return false,
-            }
-        }
-    }
-    true
-}
 
 /// RFC 1123 hostname check, with an optional leading `*.` label.
 pub fn valid_hostname(name: &str) -> bool {
