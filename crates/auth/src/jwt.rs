@@ -87,14 +87,25 @@ fn parse_alg(s: &str) -> Option<Algorithm> {
 }
 
 impl KeySet {
-    /// Keys from PEM `PUBLIC KEY` blocks (RSA, EC P-256/P-384, Ed25519).
+    /// Keys from PEM blocks: `PUBLIC KEY` (SubjectPublicKeyInfo) or `CERTIFICATE`, whose
+    /// public key is used (as Vault and hvac expect for Kubernetes `pem_keys`). RSA (2048+),
+    /// EC P-256/P-384 and Ed25519.
     pub fn from_pems(pems: &[String]) -> Result<KeySet, AuthError> {
         let mut keys = Vec::new();
         for (i, p) in pems.iter().enumerate() {
             let bad = |m: &str| AuthError::invalid(format!("public key {}: {m}", i + 1));
-            let der = pem_body(p, "PUBLIC KEY")
-                .ok_or_else(|| bad("not a PEM \"PUBLIC KEY\" block (SubjectPublicKeyInfo)"))?;
-            let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&der)
+            let cert_der = pem_body(p, "CERTIFICATE");
+            let spki_der = match &cert_der {
+                Some(der) => {
+                    let (_, c) = x509_parser::parse_x509_certificate(der)
+                        .map_err(|_| bad("not a valid X.509 certificate"))?;
+                    c.tbs_certificate.subject_pki.raw.to_vec()
+                }
+                None => pem_body(p, "PUBLIC KEY").ok_or_else(|| {
+                    bad("not a PEM \"PUBLIC KEY\" (SubjectPublicKeyInfo) or \"CERTIFICATE\" block")
+                })?,
+            };
+            let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki_der)
                 .map_err(|_| bad("not a valid SubjectPublicKeyInfo"))?;
             let family = match spki.parsed() {
                 Ok(x509_parser::public_key::PublicKey::RSA(r)) => {
@@ -119,12 +130,13 @@ impl KeySet {
                 _ if spki.algorithm.algorithm.to_id_string() == "1.3.101.112" => Family::Ed25519,
                 _ => return Err(bad("unsupported key type (use RSA, EC or Ed25519)")),
             };
+            // The BIT STRING's content: PKCS#1 for RSA, the point for EC, 32 bytes for Ed25519.
+            let raw = spki.subject_public_key.data.as_ref();
             let key = match family {
-                Family::Rsa => DecodingKey::from_rsa_pem(p.as_bytes()),
-                Family::P256 | Family::P384 => DecodingKey::from_ec_pem(p.as_bytes()),
-                Family::Ed25519 => DecodingKey::from_ed_pem(p.as_bytes()),
-            }
-            .map_err(|e| bad(&e.to_string()))?;
+                Family::Rsa => DecodingKey::from_rsa_der(raw),
+                Family::P256 | Family::P384 => DecodingKey::from_ec_der(raw),
+                Family::Ed25519 => DecodingKey::from_ed_der(raw),
+            };
             keys.push(VerifyKey {
                 kid: None,
                 alg: None,
@@ -666,6 +678,11 @@ pub const ROLE_FIELDS: &[&str] = &[
     "expiration_leeway",
     "not_before_leeway",
     "verbose_oidc_logging",
+    // Browser-flow (OIDC role_type) fields: accepted for client compatibility, unused by
+    // role_type "jwt" (hvac sends allowed_redirect_uris on every create_role).
+    "allowed_redirect_uris",
+    "oidc_scopes",
+    "max_age",
 ];
 
 fn string_map(d: &Map<String, Value>, k: &str) -> Result<Option<Map<String, Value>>, AuthError> {

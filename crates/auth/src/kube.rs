@@ -14,7 +14,7 @@ pub const LEGACY_ISSUER: &str = "kubernetes/serviceaccount";
 /// `auth/<kubernetes>/config`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KubeConfig {
-    /// `kubernetes_host`: when set, tokens are checked with the TokenReview API.
+    /// `kubernetes_host`: the API server (TokenReview), used when no `pem_keys` are set.
     pub kubernetes_host: String,
     /// `kubernetes_ca_cert`: trust anchor for `kubernetes_host`.
     pub kubernetes_ca_cert: String,
@@ -53,9 +53,11 @@ impl KubeConfig {
             disable_iss_validation: bool_of(d, "disable_iss_validation", false)?,
         };
         let _ = bool_of(d, "disable_local_ca_jwt", false)?;
-        if c.kubernetes_host.is_empty() == c.pem_keys.is_empty() {
+        // Vault requires kubernetes_host (hvac always sends it). When pem_keys are set, tokens
+        // are validated offline with them and the API server is not called.
+        if c.kubernetes_host.is_empty() && c.pem_keys.is_empty() {
             return Err(AuthError::invalid(
-                "set exactly one of kubernetes_host (TokenReview) or pem_keys (offline validation)",
+                "set kubernetes_host (TokenReview) and/or pem_keys (offline validation)",
             ));
         }
         let h = &c.kubernetes_host;

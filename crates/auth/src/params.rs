@@ -138,6 +138,9 @@ pub const FIELDS: &[&str] = &[
     "bound_cidrs",
     "token_no_default_policy",
     "token_type",
+    // hvac repeats the role name from the path in the body.
+    "name",
+    "role_name",
 ];
 
 impl TokenParams {

@@ -64,6 +64,8 @@ pub(crate) struct Active {
     pub(crate) use_lock: tokio::sync::Mutex<()>,
     /// Parsed CA issuers (certificate + signing key), per `<mount uuid>/<issuer id>`.
     pub(crate) issuers: crate::pki::IssuerCache,
+    /// Fetched JWKS documents of JWT/OIDC auth mounts.
+    pub(crate) jwks: crate::auth_methods::JwksCache,
     /// Decrypted entries, when this process is the only writer (see [`EntryCache`]).
     cache: Option<EntryCache>,
 }
@@ -138,6 +140,7 @@ impl Active {
             audit: AuditBroker::default(),
             use_lock: tokio::sync::Mutex::new(()),
             issuers: Default::default(),
+            jwks: Default::default(),
             cache,
         }
     }

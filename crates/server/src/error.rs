@@ -16,6 +16,9 @@ pub enum ApiError {
     /// 403 for a token named in a request body that does not exist (Vault's "bad token").
     #[error("bad token")]
     BadToken,
+    /// A login credential was refused; the message names the reason (never the credential).
+    #[error("permission denied: {0}")]
+    LoginDenied(String),
     /// 404 with a message (unknown route).
     #[error("no handler for route {0:?}. route entry not found.")]
     NoRoute(String),
@@ -44,7 +47,7 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             ApiError::BadRequest(_) => 400,
-            ApiError::PermissionDenied(_) | ApiError::BadToken => 403,
+            ApiError::PermissionDenied(_) | ApiError::BadToken | ApiError::LoginDenied(_) => 403,
             ApiError::NoRoute(_) | ApiError::NotFound => 404,
             ApiError::MethodNotAllowed => 405,
             ApiError::TooLarge(_) => 413,
@@ -71,6 +74,16 @@ impl ApiError {
     /// Wraps an internal failure.
     pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         ApiError::Internal(Box::new(e))
+    }
+}
+
+impl From<custos_auth::AuthError> for ApiError {
+    fn from(e: custos_auth::AuthError) -> Self {
+        match e {
+            custos_auth::AuthError::Invalid(m) => ApiError::BadRequest(m),
+            custos_auth::AuthError::Denied(m) => ApiError::LoginDenied(m),
+            k @ custos_auth::AuthError::UnknownKid(_) => ApiError::LoginDenied(k.to_string()),
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 #![allow(missing_docs)]
 
 pub mod audit_dev;
+mod auth_methods;
 pub mod config;
 pub mod core;
 pub mod duration;

@@ -241,6 +241,64 @@ impl Active {
         Ok(Response::empty())
     }
 
+    /// `POST sys/auth/<path> {type}`: enables a login method.
+    pub(crate) async fn enable_auth(&self, path: &str, req: &Request) -> ApiResult<Response> {
+        let path = normalize_mount_path(path)?;
+        let kind = req
+            .str_field("type")
+            .ok_or_else(|| ApiError::bad("missing required field \"type\""))?;
+        if !crate::auth_methods::AUTH_TYPES.contains(&kind.as_str()) {
+            return Err(ApiError::bad(format!(
+                "auth method type {kind:?} is not available in this build (available: {})",
+                crate::auth_methods::AUTH_TYPES.join(", ")
+            )));
+        }
+        let mut e = entry(
+            &path,
+            &kind,
+            &req.str_field("description").unwrap_or_default(),
+        );
+        e.config = parse_config(req.data.get("config"))?;
+        let mut table = self.auth_mounts.write().await;
+        if table
+            .entries
+            .iter()
+            .any(|x| x.path.starts_with(&path) || path.starts_with(&x.path))
+        {
+            return Err(ApiError::bad(format!(
+                "path is already in use at auth/{path} or conflicts with an existing auth mount"
+            )));
+        }
+        let mut next = table.clone();
+        next.entries.push(e);
+        self.write(vec![Plain::Put(
+            AUTH_PATH.into(),
+            serde_json::to_vec(&next)?,
+        )])
+        .await?;
+        *table = next;
+        Ok(Response::empty())
+    }
+
+    /// `DELETE sys/auth/<path>`: removes the login method, its config and roles. Tokens it
+    /// issued stay valid until they expire or are revoked.
+    pub(crate) async fn disable_auth(&self, path: &str) -> ApiResult<Response> {
+        let path = normalize_mount_path(path)?;
+        let mut table = self.auth_mounts.write().await;
+        let Some(e) = table.entries.iter().find(|x| x.path == path).cloned() else {
+            return Ok(Response::empty());
+        };
+        let mut next = table.clone();
+        next.entries.retain(|x| x.path != path);
+        let mut ops = vec![Plain::Put(AUTH_PATH.into(), serde_json::to_vec(&next)?)];
+        for k in self.list_all(&format!("auth/{}/", e.uuid)).await? {
+            ops.push(Plain::Delete(k));
+        }
+        self.write(ops).await?;
+        *table = next;
+        Ok(Response::empty())
+    }
+
     /// `DELETE sys/mounts/<path>`: removes the mount and all of its data.
     pub(crate) async fn disable_mount(&self, path: &str) -> ApiResult<Response> {
         let path = normalize_mount_path(path)?;

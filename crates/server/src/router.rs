@@ -39,6 +39,8 @@ enum Ep {
     Token(String),
     Kv(MountEntry, String),
     Pki(MountEntry, String),
+    AuthMethod(MountEntry, String),
+    AuthLogin(MountEntry),
 }
 
 struct Endpoint {
@@ -175,7 +177,24 @@ async fn route(core: &Core, path: &str) -> ApiResult<Endpoint> {
         return Ok(e);
     }
     let a = core.active().ok_or(ApiError::Sealed)?;
-    if trimmed == "sys" || trimmed.starts_with("sys/") || trimmed.starts_with("auth/") {
+    if let Some(rest) = trimmed.strip_prefix("auth/") {
+        let t = a.auth_mounts.read().await;
+        let m = t
+            .find(rest)
+            .filter(|m| crate::auth_methods::AUTH_TYPES.contains(&m.kind.as_str()))
+            .ok_or_else(|| ApiError::NoRoute(path.to_string()))?;
+        let sub = rest.strip_prefix(m.path.as_str()).unwrap_or("");
+        let r = crate::auth_methods::route(&m.kind, sub)
+            .ok_or_else(|| ApiError::NoRoute(path.to_string()))?;
+        let mut e = if r.login {
+            ep(Ep::AuthLogin(m.clone()), r.ops).open()
+        } else {
+            ep(Ep::AuthMethod(m.clone(), sub.to_string()), r.ops)
+        };
+        e.existence = false;
+        return Ok(e);
+    }
+    if trimmed == "sys" || trimmed.starts_with("sys/") {
         return Err(ApiError::NoRoute(path.to_string()));
     }
     let mounts = a.mounts.read().await;
@@ -225,6 +244,16 @@ pub(crate) async fn dispatch(core: &Arc<Core>, mut req: Request) -> ApiResult<Re
         .lookup_token(&token)
         .await?
         .ok_or(ApiError::PermissionDenied(None))?;
+    if !caller.bound_cidrs.is_empty()
+        && custos_auth::params::check_source(
+            &caller.bound_cidrs,
+            req.remote_addr.map(|r| r.ip()),
+            "token_bound_cidrs",
+        )
+        .is_err()
+    {
+        return Err(ApiError::PermissionDenied(None));
+    }
     if req.op == Update && e.existence && !exists(&a, &e.ep).await? {
         req.op = Create;
     }
@@ -303,6 +332,42 @@ fn bool_field(req: &Request, k: &str) -> ApiResult<bool> {
     }
 }
 
+/// A login: the request and its outcome (token hashed, failure reason) go to the audit log,
+/// failed ones included; credentials in the body are HMACed like every audited string.
+async fn audited_login(core: &Arc<Core>, m: &MountEntry, req: &Request) -> ApiResult<Response> {
+    let a = core.active().ok_or(ApiError::Sealed)?;
+    let auth = AuditAuth {
+        token: None,
+        accessor: String::new(),
+        display_name: String::new(),
+        policies: Vec::new(),
+        metadata: Map::new(),
+    };
+    let mut ev = AuditEvent {
+        id: &req.id,
+        operation: op_name(req.op),
+        path: &req.path,
+        data: &req.data,
+        remote: req
+            .remote_addr
+            .map(|r| r.ip().to_string())
+            .unwrap_or_default(),
+        auth: &auth,
+        response: None,
+        error: None,
+    };
+    a.audit.log(&ev).await?;
+    let result = crate::auth_methods::login(core, &a, m, req).await;
+    if let Err(e) = &result {
+        tracing::info!(mount = %m.path, error = %e, "login refused");
+    }
+    let empty = Response::empty();
+    ev.response = Some(result.as_ref().unwrap_or(&empty));
+    ev.error = result.as_ref().err().map(|e| e.to_string());
+    a.audit.log(&ev).await?;
+    result
+}
+
 async fn run_unauth(core: &Arc<Core>, e: &Ep, req: &Request) -> ApiResult<Response> {
     match e {
         Ep::Init if req.op == Read => {
@@ -367,6 +432,7 @@ async fn run_unauth(core: &Arc<Core>, e: &Ep, req: &Request) -> ApiResult<Respon
             let a = core.active().ok_or(ApiError::Sealed)?;
             crate::pki::handle(core, &a, m, sub, req).await
         }
+        Ep::AuthLogin(m) => audited_login(core, m, req).await,
         _ => Err(ApiError::MethodNotAllowed),
     }
 }
@@ -478,6 +544,7 @@ async fn run(
             _ => a.enable_mount(p, req).await,
         },
         Ep::MountTune(p) => a.tune_mount(p, req).await,
+        Ep::AuthMethod(m, sub) => crate::auth_methods::handle(a, m, sub, req).await,
         Ep::AuthList => {
             let m = a.auth_mounts.read().await.describe();
             Ok(with_top_level(Response::data(Value::Object(m))))
@@ -490,12 +557,9 @@ async fn run(
                 ));
             }
             if req.op == Delete {
-                return Ok(Response::empty());
+                return a.disable_auth(p).await;
             }
-            let kind = req.str_field("type").unwrap_or_default();
-            Err(ApiError::bad(format!(
-                "auth method type {kind:?} is not available in this build (only the built-in token method)"
-            )))
+            a.enable_auth(p, req).await
         }
         Ep::PoliciesList { legacy } => {
             let names = a.list_policies().await?;
@@ -600,9 +664,13 @@ async fn run(
         },
         Ep::Kv(m, key) => a.kv(m, key, req).await,
         Ep::Pki(m, sub) => crate::pki::handle(core, a, m, sub, req).await,
-        Ep::Init | Ep::SealStatus | Ep::Unseal | Ep::Health | Ep::Leader | Ep::Metrics => {
-            run_unauth(core, e, req).await
-        }
+        Ep::Init
+        | Ep::SealStatus
+        | Ep::Unseal
+        | Ep::Health
+        | Ep::Leader
+        | Ep::Metrics
+        | Ep::AuthLogin(_) => run_unauth(core, e, req).await,
     }
 }
 

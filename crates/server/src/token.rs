@@ -40,6 +40,9 @@ pub(crate) struct TokenEntry {
     pub renewable: bool,
     pub orphan: bool,
     pub path: String,
+    /// `token_bound_cidrs` of the login role: the token works only from these networks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bound_cidrs: Vec<custos_auth::params::Cidr>,
 }
 
 fn random_b64(n: usize) -> ApiResult<String> {
@@ -87,6 +90,7 @@ impl TokenEntry {
             renewable: false,
             orphan: true,
             path: "auth/token/root".into(),
+            bound_cidrs: Vec::new(),
         };
         Ok((token, e))
     }
@@ -536,6 +540,72 @@ pub(crate) async fn create(
         renewable,
         orphan,
         path: req.path.clone(),
+        bound_cidrs: Vec::new(),
+    };
+    a.write(entry.storage_ops(a)?).await?;
+    Ok(Response {
+        auth: Some(entry.auth_block(&token, now)),
+        warnings,
+        ..Default::default()
+    })
+}
+
+/// Mints the token a successful login returns: an orphan service token carrying the role's
+/// `token_*` settings, stored durably before the response.
+pub(crate) async fn login_token(
+    core: &Core,
+    a: &Active,
+    path: &str,
+    p: &custos_auth::params::TokenParams,
+    display_name: &str,
+    meta: Map<String, Value>,
+) -> ApiResult<Response> {
+    let mut policies = p.policies.clone();
+    if !p.no_default_policy && !policies.iter().any(|x| x == "default") {
+        policies.push("default".into());
+    }
+    policies.sort();
+    policies.dedup();
+    let sys_max = core.cfg.max_lease_ttl as i64;
+    let max = match i64::try_from(p.max_ttl).unwrap_or(i64::MAX) {
+        0 => sys_max,
+        m => m.min(sys_max),
+    };
+    let period = i64::try_from(p.period).unwrap_or(i64::MAX);
+    let mut ttl = if period > 0 {
+        period
+    } else {
+        match i64::try_from(p.ttl).unwrap_or(i64::MAX) {
+            0 => core.cfg.default_lease_ttl as i64,
+            t => t,
+        }
+    };
+    let mut warnings = Vec::new();
+    if period == 0 && ttl > max {
+        warnings.push(format!(
+            "TTL of {ttl}s exceeded the effective max_ttl of {max}s; TTL value is capped accordingly"
+        ));
+        ttl = max;
+    }
+    let now = now_unix();
+    let token = Zeroizing::new(format!("{TOKEN_PREFIX}{}", random_b64(24)?));
+    let entry = TokenEntry {
+        id_hash: hash_token(&a.token_key, &token),
+        accessor: random_b64(18)?,
+        parent: None,
+        policies,
+        meta,
+        display_name: display_name.to_string(),
+        num_uses: p.num_uses,
+        creation_time: now,
+        creation_ttl: ttl,
+        expire_time: now + ttl,
+        explicit_max_ttl: if period > 0 { 0 } else { max },
+        period,
+        renewable: true,
+        orphan: true,
+        path: path.to_string(),
+        bound_cidrs: p.bound_cidrs.clone(),
     };
     a.write(entry.storage_ops(a)?).await?;
     Ok(Response {

@@ -1,0 +1,591 @@
+//! Login methods mounted at `auth/<path>/` (`sys/auth/<path>` with a type): `approle`,
+//! `jwt` (and `oidc`, the same method with discovery), and `kubernetes` with offline
+//! validation. The decisions are made by `custos-auth`; this module stores roles, fetches
+//! and caches keys, audits logins and mints tokens.
+//!
+//! Storage, all inside the barrier, under `auth/<mount uuid>/`: `config`, `role/<name>`,
+//! and for AppRole `role_id/<role id>` (→ role name), `secret_id/<role>/<hmac>` and
+//! `secret_id_accessor/<role>/<accessor>` (→ hmac). Secret IDs themselves are never stored.
+
+use crate::core::{now_unix, rfc3339, Active, Core, Plain};
+use crate::error::{ApiError, ApiResult};
+use crate::logical::{Request, Response};
+use crate::mounts::MountEntry;
+use crate::token::login_token;
+use custos_acl::Operation::{self, *};
+use custos_auth::approle::{valid_id, AppRole, SecretId};
+use custos_auth::jwt::{self, JwtConfig, JwtRole, KeySet};
+use custos_auth::kube::{service_account, KubeConfig, KubeRole};
+use custos_auth::AuthError;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Auth method types this build offers besides the built-in token method.
+pub(crate) const AUTH_TYPES: &[&str] = &["approle", "jwt", "oidc", "kubernetes"];
+
+/// How a route under an auth mount may be called.
+pub(crate) struct AuthRoute {
+    pub ops: &'static [Operation],
+    /// Login: no token needed.
+    pub login: bool,
+}
+
+/// The route table of one auth mount of type `kind`.
+pub(crate) fn route(kind: &str, sub: &str) -> Option<AuthRoute> {
+    let parts: Vec<&str> = sub.split('/').collect();
+    let r = |ops, login| Some(AuthRoute { ops, login });
+    match (kind, parts.as_slice()) {
+        (_, ["login"]) => r(&[Update], true),
+        (_, ["role"]) => r(&[List, Read], false),
+        (_, ["role", _]) => r(&[Read, Create, Update, Delete], false),
+        ("jwt" | "oidc" | "kubernetes", ["config"]) => r(&[Read, Create, Update], false),
+        ("approle", ["role", _, "role-id"]) => r(&[Read, Update], false),
+        ("approle", ["role", _, "secret-id"]) => r(&[Update, List, Read], false),
+        ("approle", ["role", _, "secret-id", "lookup" | "destroy"])
+        | ("approle", ["role", _, "secret-id-accessor", "lookup" | "destroy"]) => {
+            r(&[Update], false)
+        }
+        _ => None,
+    }
+}
+
+fn base(m: &MountEntry) -> String {
+    format!("auth/{}/", m.uuid)
+}
+
+fn valid_name(name: &str) -> ApiResult<()> {
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+    {
+        return Err(ApiError::bad(
+            "role name: use 1 to 128 letters, digits, '-', '_', '.' or '@'",
+        ));
+    }
+    Ok(())
+}
+
+/// Fetched key sets per mount, with the time of the last fetch (for refresh rate limiting).
+#[derive(Default)]
+pub(crate) struct JwksCache {
+    sets: Mutex<HashMap<String, (KeySet, Instant)>>,
+}
+
+/// A JWKS is re-fetched at most this often, whatever `kid`s tokens name.
+const JWKS_MIN_REFRESH: Duration = Duration::from_secs(10);
+/// And at least this often.
+const JWKS_MAX_AGE: Duration = Duration::from_secs(3600);
+/// Largest key document accepted.
+const MAX_KEY_DOC: usize = 256 * 1024;
+
+async fn fetch(url: &str, ca_pem: &str) -> ApiResult<Vec<u8>> {
+    let mut b = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    if !ca_pem.is_empty() {
+        let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes())
+            .map_err(|_| ApiError::bad("jwks_ca_pem: not a valid PEM certificate"))?;
+        b = b.tls_certs_only([ca]);
+    }
+    let client = b.build().map_err(ApiError::internal)?;
+    let unreachable = |e: String| ApiError::LoginDenied(format!("fetching keys from {url}: {e}"));
+    let r = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    if !r.status().is_success() {
+        return Err(unreachable(format!("HTTP {}", r.status())));
+    }
+    let body = r.bytes().await.map_err(|e| unreachable(e.to_string()))?;
+    if body.len() > MAX_KEY_DOC {
+        return Err(unreachable("document too large".into()));
+    }
+    Ok(body.to_vec())
+}
+
+async fn jwks_url_of(cfg: &JwtConfig) -> ApiResult<String> {
+    if !cfg.jwks_url.is_empty() {
+        return Ok(cfg.jwks_url.clone());
+    }
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        cfg.oidc_discovery_url.trim_end_matches('/')
+    );
+    let doc: Value = serde_json::from_slice(&fetch(&url, &cfg.ca_pem).await?)
+        .map_err(|_| ApiError::LoginDenied("OIDC discovery document is not JSON".into()))?;
+    doc.get("jwks_uri")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::LoginDenied("OIDC discovery document has no jwks_uri".into()))
+}
+
+/// The mount's keys: configured PEMs, or the cached JWKS (fetched when absent or stale, or
+/// when `want_kid` is unknown and the last fetch is older than [`JWKS_MIN_REFRESH`]).
+async fn keys_for(
+    a: &Active,
+    m: &MountEntry,
+    cfg: &JwtConfig,
+    want_kid: Option<&str>,
+) -> ApiResult<KeySet> {
+    if !cfg.jwt_validation_pubkeys.is_empty() {
+        return Ok(KeySet::from_pems(&cfg.jwt_validation_pubkeys)?);
+    }
+    let cached = a
+        .jwks
+        .sets
+        .lock()
+        .map_err(|_| ApiError::internal(std::io::Error::other("jwks cache poisoned")))?
+        .get(&m.uuid)
+        .cloned();
+    if let Some((set, at)) = &cached {
+        let fresh = at.elapsed() < JWKS_MAX_AGE;
+        let kid_ok = want_kid.is_none_or(|k| set.has_kid(k));
+        if fresh && (kid_ok || at.elapsed() < JWKS_MIN_REFRESH) {
+            return Ok(set.clone());
+        }
+    }
+    let url = jwks_url_of(cfg).await?;
+    let set = KeySet::from_jwks(&fetch(&url, &cfg.ca_pem).await?)?;
+    if let Ok(mut c) = a.jwks.sets.lock() {
+        c.insert(m.uuid.clone(), (set.clone(), Instant::now()));
+    }
+    Ok(set)
+}
+
+fn forget_keys(a: &Active, m: &MountEntry) {
+    if let Ok(mut c) = a.jwks.sets.lock() {
+        c.remove(&m.uuid);
+    }
+}
+
+/// Verifies a JWT against the mount's keys, refreshing the JWKS once for an unknown `kid`.
+async fn verified_claims(
+    a: &Active,
+    m: &MountEntry,
+    cfg: &JwtConfig,
+    token: &str,
+) -> ApiResult<Map<String, Value>> {
+    let h = jwt::header(token, &cfg.jwt_supported_algs)?;
+    let keys = keys_for(a, m, cfg, h.kid.as_deref()).await?;
+    match jwt::verify(token, &h, &keys) {
+        Err(AuthError::UnknownKid(k)) => Err(ApiError::LoginDenied(format!(
+            "no key with kid {k:?} is known, also after refreshing the JWKS"
+        ))),
+        r => Ok(r?),
+    }
+}
+
+fn login_field(req: &Request, k: &str) -> ApiResult<String> {
+    match req.data.get(k) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        None | Some(Value::Null) => Err(ApiError::bad(format!("missing required field {k:?}"))),
+        Some(Value::String(_)) => Err(ApiError::bad(format!("{k}: must not be empty"))),
+        Some(_) => Err(ApiError::bad(format!("{k}: must be a string"))),
+    }
+}
+
+fn meta_map<'a>(pairs: impl IntoIterator<Item = (&'a str, String)>) -> Map<String, Value> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v)))
+        .collect()
+}
+
+/// Logins (no token). Every outcome is audited by the caller.
+pub(crate) async fn login(
+    core: &Core,
+    a: &Active,
+    m: &MountEntry,
+    req: &Request,
+) -> ApiResult<Response> {
+    let path = format!("auth/{}login", m.path);
+    match m.kind.as_str() {
+        "approle" => {
+            let role_id = login_field(req, "role_id")?;
+            let denied = || ApiError::LoginDenied("invalid role or secret ID".into());
+            let name: String = a
+                .get_json(&format!("{}role_id/{}", base(m), hex_id(&role_id)))
+                .await?
+                .ok_or_else(denied)?;
+            let role: AppRole = a
+                .get_json(&format!("{}role/{name}", base(m)))
+                .await?
+                .ok_or_else(denied)?;
+            let remote = req.remote_addr.map(|r| r.ip());
+            let mut meta = meta_map([("role_name", name.clone())]);
+            let mut token_params = role.token.clone();
+            if role.bind_secret_id {
+                let secret = login_field(req, "secret_id")?;
+                let key = format!("{}secret_id/{name}/{}", base(m), secret_hash(a, &secret));
+                // Uses are counted under one lock so a single-use secret ID logs in once.
+                let _g = a.use_lock.lock().await;
+                let mut s: SecretId = a.get_json(&key).await?.ok_or_else(denied)?;
+                s.check(&role, now_unix(), remote).map_err(|_| denied())?;
+                let mut ops = Vec::new();
+                if s.num_uses == 1 {
+                    ops.push(Plain::Delete(key.clone()));
+                    ops.push(Plain::Delete(format!(
+                        "{}secret_id_accessor/{name}/{}",
+                        base(m),
+                        s.accessor
+                    )));
+                } else if s.num_uses > 1 {
+                    s.num_uses -= 1;
+                    ops.push(Plain::Put(key.clone(), serde_json::to_vec(&s)?));
+                }
+                if !ops.is_empty() {
+                    a.write(ops).await?;
+                }
+                for (k, v) in &s.metadata {
+                    meta.insert(k.clone(), v.clone());
+                }
+                if !s.token_bound_cidrs.is_empty() {
+                    token_params.bound_cidrs = s.token_bound_cidrs.clone();
+                }
+            } else {
+                custos_auth::params::check_source(
+                    &role.secret_id_bound_cidrs,
+                    remote,
+                    "secret_id_bound_cidrs",
+                )?;
+            }
+            login_token(
+                core,
+                a,
+                &path,
+                &token_params,
+                &format!("approle-{name}"),
+                meta,
+            )
+            .await
+        }
+        "jwt" | "oidc" => {
+            let cfg: JwtConfig = a
+                .get_json(&format!("{}config", base(m)))
+                .await?
+                .ok_or_else(|| ApiError::bad("this JWT method is not configured yet"))?;
+            let mut name = req.str_field("role").unwrap_or_default();
+            if name.is_empty() {
+                name = cfg.default_role.clone();
+            }
+            if name.is_empty() {
+                return Err(ApiError::bad("missing required field \"role\""));
+            }
+            let token = login_field(req, "jwt")?;
+            let role: JwtRole = a
+                .get_json(&format!("{}role/{name}", base(m)))
+                .await?
+                .ok_or_else(|| ApiError::bad(format!("role {name:?} could not be found")))?;
+            let claims = verified_claims(a, m, &cfg, &token).await?;
+            let mut rules = role.rules.clone();
+            rules.bound_issuer = cfg.bound_issuer.clone();
+            rules.require_exp = true;
+            let id = jwt::check_claims(&claims, &rules, now_unix())?;
+            let mut meta = meta_map([("role", name.clone())]);
+            meta.extend(meta_map(
+                id.metadata.iter().map(|(k, v)| (k.as_str(), v.clone())),
+            ));
+            login_token(
+                core,
+                a,
+                &path,
+                &role.token,
+                &format!("{}-{}", m.kind, id.user),
+                meta,
+            )
+            .await
+        }
+        "kubernetes" => {
+            let cfg: KubeConfig = a
+                .get_json(&format!("{}config", base(m)))
+                .await?
+                .ok_or_else(|| ApiError::bad("this Kubernetes method is not configured yet"))?;
+            let name = login_field(req, "role")?;
+            let token = login_field(req, "jwt")?;
+            let role: KubeRole = a
+                .get_json(&format!("{}role/{name}", base(m)))
+                .await?
+                .ok_or_else(|| ApiError::bad(format!("role {name:?} could not be found")))?;
+            if cfg.pem_keys.is_empty() {
+                return Err(ApiError::bad(
+                    "kubernetes_host (TokenReview) validation is not available in this build; configure pem_keys",
+                ));
+            }
+            let algs: Vec<String> = ["RS256", "ES256"].iter().map(|s| s.to_string()).collect();
+            let h = jwt::header(&token, &algs)?;
+            let keys = KeySet::from_pems(&cfg.pem_keys)?;
+            let claims = jwt::verify(&token, &h, &keys)?;
+            let sa = service_account(&claims)?;
+            jwt::check_claims(&claims, &role.claim_rules(&cfg, sa.legacy), now_unix())?;
+            role.check(&sa)?;
+            let meta = meta_map([
+                ("role", name.clone()),
+                ("service_account_name", sa.name.clone()),
+                ("service_account_namespace", sa.namespace.clone()),
+                ("service_account_uid", sa.uid.clone()),
+            ]);
+            login_token(
+                core,
+                a,
+                &path,
+                &role.token,
+                &format!("kubernetes-{}-{}", sa.namespace, sa.name),
+                meta,
+            )
+            .await
+        }
+        other => Err(ApiError::bad(format!("auth type {other:?} has no login"))),
+    }
+}
+
+fn secret_hash(a: &Active, secret: &str) -> String {
+    crate::token::hash_token(&a.token_key, secret)
+}
+
+/// Role IDs are looked up by a keyed hash too, so storage keys never reveal them.
+fn hex_id(role_id: &str) -> String {
+    hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        role_id.as_bytes(),
+    ))
+}
+
+fn random_id() -> ApiResult<String> {
+    Ok(uuid::Uuid::new_v4().to_string())
+}
+
+/// Everything but login: config and roles (token required, ACL applied by the router).
+pub(crate) async fn handle(
+    a: &Active,
+    m: &MountEntry,
+    sub: &str,
+    req: &Request,
+) -> ApiResult<Response> {
+    let parts: Vec<&str> = sub.split('/').collect();
+    let b = base(m);
+    match (parts.as_slice(), req.op) {
+        (["config"], Read) => {
+            let v = match m.kind.as_str() {
+                "kubernetes" => a
+                    .get_json::<KubeConfig>(&format!("{b}config"))
+                    .await?
+                    .map(|c| c.to_json()),
+                _ => a
+                    .get_json::<JwtConfig>(&format!("{b}config"))
+                    .await?
+                    .map(|c| c.to_json()),
+            };
+            v.map(Response::data).ok_or(ApiError::NotFound)
+        }
+        (["config"], _) => {
+            let bytes = match m.kind.as_str() {
+                "kubernetes" => serde_json::to_vec(&KubeConfig::from_request(&req.data)?)?,
+                _ => serde_json::to_vec(&JwtConfig::from_request(&req.data)?)?,
+            };
+            a.write(vec![Plain::Put(format!("{b}config"), bytes)])
+                .await?;
+            forget_keys(a, m);
+            Ok(Response::empty())
+        }
+        (["role"], _) => {
+            let names: Vec<String> = a
+                .list(&format!("{b}role/"))
+                .await?
+                .into_iter()
+                .filter(|k| !k.contains('/'))
+                .collect();
+            if names.is_empty() {
+                return Err(ApiError::NotFound);
+            }
+            Response::list(names)
+        }
+        (["role", name], Read) => {
+            let key = format!("{b}role/{name}");
+            let v = match m.kind.as_str() {
+                "approle" => a.get_json::<AppRole>(&key).await?.map(|r| r.to_json()),
+                "kubernetes" => a.get_json::<KubeRole>(&key).await?.map(|r| r.to_json()),
+                _ => a.get_json::<JwtRole>(&key).await?.map(|r| r.to_json()),
+            };
+            v.map(Response::data).ok_or(ApiError::NotFound)
+        }
+        (["role", name], Delete) => delete_role(a, m, name).await,
+        (["role", name], _) => write_role(a, m, name, &req.data).await,
+        (["role", name, "role-id"], Read) => {
+            let r: AppRole = a
+                .get_json(&format!("{b}role/{name}"))
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            Ok(Response::data(json!({"role_id": r.role_id})))
+        }
+        (["role", name, "role-id"], _) => {
+            let mut d = Map::new();
+            d.insert(
+                "role_id".into(),
+                Value::String(login_field(req, "role_id")?),
+            );
+            write_role(a, m, name, &d).await
+        }
+        (["role", name, "secret-id"], List | Read) => {
+            let keys = a.list(&format!("{b}secret_id_accessor/{name}/")).await?;
+            if keys.is_empty() {
+                return Err(ApiError::NotFound);
+            }
+            Response::list(keys)
+        }
+        (["role", name, "secret-id"], _) => new_secret_id(a, m, name, req).await,
+        (["role", name, "secret-id", op], _) => {
+            let secret = login_field(req, "secret_id")?;
+            let key = format!("{b}secret_id/{name}/{}", secret_hash(a, &secret));
+            secret_id_op(a, m, name, &key, op).await
+        }
+        (["role", name, "secret-id-accessor", op], _) => {
+            let acc = login_field(req, "secret_id_accessor")?;
+            valid_id("secret_id_accessor", &acc)?;
+            let hash: String = a
+                .get_json(&format!("{b}secret_id_accessor/{name}/{acc}"))
+                .await?
+                .ok_or_else(|| ApiError::bad("unknown secret_id_accessor"))?;
+            let key = format!("{b}secret_id/{name}/{hash}");
+            secret_id_op(a, m, name, &key, op).await
+        }
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+async fn secret_id_op(
+    a: &Active,
+    m: &MountEntry,
+    name: &str,
+    key: &str,
+    op: &str,
+) -> ApiResult<Response> {
+    let Some(s) = a.get_json::<SecretId>(key).await? else {
+        return if op == "destroy" {
+            Ok(Response::empty())
+        } else {
+            Err(ApiError::NotFound)
+        };
+    };
+    if op == "lookup" {
+        return Ok(Response::data(s.to_json(rfc3339)));
+    }
+    a.write(vec![
+        Plain::Delete(key.to_string()),
+        Plain::Delete(format!(
+            "{}secret_id_accessor/{name}/{}",
+            base(m),
+            s.accessor
+        )),
+    ])
+    .await?;
+    Ok(Response::empty())
+}
+
+async fn write_role(
+    a: &Active,
+    m: &MountEntry,
+    name: &str,
+    data: &Map<String, Value>,
+) -> ApiResult<Response> {
+    valid_name(name)?;
+    let b = base(m);
+    let key = format!("{b}role/{name}");
+    let bytes;
+    let mut ops = Vec::new();
+    match m.kind.as_str() {
+        "approle" => {
+            let old: Option<AppRole> = a.get_json(&key).await?;
+            let mut r = match &old {
+                Some(r) => r.clone(),
+                None => AppRole::new(random_id()?),
+            };
+            r.update(data)?;
+            if old.as_ref().map(|o| &o.role_id) != Some(&r.role_id) {
+                let idx = format!("{b}role_id/{}", hex_id(&r.role_id));
+                if let Some(owner) = a.get_json::<String>(&idx).await? {
+                    if owner != name {
+                        return Err(ApiError::bad("role_id: already in use by another role"));
+                    }
+                }
+                if let Some(o) = &old {
+                    ops.push(Plain::Delete(format!("{b}role_id/{}", hex_id(&o.role_id))));
+                }
+                ops.push(Plain::Put(idx, serde_json::to_vec(name)?));
+            }
+            bytes = serde_json::to_vec(&r)?;
+        }
+        "kubernetes" => {
+            let mut r: KubeRole = a.get_json(&key).await?.unwrap_or_default();
+            r.update(data)?;
+            bytes = serde_json::to_vec(&r)?;
+        }
+        _ => {
+            let mut r: JwtRole = a.get_json(&key).await?.unwrap_or_default();
+            r.update(data, &[])?;
+            bytes = serde_json::to_vec(&r)?;
+        }
+    }
+    ops.push(Plain::Put(key, bytes));
+    a.write(ops).await?;
+    Ok(Response::empty())
+}
+
+async fn delete_role(a: &Active, m: &MountEntry, name: &str) -> ApiResult<Response> {
+    let b = base(m);
+    let mut ops = vec![Plain::Delete(format!("{b}role/{name}"))];
+    if let Some(r) = a
+        .get_json::<AppRole>(&format!("{b}role/{name}"))
+        .await
+        .ok()
+        .flatten()
+    {
+        ops.push(Plain::Delete(format!("{b}role_id/{}", hex_id(&r.role_id))));
+    }
+    for prefix in [
+        format!("{b}secret_id/{name}/"),
+        format!("{b}secret_id_accessor/{name}/"),
+    ] {
+        for k in a.list(&prefix).await? {
+            ops.push(Plain::Delete(format!("{prefix}{k}")));
+        }
+    }
+    a.write(ops).await?;
+    Ok(Response::empty())
+}
+
+async fn new_secret_id(
+    a: &Active,
+    m: &MountEntry,
+    name: &str,
+    req: &Request,
+) -> ApiResult<Response> {
+    let b = base(m);
+    let role: AppRole = a
+        .get_json(&format!("{b}role/{name}"))
+        .await?
+        .ok_or_else(|| ApiError::bad(format!("role {name:?} does not exist")))?;
+    let accessor = random_id()?;
+    let s = SecretId::new(&role, &req.data, accessor.clone(), now_unix())?;
+    let secret = zeroize::Zeroizing::new(random_id()?);
+    let hash = secret_hash(a, &secret);
+    a.write(vec![
+        Plain::Put(
+            format!("{b}secret_id/{name}/{hash}"),
+            serde_json::to_vec(&s)?,
+        ),
+        Plain::Put(
+            format!("{b}secret_id_accessor/{name}/{accessor}"),
+            serde_json::to_vec(&hash)?,
+        ),
+    ])
+    .await?;
+    Ok(Response::data(json!({
+        "secret_id": secret.as_str(),
+        "secret_id_accessor": accessor,
+        "secret_id_ttl": if s.expiration_time > 0 { s.expiration_time - s.creation_time } else { 0 },
+        "secret_id_num_uses": s.num_uses,
+    })))
+}
