@@ -220,23 +220,33 @@ impl Active {
             }
             e.options = o.clone();
         }
-        let mut table = self.mounts.write().await;
+        self.add_mount(&self.mounts, MOUNTS_PATH, e, "").await
+    }
+
+    /// Adds `e` to a mount table unless its path overlaps another mount; the table is
+    /// persisted before the in-memory copy changes.
+    async fn add_mount(
+        &self,
+        table: &tokio::sync::RwLock<MountTable>,
+        key: &str,
+        e: MountEntry,
+        shown_prefix: &str,
+    ) -> ApiResult<Response> {
+        let path = e.path.clone();
+        let mut table = table.write().await;
         if table
             .entries
             .iter()
             .any(|x| x.path.starts_with(&path) || path.starts_with(&x.path))
         {
             return Err(ApiError::bad(format!(
-                "path is already in use at {path} or conflicts with an existing mount"
+                "path is already in use at {shown_prefix}{path} or conflicts with an existing mount"
             )));
         }
         let mut next = table.clone();
         next.entries.push(e);
-        self.write(vec![Plain::Put(
-            MOUNTS_PATH.into(),
-            serde_json::to_vec(&next)?,
-        )])
-        .await?;
+        self.write(vec![Plain::Put(key.into(), serde_json::to_vec(&next)?)])
+            .await?;
         *table = next;
         Ok(Response::empty())
     }
@@ -259,25 +269,8 @@ impl Active {
             &req.str_field("description").unwrap_or_default(),
         );
         e.config = parse_config(req.data.get("config"))?;
-        let mut table = self.auth_mounts.write().await;
-        if table
-            .entries
-            .iter()
-            .any(|x| x.path.starts_with(&path) || path.starts_with(&x.path))
-        {
-            return Err(ApiError::bad(format!(
-                "path is already in use at auth/{path} or conflicts with an existing auth mount"
-            )));
-        }
-        let mut next = table.clone();
-        next.entries.push(e);
-        self.write(vec![Plain::Put(
-            AUTH_PATH.into(),
-            serde_json::to_vec(&next)?,
-        )])
-        .await?;
-        *table = next;
-        Ok(Response::empty())
+        self.add_mount(&self.auth_mounts, AUTH_PATH, e, "auth/")
+            .await
     }
 
     /// `DELETE sys/auth/<path>`: removes the login method, its config and roles. Tokens it
