@@ -182,6 +182,7 @@ impl CertRole {
             ));
         }
         Ok(ClientCert {
+            issuer_name: leaf.issuer().as_raw().to_vec(),
             serial: leaf.raw_serial().to_vec(),
             common_name: cn,
             uris,
@@ -201,6 +202,8 @@ pub struct ClientCert {
     pub uris: Vec<String>,
     /// DER of the CA certificate that signed it.
     pub issuer_der: Vec<u8>,
+    /// DER of its issuer name (to match CRLs).
+    pub issuer_name: Vec<u8>,
 }
 
 fn der_of(pem: &str) -> Option<Vec<u8>> {

@@ -14,6 +14,7 @@ use crate::mounts::MountEntry;
 use crate::token::login_token;
 use custos_acl::Operation::{self, *};
 use custos_auth::approle::{valid_id, AppRole, SecretId};
+use custos_auth::cert::CertRole;
 use custos_auth::jwt::{self, JwtConfig, JwtRole, KeySet};
 use custos_auth::kube::{service_account, KubeConfig, KubeRole};
 use custos_auth::AuthError;
@@ -23,7 +24,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Auth method types this build offers besides the built-in token method.
-pub(crate) const AUTH_TYPES: &[&str] = &["approle", "jwt", "oidc", "kubernetes"];
+pub(crate) const AUTH_TYPES: &[&str] = &["approle", "jwt", "oidc", "kubernetes", "cert"];
 
 /// How a route under an auth mount may be called.
 pub(crate) struct AuthRoute {
@@ -41,6 +42,8 @@ pub(crate) fn route(kind: &str, sub: &str) -> Option<AuthRoute> {
         (_, ["role"]) => r(&[List, Read], false),
         (_, ["role", _]) => r(&[Read, Create, Update, Delete], false),
         ("jwt" | "oidc" | "kubernetes", ["config"]) => r(&[Read, Create, Update], false),
+        ("cert", ["certs" | "crls"]) => r(&[List, Read], false),
+        ("cert", ["certs" | "crls", _]) => r(&[Read, Create, Update, Delete], false),
         ("approle", ["role", _, "role-id"]) => r(&[Read, Update], false),
         ("approle", ["role", _, "secret-id"]) => r(&[Update, List, Read], false),
         ("approle", ["role", _, "secret-id", "lookup" | "destroy"])
@@ -49,6 +52,27 @@ pub(crate) fn route(kind: &str, sub: &str) -> Option<AuthRoute> {
         }
         _ => None,
     }
+}
+
+/// The rate-limit bucket of a login: mount, role (AppRole role IDs hashed) and source.
+pub(crate) fn limit_key(m: &MountEntry, req: &Request) -> String {
+    let role = match m.kind.as_str() {
+        "approle" => req
+            .data
+            .get("role_id")
+            .and_then(Value::as_str)
+            .map(hex_id)
+            .unwrap_or_default(),
+        "cert" => req.str_field("name").unwrap_or_default(),
+        _ => req.str_field("role").unwrap_or_default(),
+    };
+    let src = req
+        .remote_addr
+        .map(|r| r.ip().to_string())
+        .unwrap_or_default();
+    // Bounded: a hostile role field cannot grow the key.
+    let role: String = role.chars().take(128).collect();
+    format!("{}/{role}/{src}", m.uuid)
 }
 
 fn base(m: &MountEntry) -> String {
@@ -337,8 +361,137 @@ pub(crate) async fn login(
             )
             .await
         }
+        "cert" => cert_login(core, a, m, req, &path).await,
         other => Err(ApiError::bad(format!("auth type {other:?} has no login"))),
     }
+}
+
+/// Certificate login: the TLS handshake proved the client holds the key of `peer_certs[0]`;
+/// a role (`name`, or the first that accepts it, in name order) must trust its issuer and
+/// names, and neither it nor its issuer may be revoked (Custos's own PKI mounts, and CRLs
+/// uploaded at `crls/:name`).
+async fn cert_login(
+    core: &Core,
+    a: &Active,
+    m: &MountEntry,
+    req: &Request,
+    path: &str,
+) -> ApiResult<Response> {
+    let leaf = req.peer_certs.first().ok_or_else(|| {
+        ApiError::bad(
+            "no client certificate was presented: certificate login needs a TLS connection \
+             with a client certificate (listener tls_client_auth = \"request\")",
+        )
+    })?;
+    let wanted = req.str_field("name").filter(|n| !n.is_empty());
+    let names = match &wanted {
+        Some(n) => vec![n.clone()],
+        None => {
+            let mut v: Vec<String> = a
+                .list(&format!("{}role/", base(m)))
+                .await?
+                .into_iter()
+                .filter(|k| !k.contains('/'))
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    let now = now_unix();
+    let mut reason = None;
+    let mut hit = None;
+    for name in names {
+        let Some(role) = a
+            .get_json::<CertRole>(&format!("{}role/{name}", base(m)))
+            .await?
+        else {
+            if wanted.is_some() {
+                return Err(ApiError::bad(format!("role {name:?} could not be found")));
+            }
+            continue;
+        };
+        match role.check(leaf, now) {
+            Ok(c) => {
+                hit = Some((name, role, c));
+                break;
+            }
+            Err(e) => reason = Some(e),
+        }
+    }
+    let (name, role, c) = match (hit, reason) {
+        (Some(h), _) => h,
+        (None, Some(e)) => return Err(e.into()),
+        (None, None) => {
+            return Err(ApiError::LoginDenied(
+                "no certificate role is configured".into(),
+            ))
+        }
+    };
+    if let Some(why) = crate::pki::local_revocation(a, &c.issuer_der, &c.serial).await? {
+        return Err(ApiError::LoginDenied(why));
+    }
+    let serial = custos_pki::issue::serial_hex(&c.serial);
+    for crl in a.list(&format!("{}crl/", base(m))).await? {
+        if let Some(l) = a
+            .get_json::<StoredCrl>(&format!("{}crl/{crl}", base(m)))
+            .await?
+        {
+            if l.issuer == hex::encode(&c.issuer_name) && l.serials.binary_search(&serial).is_ok() {
+                return Err(ApiError::LoginDenied(format!(
+                    "client certificate {serial} is revoked (CRL {crl:?})"
+                )));
+            }
+        }
+    }
+    let mut meta = meta_map([
+        ("cert_name", name.clone()),
+        ("common_name", c.common_name.clone()),
+        ("serial_number", serial),
+    ]);
+    if let Some(id) = c.uris.iter().find_map(|u| u.strip_prefix("urn:uuid:")) {
+        meta.insert("nf_instance_id".into(), Value::String(id.to_string()));
+    }
+    let display = if role.display_name.is_empty() {
+        c.common_name.clone()
+    } else {
+        role.display_name.clone()
+    };
+    login_token(core, a, path, &role.token, &format!("cert-{display}"), meta).await
+}
+
+/// An uploaded CRL, reduced to what login needs: the issuer's DER name and sorted serials.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredCrl {
+    issuer: String,
+    serials: Vec<String>,
+    next_update: i64,
+    pem: String,
+}
+
+fn parse_crl(req: &Request) -> ApiResult<StoredCrl> {
+    use x509_parser::prelude::*;
+    let text = login_field(req, "crl")?;
+    let der = match x509_parser::pem::parse_x509_pem(text.as_bytes()) {
+        Ok((_, p)) if p.label == "X509 CRL" => p.contents,
+        _ => return Err(ApiError::bad("crl: not a PEM \"X509 CRL\"")),
+    };
+    let (rest, crl) = CertificateRevocationList::from_der(&der)
+        .map_err(|_| ApiError::bad("crl: not a valid DER certificate revocation list"))?;
+    if !rest.is_empty() {
+        return Err(ApiError::bad("crl: trailing data after the CRL"));
+    }
+    let mut serials: Vec<String> = crl
+        .iter_revoked_certificates()
+        .map(|r| custos_pki::issue::serial_hex(r.raw_serial()))
+        .collect();
+    serials.sort();
+    serials.dedup();
+    Ok(StoredCrl {
+        issuer: hex::encode(crl.tbs_cert_list.issuer.as_raw()),
+        serials,
+        next_update: crl.next_update().map(|t| t.timestamp()).unwrap_or(0),
+        pem: text,
+    })
 }
 
 fn secret_hash(a: &Active, secret: &str) -> String {
@@ -364,8 +517,23 @@ pub(crate) async fn handle(
     sub: &str,
     req: &Request,
 ) -> ApiResult<Response> {
-    let parts: Vec<&str> = sub.split('/').collect();
+    let mut parts: Vec<&str> = sub.split('/').collect();
     let b = base(m);
+    if m.kind == "cert" {
+        match parts.as_slice() {
+            ["certs", ..] => parts[0] = "role",
+            ["crls"] => {
+                let names = a.list(&format!("{b}crl/")).await?;
+                return if names.is_empty() {
+                    Err(ApiError::NotFound)
+                } else {
+                    Response::list(names)
+                };
+            }
+            ["crls", name] => return crl_op(a, m, name, req).await,
+            _ => {}
+        }
+    }
     match (parts.as_slice(), req.op) {
         (["config"], Read) => {
             let v = match m.kind.as_str() {
@@ -407,6 +575,7 @@ pub(crate) async fn handle(
             let v = match m.kind.as_str() {
                 "approle" => a.get_json::<AppRole>(&key).await?.map(|r| r.to_json()),
                 "kubernetes" => a.get_json::<KubeRole>(&key).await?.map(|r| r.to_json()),
+                "cert" => a.get_json::<CertRole>(&key).await?.map(|r| r.to_json()),
                 _ => a.get_json::<JwtRole>(&key).await?.map(|r| r.to_json()),
             };
             v.map(Response::data).ok_or(ApiError::NotFound)
@@ -452,6 +621,34 @@ pub(crate) async fn handle(
             secret_id_op(a, m, name, &key, op).await
         }
         _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+async fn crl_op(a: &Active, m: &MountEntry, name: &str, req: &Request) -> ApiResult<Response> {
+    valid_name(name)?;
+    let key = format!("{}crl/{name}", base(m));
+    match req.op {
+        Read => {
+            let c: StoredCrl = a.get_json(&key).await?.ok_or(ApiError::NotFound)?;
+            Ok(Response::data(json!({
+                "crl": c.pem,
+                "serials": c.serials,
+                "next_update": c.next_update,
+            })))
+        }
+        Delete => {
+            a.write(vec![Plain::Delete(key)]).await?;
+            Ok(Response::empty())
+        }
+        _ => {
+            if let Some(k) = req.data.keys().find(|k| k.as_str() != "crl") {
+                return Err(ApiError::bad(format!("unknown field {k:?}")));
+            }
+            let c = parse_crl(req)?;
+            a.write(vec![Plain::Put(key, serde_json::to_vec(&c)?)])
+                .await?;
+            Ok(Response::empty())
+        }
     }
 }
 
@@ -519,6 +716,11 @@ async fn write_role(
         }
         "kubernetes" => {
             let mut r: KubeRole = a.get_json(&key).await?.unwrap_or_default();
+            r.update(data)?;
+            bytes = serde_json::to_vec(&r)?;
+        }
+        "cert" => {
+            let mut r: CertRole = a.get_json(&key).await?.unwrap_or_default();
             r.update(data)?;
             bytes = serde_json::to_vec(&r)?;
         }

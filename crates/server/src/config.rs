@@ -68,7 +68,8 @@ pub enum ClientAuth {
     /// Do not ask for a client certificate.
     #[default]
     None,
-    /// Ask; verify if presented (for cert login).
+    /// Ask. With `tls_client_ca_file`, a presented certificate must chain to it; without,
+    /// any certificate is accepted at the TLS layer and the `cert` login method judges it.
     Request,
     /// Require a valid client certificate.
     Require,
@@ -112,6 +113,8 @@ pub enum SealConfig {
 struct RawLimits {
     max_request_bytes: Option<usize>,
     request_timeout: Option<String>,
+    login_rate: Option<f64>,
+    login_burst: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -144,12 +147,16 @@ struct RawConfig {
 }
 
 /// Request limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Largest request body accepted (Vault's default is 32 MiB).
     pub max_request_bytes: usize,
     /// Per-request timeout in seconds (Vault's default is 90 s).
     pub request_timeout_secs: u64,
+    /// Logins per second per (auth mount, role, source address); 0 disables the limit.
+    pub login_rate: f64,
+    /// Burst of logins allowed above `login_rate`.
+    pub login_burst: u32,
 }
 
 impl Default for Limits {
@@ -157,6 +164,8 @@ impl Default for Limits {
         Limits {
             max_request_bytes: 32 * 1024 * 1024,
             request_timeout_secs: 90,
+            login_rate: 20.0,
+            login_burst: 50,
         }
     }
 }
@@ -236,13 +245,13 @@ impl Config {
             })?;
             readable("listener.tls_cert_file", cert)?;
             readable("listener.tls_key_file", key)?;
-            if l.tls_client_auth != ClientAuth::None {
-                let ca = l.tls_client_ca_file.as_ref().ok_or_else(|| {
-                    invalid(
-                        "listener.tls_client_ca_file",
-                        "is required when tls_client_auth is request or require",
-                    )
-                })?;
+            if l.tls_client_auth == ClientAuth::Require && l.tls_client_ca_file.is_none() {
+                return Err(invalid(
+                    "listener.tls_client_ca_file",
+                    "is required when tls_client_auth is require",
+                ));
+            }
+            if let Some(ca) = &l.tls_client_ca_file {
                 readable("listener.tls_client_ca_file", ca)?;
             }
         }
@@ -293,6 +302,21 @@ impl Config {
             if limits.request_timeout_secs == 0 {
                 return Err(invalid("limits.request_timeout", "must be positive"));
             }
+        }
+        if let Some(r) = raw.limits.login_rate {
+            if !r.is_finite() || r < 0.0 {
+                return Err(invalid(
+                    "limits.login_rate",
+                    "must be a non-negative number (0 disables the limit)",
+                ));
+            }
+            limits.login_rate = r;
+        }
+        if let Some(b) = raw.limits.login_burst {
+            if b == 0 {
+                return Err(invalid("limits.login_burst", "must be positive"));
+            }
+            limits.login_burst = b;
         }
         let ttl = |v: &Option<String>, name: &'static str| -> Result<u64, ConfigError> {
             match v {

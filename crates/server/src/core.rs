@@ -317,6 +317,8 @@ pub struct Core {
     unseal: tokio::sync::Mutex<UnsealProgress>,
     pub(crate) metrics: Metrics,
     pub(crate) started: i64,
+    /// Login rate limit per (auth mount, role, source).
+    pub(crate) login_limiter: crate::ratelimit::LoginLimiter,
 }
 
 /// The result of `sys/init`.
@@ -340,7 +342,10 @@ impl Core {
         } else {
             State::Uninitialized
         };
+        let login_limiter =
+            crate::ratelimit::LoginLimiter::new(cfg.limits.login_rate, cfg.limits.login_burst);
         Ok(Arc::new(Core {
+            login_limiter,
             store,
             cfg,
             state: RwLock::new(state),

@@ -31,6 +31,11 @@ pub enum ApiError {
     /// 413.
     #[error("request body too large: the limit is {0} bytes")]
     TooLarge(usize),
+    /// 429: too many logins from this source for this role; retry after the given seconds.
+    #[error(
+        "rate limit exceeded: too many logins for this role from this address; retry in {0} s"
+    )]
+    RateLimited(u64),
     /// 503 while sealed.
     #[error("Custos is sealed")]
     Sealed,
@@ -51,6 +56,7 @@ impl ApiError {
             ApiError::NoRoute(_) | ApiError::NotFound => 404,
             ApiError::MethodNotAllowed => 405,
             ApiError::TooLarge(_) => 413,
+            ApiError::RateLimited(_) => 429,
             ApiError::Sealed => 503,
             ApiError::Timeout(_) => 504,
             ApiError::Internal(_) => 500,

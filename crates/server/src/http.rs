@@ -32,6 +32,10 @@ fn error_response(e: &ApiError, head: bool) -> axum::response::Response {
     *r.status_mut() = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/json"));
+    if let ApiError::RateLimited(secs) = e {
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from(*secs));
+    }
     r
 }
 
@@ -211,6 +215,7 @@ async fn build_request(
         remote_addr: remote,
         head: method == Method::HEAD,
         raw_body,
+        peer_certs: Vec::new(),
     })
 }
 
@@ -218,6 +223,7 @@ async fn build_request(
 pub async fn handle(
     State(core): State<Arc<Core>>,
     remote: Option<Extension<ConnectInfo<SocketAddr>>>,
+    peer: Option<Extension<crate::listener::PeerCertificates>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -228,7 +234,10 @@ pub async fn handle(
     let timeout = Duration::from_secs(core.cfg.limits.request_timeout_secs);
     let remote = remote.map(|Extension(ConnectInfo(a))| a);
     let work = async {
-        let req = build_request(&core, &method, &uri, &headers, body, remote).await?;
+        let mut req = build_request(&core, &method, &uri, &headers, body, remote).await?;
+        if let Some(Extension(p)) = peer {
+            req.peer_certs = p.0.iter().map(|c| c.as_ref().to_vec()).collect();
+        }
         let id = req.id.clone();
         let r = core.handle(req).await?;
         Ok::<_, ApiError>((id, r))

@@ -28,6 +28,7 @@ pub mod mounts;
 mod pki;
 mod pki_tidy;
 mod policy;
+mod ratelimit;
 mod router;
 pub mod seal;
 pub mod token;
@@ -146,6 +147,7 @@ pub async fn start_dev(
             remote_addr: None,
             head: false,
             raw_body: None,
+            peer_certs: Vec::new(),
         };
         a.enable_mount("secret", &req).await?;
     }

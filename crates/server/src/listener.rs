@@ -61,6 +61,73 @@ fn load_certs(
     Ok(certs)
 }
 
+/// `tls_client_auth = "request"` without a client CA: asks for a certificate, accepts any
+/// well-formed one with a valid handshake signature (proof of key possession), and leaves
+/// the chain, validity, names and revocation to the `cert` login method, which knows which
+/// CAs each role trusts. This is what Vault's listener does for its cert method. Requests
+/// that present no certificate proceed unauthenticated, as with any other client.
+#[derive(Debug)]
+struct AnyClientCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::server::danger::ClientCertVerifier for AnyClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        use x509_parser::prelude::FromDer as _;
+        x509_parser::certificate::X509Certificate::from_der(end_entity.as_ref()).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// Builds the rustls server config for a listener (None when TLS is disabled).
 pub fn tls_config(l: &ListenerConfig) -> Result<Option<Arc<rustls::ServerConfig>>, ListenError> {
     if l.tls_disable {
@@ -85,6 +152,9 @@ pub fn tls_config(l: &ListenerConfig) -> Result<Option<Arc<rustls::ServerConfig>
         .map_err(|e| tls_err("listener", e))?;
     let builder = match l.tls_client_auth {
         ClientAuth::None => builder.with_no_client_auth(),
+        ClientAuth::Request if l.tls_client_ca_file.is_none() => {
+            builder.with_client_cert_verifier(Arc::new(AnyClientCert(provider.clone())))
+        }
         mode => {
             let ca = l.tls_client_ca_file.as_ref().ok_or_else(|| {
                 tls_err("listener.tls_client_ca_file", "required for client auth")

@@ -25,6 +25,8 @@ pub struct Request {
     pub head: bool,
     /// The body, unparsed, for binary protocols (`application/ocsp-request`).
     pub raw_body: Option<Vec<u8>>,
+    /// The TLS client certificate chain (DER, leaf first), when one was presented.
+    pub peer_certs: Vec<Vec<u8>>,
 }
 
 impl Request {

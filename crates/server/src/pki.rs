@@ -374,6 +374,51 @@ async fn load_issuer(a: &Active, m: &MountEntry, reference: &str) -> ApiResult<A
     Ok(l)
 }
 
+/// Revocation as Custos's own PKI knows it, for certificate login: if a PKI mount holds the
+/// issuer `issuer_der`, says why the certificate `serial` (or that issuer) is revoked, if it
+/// is. Certificates of CAs no mount holds are not judged here.
+pub(crate) async fn local_revocation(
+    a: &Active,
+    issuer_der: &[u8],
+    serial: &[u8],
+) -> ApiResult<Option<String>> {
+    let mounts: Vec<MountEntry> = a
+        .mounts
+        .read()
+        .await
+        .entries
+        .iter()
+        .filter(|m| m.kind == "pki")
+        .cloned()
+        .collect();
+    let serial = issue::serial_hex(serial);
+    for m in &mounts {
+        for id in a.list(&format!("{}issuer/", base(m))).await? {
+            let Some(e) = a
+                .get_json::<IssuerEntry>(&format!("{}issuer/{id}", base(m)))
+                .await?
+            else {
+                continue;
+            };
+            if pem_to_der(&e.certificate).ok().as_deref() != Some(issuer_der) {
+                continue;
+            }
+            if e.revoked {
+                return Ok(Some(format!(
+                    "the issuing CA {} of the client certificate is revoked",
+                    e.issuer_id
+                )));
+            }
+            if let Some(row) = a.store.get_cert(&m.uuid, &serial).await? {
+                if row.issuer_id == e.issuer_id && row.revoked_at.is_some() {
+                    return Ok(Some(format!("client certificate {serial} is revoked")));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
 fn invalidate(a: &Active, m: &MountEntry) {
     forget_parsed(a, m);
     let prefix = format!("{}/", m.uuid);

@@ -336,6 +336,10 @@ fn bool_field(req: &Request, k: &str) -> ApiResult<bool> {
 /// failed ones included; credentials in the body are HMACed like every audited string.
 async fn audited_login(core: &Arc<Core>, m: &MountEntry, req: &Request) -> ApiResult<Response> {
     let a = core.active().ok_or(ApiError::Sealed)?;
+    // Throttled before any work (signature checks, key fetches, audit writes) is spent.
+    core.login_limiter
+        .take(&crate::auth_methods::limit_key(m, req))
+        .map_err(ApiError::RateLimited)?;
     let auth = AuditAuth {
         token: None,
         accessor: String::new(),

@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use serde_json::Value;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 
 /// The PostgreSQL URL for tests: `CUSTOS_TEST_PG_URL`, else the local default.
@@ -136,4 +138,149 @@ pub async fn config_server(
     let text = text.replace("{dir}", &dir.path().display().to_string());
     let cfg = custos_server::Config::parse(&text).unwrap();
     (custos_server::start(&cfg).await.unwrap(), dir)
+}
+
+/// Runs the OpenSSL CLI in `dir`, panicking with its stderr on failure.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl CLI is required");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Generates with the OpenSSL CLI: ca.pem/ca.key, server.pem/server.key (SAN 127.0.0.1),
+/// client.pem/client.key (clientAuth, an SBA-style `urn:uuid:` URI SAN).
+pub fn openssl_test_pki(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Custos Test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    for (name, eku, san) in [
+        ("server", "serverAuth", "IP:127.0.0.1"),
+        (
+            "client",
+            "clientAuth",
+            "URI:urn:uuid:4947a69a-f61b-4bc1-b9da-47c9c5d14b64",
+        ),
+    ] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        );
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("subjectAltName={san}\nextendedKeyUsage={eku}\nbasicConstraints=CA:FALSE\n"),
+        )
+        .unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "1",
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+    }
+}
+
+/// A TLS server (SQLite, `tls_client_auth = "request"` with no client CA, so any client
+/// certificate reaches the `cert` login method), initialised 1-of-1 and unsealed. TLS
+/// material comes from [`openssl_test_pki`] in `dir`. Returns the server, a client that
+/// trusts its certificate (`identity`: an optional PEM cert+key to present) and the root token.
+pub async fn tls_server(
+    dir: tempfile::TempDir,
+    extra: &str,
+) -> (custos_server::Running, tempfile::TempDir, Api, String) {
+    openssl_test_pki(dir.path());
+    let cfg = format!(
+        "[storage]\nbackend = \"sqlite\"\npath = \"{{dir}}/custos.db\"\n[listener]\naddress = \"127.0.0.1:0\"\ntls_cert_file = \"{{dir}}/server.pem\"\ntls_key_file = \"{{dir}}/server.key\"\ntls_client_auth = \"request\"\n{extra}"
+    );
+    let (r, dir) = config_server(&cfg, Some(dir)).await;
+    let api = Api::tls(r.addr.port(), dir.path(), None);
+    let (st, v) = api
+        .call(
+            "PUT",
+            "sys/init",
+            None,
+            Some(json!({"secret_shares": 1, "secret_threshold": 1})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let key = v["keys"][0].as_str().unwrap().to_string();
+    let root = v["root_token"].as_str().unwrap().to_string();
+    let (st, v) = api
+        .call("PUT", "sys/unseal", None, Some(json!({"key": key})))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    (r, dir, api, root)
+}
+
+impl Api {
+    /// A client of `https://127.0.0.1:port` trusting `dir/ca.pem`, presenting `identity`
+    /// (PEM certificate followed by its key) if given.
+    pub fn tls(port: u16, dir: &Path, identity: Option<&[u8]>) -> Self {
+        let ca =
+            reqwest::Certificate::from_pem(&std::fs::read(dir.join("ca.pem")).unwrap()).unwrap();
+        let mut b = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .tls_certs_only([ca]);
+        if let Some(pem) = identity {
+            b = b.identity(reqwest::Identity::from_pem(pem).unwrap());
+        }
+        Api {
+            base: format!("https://127.0.0.1:{port}"),
+            http: b.build().unwrap(),
+        }
+    }
 }
