@@ -1,5 +1,6 @@
 //! Command-line definitions; one module per subcommand group.
 
+mod agent;
 mod audit;
 mod bench;
 mod generic;
@@ -43,6 +44,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Server(server::ServerArgs),
+    /// Keep certificates fresh: log in, issue or sign, render atomically, renew, reload.
+    Agent(agent::AgentArgs),
     /// Initialise, unseal, seal, rotate.
     #[command(subcommand)]
     Operator(operator::OperatorCmd),
@@ -116,6 +119,7 @@ pub fn kv_args(args: &[String]) -> CliResult<serde_json::Map<String, serde_json:
 pub async fn run(cli: Cli) -> CliResult<()> {
     match &cli.cmd {
         Command::Server(a) => server::run(a).await,
+        Command::Agent(a) => agent::run(a).await,
         Command::Operator(c) => operator::run(&cli, c).await,
         Command::Status => operator::status(&cli).await,
         Command::Token(c) => token::run(&cli, c).await,

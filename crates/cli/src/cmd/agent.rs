@@ -1,0 +1,54 @@
+//! `custos agent --config agent.toml`: see the `custos-agent` crate.
+
+use crate::client::{CliError, CliResult};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// The agent configuration (TOML).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+pub async fn run(a: &AgentArgs) -> CliResult<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&a.log_level)
+        .map_err(|e| CliError::Usage(format!("--log-level: {e}")))?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let text = std::fs::read_to_string(&a.config).map_err(|source| CliError::Io {
+        what: format!("reading {}", a.config.display()),
+        source,
+    })?;
+    let base = a
+        .config
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    let cfg = custos_agent::config::AgentConfig::parse(&text, &base)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", a.config.display())))?;
+    custos_agent::run(cfg, shutdown_signal())
+        .await
+        .map_err(|e| CliError::Other(e.to_string()))
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
