@@ -149,7 +149,15 @@ fn client(cfg: &AgentConfig, identity: Option<reqwest::Identity>) -> Result<reqw
     if let Some(i) = identity {
         b = b.identity(i);
     }
-    b.build().map_err(|e| e.to_string())
+    b.build().map_err(|e| {
+        let mut m = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            m.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        m
+    })
 }
 
 fn errors_of(v: &Value) -> String {
@@ -234,13 +242,15 @@ async fn login(s: &Shared) -> Result<(Zeroizing<String>, u64), CallError> {
                 std::fs::read(cert_file)
                     .map_err(|e| CallError::Refused(0, format!("reading {cert_file:?}: {e}")))?,
             );
+            pem.push(b'\n');
             pem.extend(
                 std::fs::read(key_file)
                     .map_err(|e| CallError::Refused(0, format!("reading {key_file:?}: {e}")))?,
             );
             let id = reqwest::Identity::from_pem(&pem)
                 .map_err(|e| CallError::Refused(0, format!("client certificate: {e}")))?;
-            http = client(&s.cfg, Some(id)).map_err(|e| CallError::Refused(0, e))?;
+            http = client(&s.cfg, Some(id))
+                .map_err(|e| CallError::Refused(0, format!("client certificate: {e}")))?;
         }
     }
     let body = Value::Object(body);
