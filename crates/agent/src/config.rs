@@ -40,7 +40,10 @@ fn mode(setting: &str, m: &Option<RawMode>, default: u32) -> Result<u32, ConfigE
             .map_err(|_| err(setting, format!("{s:?} is not an octal file mode")))?,
     };
     if v > 0o777 {
-        return Err(err(setting, "must be a permission mode between 0 and 0o777"));
+        return Err(err(
+            setting,
+            "must be a permission mode between 0 and 0o777",
+        ));
     }
     Ok(v)
 }
@@ -327,7 +330,13 @@ pub struct AgentConfig {
     pub health: Option<SocketAddr>,
 }
 
-fn fraction(setting: &str, v: Option<f64>, default: f64, lo: f64, hi: f64) -> Result<f64, ConfigError> {
+fn fraction(
+    setting: &str,
+    v: Option<f64>,
+    default: f64,
+    lo: f64,
+    hi: f64,
+) -> Result<f64, ConfigError> {
     let v = v.unwrap_or(default);
     if !(v.is_finite() && v >= lo && v <= hi) {
         return Err(err(setting, format!("must be between {lo} and {hi}")));
@@ -393,7 +402,10 @@ impl AgentConfig {
                 }
             };
             let cert_file = abs(&c.cert_file);
-            let dir = cert_file.parent().map(Path::to_path_buf).unwrap_or_default();
+            let dir = cert_file
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
             let mut files = vec![cert_file.clone(), abs(&c.key_file)];
             files.extend(
                 [&c.chain_file, &c.ca_file, &c.bundle_file]
@@ -434,7 +446,8 @@ impl AgentConfig {
                     "give a common_name, alt_names or an nf_instance_id",
                 ));
             }
-            let renew_fraction = fraction(&s("renew_fraction"), c.renew_fraction, 2.0 / 3.0, 0.1, 0.95)?;
+            let renew_fraction =
+                fraction(&s("renew_fraction"), c.renew_fraction, 2.0 / 3.0, 0.1, 0.95)?;
             let stagger = fraction(&s("stagger"), c.stagger, 0.1, 0.0, 0.5)?;
             let jitter = fraction(&s("jitter"), c.jitter, 0.02, 0.0, 0.2)?;
             if renew_fraction - stagger - jitter < 0.05 {
@@ -445,7 +458,12 @@ impl AgentConfig {
             }
             certificates.push(CertConfig {
                 name: c.name.clone(),
-                mount: c.mount.clone().unwrap_or_else(|| "pki".into()).trim_matches('/').into(),
+                mount: c
+                    .mount
+                    .clone()
+                    .unwrap_or_else(|| "pki".into())
+                    .trim_matches('/')
+                    .into(),
                 role: c.role.clone(),
                 operation,
                 common_name: cn,
@@ -509,60 +527,71 @@ fn auth_config(
     abs: &dyn Fn(&Path) -> PathBuf,
 ) -> Result<AuthConfig, ConfigError> {
     let need = |v: &Option<PathBuf>, k: &str| {
-        v.as_deref()
-            .map(abs)
-            .ok_or_else(|| err(format!("auto_auth.{k}"), format!("is required for method {:?}", r.method)))
+        v.as_deref().map(abs).ok_or_else(|| {
+            err(
+                format!("auto_auth.{k}"),
+                format!("is required for method {:?}", r.method),
+            )
+        })
     };
     let role = |req: bool| -> Result<Option<String>, ConfigError> {
         match (&r.role, req) {
             (Some(x), _) if !x.is_empty() => Ok(Some(x.clone())),
-            (_, true) => Err(err("auto_auth.role", format!("is required for method {:?}", r.method))),
+            (_, true) => Err(err(
+                "auto_auth.role",
+                format!("is required for method {:?}", r.method),
+            )),
             _ => Ok(None),
         }
     };
-    let method = match r.method.as_str() {
-        "approle" => AuthMethod::AppRole {
-            role_id_file: need(&r.role_id_file, "role_id_file")?,
-            secret_id_file: r.secret_id_file.as_deref().map(abs),
-        },
-        "jwt" | "oidc" => AuthMethod::Jwt {
-            role: role(true)?.unwrap_or_default(),
-            jwt_file: need(&r.jwt_file, "jwt_file")?,
-        },
-        "kubernetes" => AuthMethod::Jwt {
-            role: role(true)?.unwrap_or_default(),
-            jwt_file: r
-                .jwt_file
-                .as_deref()
-                .map(abs)
-                .unwrap_or_else(|| "/var/run/secrets/kubernetes.io/serviceaccount/token".into()),
-        },
-        "cert" => {
-            let (cert_file, key_file) = match &r.certificate {
-                Some(name) => {
-                    let c = certs.iter().find(|c| &c.name == name).ok_or_else(|| {
-                        err("auto_auth.certificate", format!("no certificate block is named {name:?}"))
-                    })?;
-                    (c.cert_file.clone(), c.key_file.clone())
+    let method =
+        match r.method.as_str() {
+            "approle" => AuthMethod::AppRole {
+                role_id_file: need(&r.role_id_file, "role_id_file")?,
+                secret_id_file: r.secret_id_file.as_deref().map(abs),
+            },
+            "jwt" | "oidc" => AuthMethod::Jwt {
+                role: role(true)?.unwrap_or_default(),
+                jwt_file: need(&r.jwt_file, "jwt_file")?,
+            },
+            "kubernetes" => AuthMethod::Jwt {
+                role: role(true)?.unwrap_or_default(),
+                jwt_file: r.jwt_file.as_deref().map(abs).unwrap_or_else(|| {
+                    "/var/run/secrets/kubernetes.io/serviceaccount/token".into()
+                }),
+            },
+            "cert" => {
+                let (cert_file, key_file) = match &r.certificate {
+                    Some(name) => {
+                        let c = certs.iter().find(|c| &c.name == name).ok_or_else(|| {
+                            err(
+                                "auto_auth.certificate",
+                                format!("no certificate block is named {name:?}"),
+                            )
+                        })?;
+                        (c.cert_file.clone(), c.key_file.clone())
+                    }
+                    None => (
+                        need(&r.client_cert, "client_cert")?,
+                        need(&r.client_key, "client_key")?,
+                    ),
+                };
+                AuthMethod::Cert {
+                    role: role(false)?,
+                    cert_file,
+                    key_file,
                 }
-                None => (need(&r.client_cert, "client_cert")?, need(&r.client_key, "client_key")?),
-            };
-            AuthMethod::Cert {
-                role: role(false)?,
-                cert_file,
-                key_file,
             }
-        }
-        "token" => AuthMethod::Token {
-            token_file: need(&r.token_file, "token_file")?,
-        },
-        m => {
-            return Err(err(
-                "auto_auth.method",
-                format!("{m:?}: use approle, jwt, oidc, kubernetes, cert or token"),
-            ))
-        }
-    };
+            "token" => AuthMethod::Token {
+                token_file: need(&r.token_file, "token_file")?,
+            },
+            m => {
+                return Err(err(
+                    "auto_auth.method",
+                    format!("{m:?}: use approle, jwt, oidc, kubernetes, cert or token"),
+                ))
+            }
+        };
     let mount_path = r
         .mount_path
         .clone()
@@ -572,7 +601,10 @@ fn auth_config(
         .to_string();
     let mut sinks = Vec::new();
     for (i, s) in r.sink.iter().enumerate() {
-        sinks.push((abs(&s.path), mode(&format!("auto_auth.sink[{i}].mode"), &s.mode, 0o600)?));
+        sinks.push((
+            abs(&s.path),
+            mode(&format!("auto_auth.sink[{i}].mode"), &s.mode, 0o600)?,
+        ));
     }
     Ok(AuthConfig {
         method,
@@ -631,20 +663,53 @@ mod tests {
     fn every_bad_setting_is_named() {
         let cases = [
             (format!("{BASE}{CERT}unknown = 1\n"), "agent.toml"),
-            (format!("{BASE}{CERT}").replace("http://127.0.0.1:8200", "ftp://x"), "server.address"),
-            (format!("{BASE}{CERT}key_mode = 0o1777\n"), "certificate[0].key_mode"),
-            (format!("{BASE}{CERT}key_mode = \"rw\"\n"), "certificate[0].key_mode"),
-            (format!("{BASE}{CERT}renew_fraction = 1.5\n"), "certificate[0].renew_fraction"),
-            (format!("{BASE}{CERT}nf_instance_id = \"../etc\"\n"), "certificate[0].nf_instance_id"),
-            (format!("{BASE}{CERT}operation = \"steal\"\n"), "certificate[0].operation"),
-            (format!("{BASE}{CERT}key_type = \"rsa\"\nkey_bits = 1024\n"), "certificate[0].key_bits"),
-            (format!("{BASE}{CERT}command = []\n"), "certificate[0].command"),
+            (
+                format!("{BASE}{CERT}").replace("http://127.0.0.1:8200", "ftp://x"),
+                "server.address",
+            ),
+            (
+                format!("{BASE}{CERT}key_mode = 0o1777\n"),
+                "certificate[0].key_mode",
+            ),
+            (
+                format!("{BASE}{CERT}key_mode = \"rw\"\n"),
+                "certificate[0].key_mode",
+            ),
+            (
+                format!("{BASE}{CERT}renew_fraction = 1.5\n"),
+                "certificate[0].renew_fraction",
+            ),
+            (
+                format!("{BASE}{CERT}nf_instance_id = \"../etc\"\n"),
+                "certificate[0].nf_instance_id",
+            ),
+            (
+                format!("{BASE}{CERT}operation = \"steal\"\n"),
+                "certificate[0].operation",
+            ),
+            (
+                format!("{BASE}{CERT}key_type = \"rsa\"\nkey_bits = 1024\n"),
+                "certificate[0].key_bits",
+            ),
+            (
+                format!("{BASE}{CERT}command = []\n"),
+                "certificate[0].command",
+            ),
             (format!("{BASE}{CERT}{CERT}"), "certificate[1].name"),
             (BASE.replace("approle", "magic") + CERT, "auto_auth.method"),
-            (BASE.replace("role_id_file = \"rid\"\n", "") + CERT, "auto_auth.role_id_file"),
-            (format!("{BASE}"), "certificate"),
-            (format!("{BASE}{CERT}[backoff]\nmin = \"10s\"\nmax = \"1s\"\n"), "backoff.max"),
-            (format!("{BASE}{CERT}[health]\naddress = \"nowhere\"\n"), "health.address"),
+            (
+                BASE.replace("role_id_file = \"rid\"\n", "") + CERT,
+                "auto_auth.role_id_file",
+            ),
+            (BASE.to_string(), "certificate"),
+            (
+                format!("{BASE}{CERT}[backoff]\nmin = \"10s\"\nmax = \"1s\"\n"),
+                "backoff.max",
+            ),
+            (
+                format!("{BASE}{CERT}[health]\naddress = \"nowhere\"\n"),
+                "health.address",
+            ),
         ];
         for (t, setting) in cases {
             let e = parse(&t).expect_err(&t);

@@ -192,12 +192,16 @@ pub fn load_existing(c: &CertConfig, now: i64) -> Result<OnDisk, Unusable> {
     }
     if let Some(id) = &c.nf_instance_id {
         let want = format!("urn:uuid:{id}");
-        let has = x.subject_alternative_name().ok().flatten().is_some_and(|san| {
-            san.value
-                .general_names
-                .iter()
-                .any(|n| matches!(n, GeneralName::URI(u) if u.eq_ignore_ascii_case(&want)))
-        });
+        let has = x
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .is_some_and(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .any(|n| matches!(n, GeneralName::URI(u) if u.eq_ignore_ascii_case(&want)))
+            });
         if !has {
             return Err(Unusable::Invalid(format!(
                 "the certificate does not carry the configured NF instance ID {id}"
@@ -243,7 +247,10 @@ mod tests {
         render(&c, &m2).unwrap();
         let second = load_existing(&c, 0).unwrap();
         assert_ne!(first.serial, second.serial);
-        assert_eq!(std::fs::read_to_string(&c.cert_file).unwrap().trim(), m2.cert.trim());
+        assert_eq!(
+            std::fs::read_to_string(&c.cert_file).unwrap().trim(),
+            m2.cert.trim()
+        );
         let meta = std::fs::metadata(&c.key_file).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         let meta = std::fs::metadata(&c.cert_file).unwrap();

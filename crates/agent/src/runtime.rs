@@ -135,7 +135,10 @@ struct Shared {
     metrics: Metrics,
 }
 
-fn client(cfg: &AgentConfig, identity: Option<reqwest::Identity>) -> Result<reqwest::Client, String> {
+fn client(
+    cfg: &AgentConfig,
+    identity: Option<reqwest::Identity>,
+) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder()
         .timeout(cfg.server.timeout)
         .connect_timeout(cfg.server.timeout)
@@ -195,7 +198,10 @@ async fn call(
     match status {
         200..=299 => Ok(v),
         403 => Err(CallError::Denied(errors_of(&v))),
-        500..=599 | 429 => Err(CallError::Unreachable(format!("HTTP {status}: {}", errors_of(&v)))),
+        500..=599 | 429 => Err(CallError::Unreachable(format!(
+            "HTTP {status}: {}",
+            errors_of(&v)
+        ))),
         s => Err(CallError::Refused(s, errors_of(&v))),
     }
 }
@@ -260,7 +266,10 @@ async fn login(s: &Shared) -> Result<(Zeroizing<String>, u64), CallError> {
         .get("client_token")
         .and_then(Value::as_str)
         .ok_or_else(|| CallError::Unreachable("login answer has no auth.client_token".into()))?;
-    let ttl = auth.get("lease_duration").and_then(Value::as_u64).unwrap_or(0);
+    let ttl = auth
+        .get("lease_duration")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
     Ok((Zeroizing::new(tok.to_string()), ttl))
 }
 
@@ -406,7 +415,12 @@ async fn obtain(s: &Shared, c: &CertConfig, token: &str) -> Result<Material, Cal
     let mut chain: Vec<String> = d
         .get("ca_chain")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     if chain.is_empty() {
         chain.extend(field("issuing_ca"));
@@ -442,15 +456,23 @@ async fn reload(s: &Shared, c: &CertConfig) {
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => {
                 let _ = child.kill().await;
-                Err(format!("timed out after {:?} and was killed", c.command_timeout))
+                Err(format!(
+                    "timed out after {:?} and was killed",
+                    c.command_timeout
+                ))
             }
         },
     };
     let ms = start.elapsed().as_millis() as u64;
     match outcome {
-        Ok(()) => tracing::info!(certificate = %c.name, command = %prog, ms, "reload command succeeded"),
+        Ok(()) => {
+            tracing::info!(certificate = %c.name, command = %prog, ms, "reload command succeeded")
+        }
         Err(e) => {
-            s.metrics.block(&c.name).reload_failures.fetch_add(1, Relaxed);
+            s.metrics
+                .block(&c.name)
+                .reload_failures
+                .fetch_add(1, Relaxed);
             tracing::error!(certificate = %c.name, command = %prog, ms, error = %e, "reload command failed");
         }
     }
@@ -553,11 +575,21 @@ async fn cert_task(s: Arc<Shared>, c: CertConfig, mut stop: watch::Receiver<bool
                 next = now_unix() as f64 + delay.as_secs_f64();
                 let left = current.as_ref().map(|d| d.not_after - now_unix());
                 match left {
-                    Some(l) if l <= 0 => tracing::error!(certificate = %c.name, error = %e, retry_in_s = delay.as_secs(), "renewal failed and the certificate in place HAS EXPIRED; keeping it until a new one arrives"),
-                    Some(l) if (l as f64) < plan.window(current.as_ref().map_or(0, |d| d.not_before), current.as_ref().map_or(0, |d| d.not_after)) / 2.0 => {
+                    Some(l) if l <= 0 => {
+                        tracing::error!(certificate = %c.name, error = %e, retry_in_s = delay.as_secs(), "renewal failed and the certificate in place HAS EXPIRED; keeping it until a new one arrives")
+                    }
+                    Some(l)
+                        if (l as f64)
+                            < plan.window(
+                                current.as_ref().map_or(0, |d| d.not_before),
+                                current.as_ref().map_or(0, |d| d.not_after),
+                            ) / 2.0 =>
+                    {
                         tracing::error!(certificate = %c.name, error = %e, expires_in_s = l, retry_in_s = delay.as_secs(), "renewal failing and the certificate expires soon")
                     }
-                    _ => tracing::warn!(certificate = %c.name, error = %e, retry_in_s = delay.as_secs(), "renewal failed; the certificate in place stays"),
+                    _ => {
+                        tracing::warn!(certificate = %c.name, error = %e, retry_in_s = delay.as_secs(), "renewal failed; the certificate in place stays")
+                    }
                 }
             }
         }

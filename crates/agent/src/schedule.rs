@@ -38,7 +38,9 @@ impl Plan {
     /// `slot` comes from [`stagger_slot`], `random` is uniform in [0, 1).
     pub fn renew_at(&self, not_before: i64, not_after: i64, slot: f64, random: f64) -> f64 {
         let life = (not_after - not_before).max(0) as f64;
-        let f = self.renew_fraction - self.stagger * slot.clamp(0.0, 1.0) - self.jitter * random.clamp(0.0, 1.0);
+        let f = self.renew_fraction
+            - self.stagger * slot.clamp(0.0, 1.0)
+            - self.jitter * random.clamp(0.0, 1.0);
         not_before as f64 + life * f
     }
 
@@ -59,7 +61,11 @@ pub struct Backoff {
 impl Backoff {
     /// Starts at `min`, doubling to `max`.
     pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff { min, max, next: min }
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
     }
 
     /// The delay before the next attempt (`random` uniform in [0, 1)), and doubles the next.
@@ -67,7 +73,9 @@ impl Backoff {
         let base = self.next;
         self.next = (self.next * 2).min(self.max);
         let factor = 0.8 + 0.4 * random.clamp(0.0, 1.0);
-        base.mul_f64(factor).min(self.max).max(Duration::from_millis(100))
+        base.mul_f64(factor)
+            .min(self.max)
+            .max(Duration::from_millis(100))
     }
 
     /// After a success.
@@ -98,7 +106,14 @@ mod tests {
     fn uuid_like(i: u32) -> String {
         let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &i.to_be_bytes());
         let h = hex(d.as_ref());
-        format!("{}-{}-4{}-8{}-{}", &h[..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+        format!(
+            "{}-{}-4{}-8{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[13..16],
+            &h[17..20],
+            &h[20..32]
+        )
     }
 
     fn hex(b: &[u8]) -> String {
@@ -151,10 +166,16 @@ mod tests {
     fn same_instance_gets_the_same_slot_and_renewal_never_passes_the_nominal_point() {
         let id = "4947a69a-f61b-4bc1-b9da-47c9c5d14b64";
         assert_eq!(stagger_slot(id), stagger_slot(id));
-        assert_ne!(stagger_slot(id), stagger_slot("4947a69a-f61b-4bc1-b9da-47c9c5d14b65"));
+        assert_ne!(
+            stagger_slot(id),
+            stagger_slot("4947a69a-f61b-4bc1-b9da-47c9c5d14b65")
+        );
         for r in [0.0, 0.5, 0.999_999] {
             let t = PLAN.renew_at(0, 30, stagger_slot(id), r);
-            assert!(t <= 20.0 + 1e-9 && t >= 30.0 * (2.0 / 3.0 - 0.12) - 1e-9, "{t}");
+            assert!(
+                (30.0 * (2.0 / 3.0 - 0.12) - 1e-9..=20.0 + 1e-9).contains(&t),
+                "{t}"
+            );
         }
     }
 

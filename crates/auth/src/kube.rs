@@ -22,6 +22,11 @@ pub struct KubeConfig {
     pub token_reviewer_jwt: String,
     /// `pem_keys`: offline validation keys (the cluster's service-account signing keys).
     pub pem_keys: Vec<String>,
+    /// `jwks_url` (Custos extension): offline validation with the cluster's published
+    /// service-account issuer keys (`<issuer>/openid/v1/jwks`), fetched and cached like the
+    /// JWT method's. Trusts `kubernetes_ca_cert` when set.
+    #[serde(default)]
+    pub jwks_url: String,
     /// `issuer`: expected `iss` for offline validation.
     pub issuer: String,
     /// `disable_iss_validation`.
@@ -33,6 +38,7 @@ const CONFIG_FIELDS: &[&str] = &[
     "kubernetes_ca_cert",
     "token_reviewer_jwt",
     "pem_keys",
+    "jwks_url",
     "issuer",
     "disable_iss_validation",
     "disable_local_ca_jwt",
@@ -49,16 +55,23 @@ impl KubeConfig {
             kubernetes_ca_cert: str_of(d, "kubernetes_ca_cert")?,
             token_reviewer_jwt: str_of(d, "token_reviewer_jwt")?,
             pem_keys: list_pems(d, "pem_keys")?,
+            jwks_url: str_of(d, "jwks_url")?,
             issuer: str_of(d, "issuer")?,
             disable_iss_validation: bool_of(d, "disable_iss_validation", false)?,
         };
         let _ = bool_of(d, "disable_local_ca_jwt", false)?;
         // Vault requires kubernetes_host (hvac always sends it). When pem_keys are set, tokens
         // are validated offline with them and the API server is not called.
-        if c.kubernetes_host.is_empty() && c.pem_keys.is_empty() {
+        if c.kubernetes_host.is_empty() && c.pem_keys.is_empty() && c.jwks_url.is_empty() {
             return Err(AuthError::invalid(
-                "set kubernetes_host (TokenReview) and/or pem_keys (offline validation)",
+                "set kubernetes_host (TokenReview), or pem_keys or jwks_url (offline validation)",
             ));
+        }
+        let j = &c.jwks_url;
+        if !(j.is_empty() || j.starts_with("https://") || j.starts_with("http://")) {
+            return Err(AuthError::invalid(format!(
+                "jwks_url: {j:?} is not an http(s) URL"
+            )));
         }
         let h = &c.kubernetes_host;
         if !(h.is_empty() || h.starts_with("https://") || h.starts_with("http://")) {
@@ -78,6 +91,7 @@ impl KubeConfig {
             "kubernetes_host": self.kubernetes_host,
             "kubernetes_ca_cert": self.kubernetes_ca_cert,
             "pem_keys": self.pem_keys,
+            "jwks_url": self.jwks_url,
             "issuer": self.issuer,
             "disable_iss_validation": self.disable_iss_validation,
         })
@@ -243,4 +257,65 @@ pub fn service_account(claims: &Map<String, Value>) -> Result<ServiceAccount, Au
         ));
     }
     Ok(sa)
+}
+
+/// The body of a TokenReview (`authentication.k8s.io/v1`) for `jwt`, bound to `audience`
+/// if the role sets one.
+pub fn token_review_request(jwt: &str, audience: &str) -> Value {
+    let mut spec = json!({ "token": jwt });
+    if !audience.is_empty() {
+        spec["audiences"] = json!([audience]);
+    }
+    json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "spec": spec,
+    })
+}
+
+/// Reads the API server's TokenReview answer: the token must be authenticated, for a
+/// service account (`system:serviceaccount:<ns>:<name>`), and for the role's audience.
+pub fn service_account_from_review(v: &Value, audience: &str) -> Result<ServiceAccount, AuthError> {
+    let st = v
+        .get("status")
+        .ok_or_else(|| AuthError::denied("TokenReview answer has no status"))?;
+    if st.get("authenticated").and_then(Value::as_bool) != Some(true) {
+        let why = st
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("not authenticated");
+        return Err(AuthError::denied(format!(
+            "the Kubernetes API server rejected the token: {why}"
+        )));
+    }
+    let user = st.get("user").cloned().unwrap_or(Value::Null);
+    let username = s(user.get("username"));
+    let parts: Vec<&str> = username.split(':').collect();
+    let (namespace, name) = match parts.as_slice() {
+        ["system", "serviceaccount", ns, n] if !ns.is_empty() && !n.is_empty() => {
+            (ns.to_string(), n.to_string())
+        }
+        _ => {
+            return Err(AuthError::denied(format!(
+                "the token belongs to {username:?}, not a service account"
+            )))
+        }
+    };
+    if !audience.is_empty() {
+        let ok = st
+            .get("audiences")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(audience)));
+        if !ok {
+            return Err(AuthError::denied(format!(
+                "the token is not valid for audience {audience:?}"
+            )));
+        }
+    }
+    Ok(ServiceAccount {
+        namespace,
+        name,
+        uid: s(user.get("uid")),
+        legacy: false,
+    })
 }

@@ -92,9 +92,7 @@ async fn start_server(dir: &Path, port: u16) -> (Server, Api, String) {
     let s = Server::spawn(&cfg);
     let api = Api::tls(port, dir, None);
     wait_up(port).await;
-    let (st, v) = api
-        .call("PUT", "sys/init", None, Some(json!({})))
-        .await;
+    let (st, v) = api.call("PUT", "sys/init", None, Some(json!({}))).await;
     assert_eq!(st, 200, "{v}");
     let root = v["root_token"].as_str().unwrap().to_string();
     (s, api, root)
@@ -109,19 +107,69 @@ async fn ok(api: &Api, tok: &str, m: &str, p: &str, body: Value) -> Value {
 /// PKI with a 30-second SBA role, a policy allowing sign/issue on it, AppRole and cert login.
 /// Returns (role_id, secret_id).
 async fn setup_custos(api: &Api, root: &str) -> (String, String) {
-    ok(api, root, "POST", "sys/mounts/pki", json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}})).await;
+    ok(
+        api,
+        root,
+        "POST",
+        "sys/mounts/pki",
+        json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}}),
+    )
+    .await;
     ok(api, root, "POST", "pki/root/generate/internal", json!({"common_name": "NF CA", "key_type": "ec", "ttl": "8760h", "country": "DE", "organization": DOMAIN})).await;
-    ok(api, root, "POST", "pki/config/urls", json!({"crl_distribution_points": [format!("{}/v1/pki/crl", api.base)]})).await;
+    ok(
+        api,
+        root,
+        "POST",
+        "pki/config/urls",
+        json!({"crl_distribution_points": [format!("{}/v1/pki/crl", api.base)]}),
+    )
+    .await;
     ok(api, root, "POST", "pki/roles/sba", json!({"profile": "3gpp-sba", "key_type": "ec", "allowed_domains": DOMAIN, "allow_subdomains": true, "country": "DE", "organization": DOMAIN, "ttl": "30s", "max_ttl": "1h", "not_before_duration": "0s"})).await;
     ok(api, root, "PUT", "sys/policies/acl/nf", json!({"policy": "path \"pki/sign/sba\" { capabilities = [\"update\"] }\npath \"pki/issue/sba\" { capabilities = [\"update\"] }\n"})).await;
-    ok(api, root, "POST", "sys/auth/approle", json!({"type": "approle"})).await;
-    ok(api, root, "POST", "auth/approle/role/smf", json!({"token_policies": "nf", "token_ttl": "10m"})).await;
-    let rid = ok(api, root, "GET", "auth/approle/role/smf/role-id", json!({})).await["data"]["role_id"].as_str().unwrap().to_string();
-    let sid = ok(api, root, "POST", "auth/approle/role/smf/secret-id", json!({})).await["data"]["secret_id"].as_str().unwrap().to_string();
+    ok(
+        api,
+        root,
+        "POST",
+        "sys/auth/approle",
+        json!({"type": "approle"}),
+    )
+    .await;
+    ok(
+        api,
+        root,
+        "POST",
+        "auth/approle/role/smf",
+        json!({"token_policies": "nf", "token_ttl": "10m"}),
+    )
+    .await;
+    let rid = ok(api, root, "GET", "auth/approle/role/smf/role-id", json!({})).await["data"]
+        ["role_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sid = ok(
+        api,
+        root,
+        "POST",
+        "auth/approle/role/smf/secret-id",
+        json!({}),
+    )
+    .await["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     (rid, sid)
 }
 
-fn agent_config(dir: &Path, nf: &str, id: &str, port: u16, auth: &str, health: u16, backoff: &str) -> PathBuf {
+fn agent_config(
+    dir: &Path,
+    nf: &str,
+    id: &str,
+    port: u16,
+    auth: &str,
+    health: u16,
+    backoff: &str,
+) -> PathBuf {
     let d = dir.display();
     std::fs::create_dir_all(dir.join("rendered")).unwrap();
     let text = format!(
@@ -171,7 +219,9 @@ fn spawn_agent(cfg: &Path, log: &Path) -> Child {
 }
 
 fn lines(p: &Path) -> usize {
-    std::fs::read_to_string(p).map(|s| s.lines().count()).unwrap_or(0)
+    std::fs::read_to_string(p)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
 }
 
 async fn metric(health: u16, name: &str) -> Option<f64> {
@@ -212,9 +262,12 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn server_config(tls: &Path) -> Arc<rustls::ServerConfig> {
-    let v = rustls::server::WebPkiClientVerifier::builder_with_provider(roots(&tls.join("ca.pem")), provider())
-        .build()
-        .unwrap();
+    let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots(&tls.join("ca.pem")),
+        provider(),
+    )
+    .build()
+    .unwrap();
     Arc::new(
         rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -244,7 +297,12 @@ fn serial_of(der: &[u8]) -> String {
 
 /// The SMF stand-in: an mTLS server that reloads its certificate when its agent's reload
 /// command has run, answering each "ping" with the serial of the client certificate it saw.
-fn smf_standin(dir: PathBuf, port: u16, stop: Arc<AtomicBool>, seen_clients: Arc<Mutex<Vec<String>>>) {
+fn smf_standin(
+    dir: PathBuf,
+    port: u16,
+    stop: Arc<AtomicBool>,
+    seen_clients: Arc<Mutex<Vec<String>>>,
+) {
     let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     l.set_nonblocking(true).unwrap();
     let reloads = dir.join("reloads.log");
@@ -264,7 +322,11 @@ fn smf_standin(dir: PathBuf, port: u16, stop: Arc<AtomicBool>, seen_clients: Arc
         let mut tls = rustls::StreamOwned::new(conn, sock);
         let mut line = String::new();
         if BufReader::new(&mut tls).read_line(&mut line).is_ok() && line == "ping\n" {
-            let peer = tls.conn.peer_certificates().map(|c| serial_of(&c[0])).unwrap_or_default();
+            let peer = tls
+                .conn
+                .peer_certificates()
+                .map(|c| serial_of(&c[0]))
+                .unwrap_or_default();
             seen_clients.lock().unwrap().push(peer.clone());
             let _ = writeln!(tls, "pong {peer}");
             let _ = tls.flush();
@@ -282,33 +344,73 @@ async fn two_nf_agents_keep_mtls_up_across_three_renewals_of_30s_sba_certificate
     // The AMF logs in with its own SBA certificate; it is bootstrapped with one issued here.
     let v = ok(&api, &root, "GET", "pki/cert/ca", json!({})).await;
     let ca = v["data"]["certificate"].as_str().unwrap().to_string();
-    ok(&api, &root, "POST", "sys/auth/cert", json!({"type": "cert"})).await;
+    ok(
+        &api,
+        &root,
+        "POST",
+        "sys/auth/cert",
+        json!({"type": "cert"}),
+    )
+    .await;
     ok(&api, &root, "POST", "auth/cert/certs/nf", json!({"certificate": ca, "allowed_uri_sans": [format!("urn:uuid:{AMF_ID}")], "token_policies": "nf", "token_ttl": "10m"})).await;
     let amf = top.path().join("amf");
     let smf = top.path().join("smf");
     std::fs::create_dir_all(amf.join("tls")).unwrap();
     std::fs::create_dir_all(&smf).unwrap();
-    let boot = ok(&api, &root, "POST", "pki/issue/sba", json!({"common_name": format!("amf.{DOMAIN}"), "nf_instance_id": AMF_ID, "nf_type": "AMF"})).await;
-    std::fs::write(amf.join("tls/cert.pem"), boot["data"]["certificate"].as_str().unwrap()).unwrap();
-    std::fs::write(amf.join("tls/key.pem"), boot["data"]["private_key"].as_str().unwrap()).unwrap();
+    let boot = ok(
+        &api,
+        &root,
+        "POST",
+        "pki/issue/sba",
+        json!({"common_name": format!("amf.{DOMAIN}"), "nf_instance_id": AMF_ID, "nf_type": "AMF"}),
+    )
+    .await;
+    std::fs::write(
+        amf.join("tls/cert.pem"),
+        boot["data"]["certificate"].as_str().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        amf.join("tls/key.pem"),
+        boot["data"]["private_key"].as_str().unwrap(),
+    )
+    .unwrap();
     std::fs::write(amf.join("tls/ca.pem"), &ca).unwrap();
 
     std::fs::write(smf.join("role_id"), &rid).unwrap();
     std::fs::write(smf.join("secret_id"), &sid).unwrap();
     let (hs, ha) = (free_port(), free_port());
     let smf_cfg = agent_config(&smf, "smf", SMF_ID, port, &format!("[auto_auth]\nmethod = \"approle\"\nrole_id_file = \"{0}/role_id\"\nsecret_id_file = \"{0}/secret_id\"\n[[auto_auth.sink]]\npath = \"{0}/token\"\n", smf.display()), hs, "");
-    let amf_cfg = agent_config(&amf, "amf", AMF_ID, port, "[auto_auth]\nmethod = \"cert\"\ncertificate = \"sbi\"\nrole = \"nf\"\n", ha, "");
+    let amf_cfg = agent_config(
+        &amf,
+        "amf",
+        AMF_ID,
+        port,
+        "[auto_auth]\nmethod = \"cert\"\ncertificate = \"sbi\"\nrole = \"nf\"\n",
+        ha,
+        "",
+    );
     let mut smf_agent = spawn_agent(&smf_cfg, &smf.join("agent.log"));
     let mut amf_agent = spawn_agent(&amf_cfg, &amf.join("agent.log"));
 
     // The SMF's first certificate is rendered at start; the AMF reuses its bootstrap one.
     let t0 = Instant::now();
     while lines(&smf.join("reloads.log")) == 0 {
-        assert!(t0.elapsed() < Duration::from_secs(20), "SMF agent rendered nothing: {}", std::fs::read_to_string(smf.join("agent.log")).unwrap_or_default());
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "SMF agent rendered nothing: {}",
+            std::fs::read_to_string(smf.join("agent.log")).unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(lines(&amf.join("reloads.log")), 0, "a valid certificate on disk is reused, not re-issued");
-    let token_mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(smf.join("token")).unwrap().permissions());
+    assert_eq!(
+        lines(&amf.join("reloads.log")),
+        0,
+        "a valid certificate on disk is reused, not re-issued"
+    );
+    let token_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(smf.join("token")).unwrap().permissions(),
+    );
     assert_eq!(token_mode & 0o777, 0o600, "token sink");
 
     let nf_port = free_port();
@@ -323,7 +425,12 @@ async fn two_nf_agents_keep_mtls_up_across_three_renewals_of_30s_sba_certificate
     let failures = Arc::new(AtomicUsize::new(0));
     let seen_servers = Arc::new(Mutex::new(Vec::<String>::new()));
     let cli = {
-        let (amf, stop, failures, seen) = (amf.clone(), stop.clone(), failures.clone(), seen_servers.clone());
+        let (amf, stop, failures, seen) = (
+            amf.clone(),
+            stop.clone(),
+            failures.clone(),
+            seen_servers.clone(),
+        );
         std::thread::spawn(move || {
             let reloads = amf.join("reloads.log");
             let mut loaded = (lines(&reloads), client_config(&amf.join("tls")));
@@ -335,15 +442,24 @@ async fn two_nf_agents_keep_mtls_up_across_three_renewals_of_30s_sba_certificate
                     loaded = (n, client_config(&amf.join("tls")));
                 }
                 let r = (|| -> Result<String, String> {
-                    let sock = std::net::TcpStream::connect(("127.0.0.1", nf_port)).map_err(|e| e.to_string())?;
-                    sock.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
-                    let conn = rustls::ClientConnection::new(loaded.1.clone(), name.clone()).map_err(|e| e.to_string())?;
+                    let sock = std::net::TcpStream::connect(("127.0.0.1", nf_port))
+                        .map_err(|e| e.to_string())?;
+                    sock.set_read_timeout(Some(Duration::from_secs(5)))
+                        .map_err(|e| e.to_string())?;
+                    let conn = rustls::ClientConnection::new(loaded.1.clone(), name.clone())
+                        .map_err(|e| e.to_string())?;
                     let mut tls = rustls::StreamOwned::new(conn, sock);
                     tls.write_all(b"ping\n").map_err(|e| e.to_string())?;
                     tls.flush().map_err(|e| e.to_string())?;
                     let mut line = String::new();
-                    BufReader::new(&mut tls).read_line(&mut line).map_err(|e| e.to_string())?;
-                    let srv = tls.conn.peer_certificates().map(|c| serial_of(&c[0])).unwrap_or_default();
+                    BufReader::new(&mut tls)
+                        .read_line(&mut line)
+                        .map_err(|e| e.to_string())?;
+                    let srv = tls
+                        .conn
+                        .peer_certificates()
+                        .map(|c| serial_of(&c[0]))
+                        .unwrap_or_default();
                     if !line.starts_with("pong ") {
                         return Err(format!("bad answer {line:?}"));
                     }
@@ -365,7 +481,10 @@ async fn two_nf_agents_keep_mtls_up_across_three_renewals_of_30s_sba_certificate
     // Wait for 3 renewals of each (the SMF's first render is not a renewal).
     let t0 = Instant::now();
     loop {
-        let (s, a) = (lines(&smf.join("reloads.log")), lines(&amf.join("reloads.log")));
+        let (s, a) = (
+            lines(&smf.join("reloads.log")),
+            lines(&amf.join("reloads.log")),
+        );
         if s >= 4 && a >= 3 {
             break;
         }
@@ -385,7 +504,9 @@ async fn two_nf_agents_keep_mtls_up_across_three_renewals_of_30s_sba_certificate
     let distinct = |v: &Mutex<Vec<String>>| {
         let mut v = v.lock().unwrap().clone();
         v.dedup();
-        v.into_iter().collect::<std::collections::BTreeSet<_>>().len()
+        v.into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
     };
     let exchanges = seen_servers.lock().unwrap().len();
     println!(
@@ -394,25 +515,63 @@ async fn two_nf_agents_keep_mtls_up_across_three_renewals_of_30s_sba_certificate
         distinct(&seen_servers),
         distinct(&seen_clients)
     );
-    assert_eq!(failures.load(Ordering::Relaxed), 0, "no handshake may fail across renewals");
-    assert!(distinct(&seen_servers) >= 4, "the SMF stand-in served 4 certificates");
-    assert!(distinct(&seen_clients) >= 4, "the AMF stand-in presented 4 certificates (bootstrap + 3)");
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "no handshake may fail across renewals"
+    );
+    assert!(
+        distinct(&seen_servers) >= 4,
+        "the SMF stand-in served 4 certificates"
+    );
+    assert!(
+        distinct(&seen_clients) >= 4,
+        "the AMF stand-in presented 4 certificates (bootstrap + 3)"
+    );
 
     // Every rendered certificate passes the TS 33.310 SBA lint.
     for nf in [&smf, &amf] {
-        let files: Vec<PathBuf> = std::fs::read_dir(nf.join("rendered")).unwrap().flatten().map(|e| e.path()).collect();
+        let files: Vec<PathBuf> = std::fs::read_dir(nf.join("rendered"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
         assert!(files.len() >= 3);
-        let out = Command::new(BIN).args(["pki", "lint"]).args(&files).output().unwrap();
-        assert!(out.status.success(), "lint: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(BIN)
+            .args(["pki", "lint"])
+            .args(&files)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "lint: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     // Metrics and health; then graceful shutdown on SIGTERM.
-    assert!(metric(hs, "custos_agent_renewals_total{certificate=\"sbi\"}").await.unwrap() >= 4.0);
-    assert!(metric(ha, "custos_agent_certificate_expiry_timestamp_seconds").await.unwrap() > 0.0);
-    let h = reqwest::get(format!("http://127.0.0.1:{hs}/healthz")).await.unwrap();
+    assert!(
+        metric(hs, "custos_agent_renewals_total{certificate=\"sbi\"}")
+            .await
+            .unwrap()
+            >= 4.0
+    );
+    assert!(
+        metric(ha, "custos_agent_certificate_expiry_timestamp_seconds")
+            .await
+            .unwrap()
+            > 0.0
+    );
+    let h = reqwest::get(format!("http://127.0.0.1:{hs}/healthz"))
+        .await
+        .unwrap();
     assert_eq!(h.status().as_u16(), 200);
     for a in [&mut smf_agent, &mut amf_agent] {
-        Command::new("kill").args(["-TERM", &a.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &a.id().to_string()])
+            .status()
+            .unwrap();
     }
     for a in [&mut smf_agent, &mut amf_agent] {
         let t0 = Instant::now();
@@ -421,12 +580,18 @@ async fn two_nf_agents_keep_mtls_up_across_three_renewals_of_30s_sba_certificate
                 assert!(st.success(), "agent exit {st}");
                 break;
             }
-            assert!(t0.elapsed() < Duration::from_secs(15), "agent did not stop on SIGTERM");
+            assert!(
+                t0.elapsed() < Duration::from_secs(15),
+                "agent did not stop on SIGTERM"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     let log = std::fs::read_to_string(smf.join("agent.log")).unwrap();
-    assert!(!log.contains(&sid) && !log.contains(&rid), "no credential in the log");
+    assert!(
+        !log.contains(&sid) && !log.contains(&rid),
+        "no credential in the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,26 +618,61 @@ async fn ca_outage_keeps_the_certificate_backs_off_and_renews_after_return() {
     server.kill();
     let down = Instant::now();
     tokio::time::sleep(Duration::from_secs(40)).await;
-    assert_eq!(std::fs::read_to_string(smf.join("tls/cert.pem")).unwrap(), first, "the last certificate stays in place, even expired");
+    assert_eq!(
+        std::fs::read_to_string(smf.join("tls/cert.pem")).unwrap(),
+        first,
+        "the last certificate stays in place, even expired"
+    );
     assert_eq!(lines(&smf.join("reloads.log")), 1);
-    let attempts = metric(hs, "custos_agent_renewal_failures_total{certificate=\"sbi\"}").await.unwrap();
-    println!("renewal attempts during a {:.0} s outage: {attempts}", down.elapsed().as_secs_f64());
-    assert!((1.0..=15.0).contains(&attempts), "bounded backoff, not a spin: {attempts} attempts");
-    let h = reqwest::get(format!("http://127.0.0.1:{hs}/healthz")).await.unwrap();
-    assert_eq!(h.status().as_u16(), 503, "health reports the expired certificate");
+    let attempts = metric(
+        hs,
+        "custos_agent_renewal_failures_total{certificate=\"sbi\"}",
+    )
+    .await
+    .unwrap();
+    println!(
+        "renewal attempts during a {:.0} s outage: {attempts}",
+        down.elapsed().as_secs_f64()
+    );
+    assert!(
+        (1.0..=15.0).contains(&attempts),
+        "bounded backoff, not a spin: {attempts} attempts"
+    );
+    let h = reqwest::get(format!("http://127.0.0.1:{hs}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.status().as_u16(),
+        503,
+        "health reports the expired certificate"
+    );
     let log = std::fs::read_to_string(smf.join("agent.log")).unwrap();
-    assert!(log.contains("HAS EXPIRED"), "loud log as expiry passes: {log}");
+    assert!(
+        log.contains("HAS EXPIRED"),
+        "loud log as expiry passes: {log}"
+    );
 
     // Back: renewed within 60 s (in practice within the 4 s backoff cap).
     let _server = Server::spawn(&server.cfg);
     let back = Instant::now();
     while lines(&smf.join("reloads.log")) < 2 {
-        assert!(back.elapsed() < Duration::from_secs(60), "not renewed within 60 s of the server's return");
+        assert!(
+            back.elapsed() < Duration::from_secs(60),
+            "not renewed within 60 s of the server's return"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("renewed {:.1} s after the server returned", back.elapsed().as_secs_f64());
-    assert_ne!(std::fs::read_to_string(smf.join("tls/cert.pem")).unwrap(), first);
-    let h = reqwest::get(format!("http://127.0.0.1:{hs}/healthz")).await.unwrap();
+    println!(
+        "renewed {:.1} s after the server returned",
+        back.elapsed().as_secs_f64()
+    );
+    assert_ne!(
+        std::fs::read_to_string(smf.join("tls/cert.pem")).unwrap(),
+        first
+    );
+    let h = reqwest::get(format!("http://127.0.0.1:{hs}/healthz"))
+        .await
+        .unwrap();
     assert_eq!(h.status().as_u16(), 200);
     let _ = agent.kill();
     let _ = agent.wait();

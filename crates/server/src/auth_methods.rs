@@ -16,7 +16,7 @@ use custos_acl::Operation::{self, *};
 use custos_auth::approle::{valid_id, AppRole, SecretId};
 use custos_auth::cert::CertRole;
 use custos_auth::jwt::{self, JwtConfig, JwtRole, KeySet};
-use custos_auth::kube::{service_account, KubeConfig, KubeRole};
+use custos_auth::kube::{service_account, KubeConfig, KubeRole, ServiceAccount};
 use custos_auth::AuthError;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -333,17 +333,22 @@ pub(crate) async fn login(
                 .get_json(&format!("{}role/{name}", base(m)))
                 .await?
                 .ok_or_else(|| ApiError::bad(format!("role {name:?} could not be found")))?;
-            if cfg.pem_keys.is_empty() {
-                return Err(ApiError::bad(
-                    "kubernetes_host (TokenReview) validation is not available in this build; configure pem_keys",
-                ));
-            }
-            let algs: Vec<String> = ["RS256", "ES256"].iter().map(|s| s.to_string()).collect();
-            let h = jwt::header(&token, &algs)?;
-            let keys = KeySet::from_pems(&cfg.pem_keys)?;
-            let claims = jwt::verify(&token, &h, &keys)?;
-            let sa = service_account(&claims)?;
-            jwt::check_claims(&claims, &role.claim_rules(&cfg, sa.legacy), now_unix())?;
+            let sa = if cfg.pem_keys.is_empty() && cfg.jwks_url.is_empty() {
+                token_review(&cfg, &token, &role.audience).await?
+            } else {
+                // Offline: the same verification as the JWT method, with the cluster's keys.
+                let keys = JwtConfig {
+                    jwt_validation_pubkeys: cfg.pem_keys.clone(),
+                    jwks_url: cfg.jwks_url.clone(),
+                    ca_pem: cfg.kubernetes_ca_cert.clone(),
+                    jwt_supported_algs: ["RS256", "ES256"].iter().map(|s| s.to_string()).collect(),
+                    ..JwtConfig::default()
+                };
+                let claims = verified_claims(a, m, &keys, &token).await?;
+                let sa = service_account(&claims)?;
+                jwt::check_claims(&claims, &role.claim_rules(&cfg, sa.legacy), now_unix())?;
+                sa
+            };
             role.check(&sa)?;
             let meta = meta_map([
                 ("role", name.clone()),
@@ -492,6 +497,51 @@ fn parse_crl(req: &Request) -> ApiResult<StoredCrl> {
         next_update: crl.next_update().map(|t| t.timestamp()).unwrap_or(0),
         pem: text,
     })
+}
+
+/// Asks the Kubernetes API server whether `token` is valid (TokenReview), authenticating as
+/// `token_reviewer_jwt`, or as the caller's own token when none is configured (a projected
+/// token with the `system:auth-delegator` role can review itself, as with Vault).
+async fn token_review(cfg: &KubeConfig, token: &str, audience: &str) -> ApiResult<ServiceAccount> {
+    let mut b = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    if !cfg.kubernetes_ca_cert.is_empty() {
+        let ca = reqwest::Certificate::from_pem(cfg.kubernetes_ca_cert.as_bytes())
+            .map_err(|_| ApiError::bad("kubernetes_ca_cert: not a valid PEM certificate"))?;
+        b = b.tls_certs_only([ca]);
+    }
+    let client = b.build().map_err(ApiError::internal)?;
+    let bearer = if cfg.token_reviewer_jwt.is_empty() {
+        token
+    } else {
+        cfg.token_reviewer_jwt.as_str()
+    };
+    let url = format!(
+        "{}/apis/authentication.k8s.io/v1/tokenreviews",
+        cfg.kubernetes_host.trim_end_matches('/')
+    );
+    let unreachable = |e: String| ApiError::LoginDenied(format!("TokenReview at {url}: {e}"));
+    let r = client
+        .post(&url)
+        .bearer_auth(bearer)
+        .json(&custos_auth::kube::token_review_request(token, audience))
+        .send()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let status = r.status();
+    let body = r.bytes().await.map_err(|e| unreachable(e.to_string()))?;
+    if body.len() > MAX_KEY_DOC {
+        return Err(unreachable("answer too large".into()));
+    }
+    if !status.is_success() {
+        return Err(unreachable(format!(
+            "HTTP {status} (is the reviewer allowed to create tokenreviews?)"
+        )));
+    }
+    let v: Value =
+        serde_json::from_slice(&body).map_err(|_| unreachable("answer is not JSON".into()))?;
+    Ok(custos_auth::kube::service_account_from_review(
+        &v, audience,
+    )?)
 }
 
 fn secret_hash(a: &Active, secret: &str) -> String {

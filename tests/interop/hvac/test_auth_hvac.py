@@ -212,3 +212,25 @@ def test_kubernetes_login_with_a_service_account_token(server, policy):
                   _sa_token(key, "5gc", "amf", aud="other")]:
         with pytest.raises((hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden)):
             c.auth.kubernetes.login("amf", token, mount_point="k8s-t")
+
+
+def test_kubernetes_login_validated_offline_with_the_clusters_jwks(server, policy, jwks):
+    """The cluster's service-account issuer publishes its keys as a JWKS
+    (<issuer>/openid/v1/jwks); Custos validates projected tokens with them offline."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    _Jwks.doc = {"keys": [_jwk(key.public_key(), "RS256", "sa")]}
+    root = _client(server, server["root"])
+    root.sys.enable_auth_method("kubernetes", path="k8s-jwks")
+    root.write("auth/k8s-jwks/config", kubernetes_host="https://kubernetes.default.svc",
+               jwks_url=jwks, issuer="https://kubernetes.default.svc.cluster.local")
+    root.auth.kubernetes.create_role("amf", bound_service_account_names=["amf"],
+                                     bound_service_account_namespaces=["5gc"], audience="custos",
+                                     policies=["nf-read"], ttl="10m", mount_point="k8s-jwks")
+    c = hvac.Client(url=server["url"])
+    r = c.auth.kubernetes.login("amf", _sa_token(key, "5gc", "amf"), mount_point="k8s-jwks")
+    assert r["auth"]["metadata"]["service_account_name"] == "amf"
+    _only_role_policy(server, r["auth"]["client_token"])
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    for token in [_sa_token(other, "5gc", "amf"), _sa_token(key, "kube-system", "amf")]:
+        with pytest.raises((hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden)):
+            c.auth.kubernetes.login("amf", token, mount_point="k8s-jwks")
