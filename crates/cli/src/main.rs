@@ -19,15 +19,31 @@ mod output;
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let cli = cmd::Cli::parse();
-    let code = match cmd::run(cli).await {
-        Ok(()) => 0,
+    // The agent is a sidecar that sleeps between renewals: one thread is plenty and keeps
+    // its memory small. Everything else gets a worker per core.
+    let rt = if matches!(cli.cmd, cmd::Command::Agent(_)) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    let code = match rt {
         Err(e) => {
-            eprintln!("Error: {e}");
-            e.exit_code()
+            eprintln!("Error: cannot start the async runtime: {e}");
+            1
         }
+        Ok(rt) => match rt.block_on(cmd::run(cli)) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                e.exit_code()
+            }
+        },
     };
     std::process::exit(code);
 }

@@ -122,6 +122,16 @@ pub async fn start_dev(
     addr: SocketAddr,
     root_token_id: Option<&str>,
 ) -> Result<(Running, zeroize::Zeroizing<String>, String), StartError> {
+    start_dev_with(dir, addr, root_token_id, CoreConfig::default()).await
+}
+
+/// [`start_dev`] with explicit core settings (benchmarks lift the login rate limit).
+pub async fn start_dev_with(
+    dir: &std::path::Path,
+    addr: SocketAddr,
+    root_token_id: Option<&str>,
+    core_config: CoreConfig,
+) -> Result<(Running, zeroize::Zeroizing<String>, String), StartError> {
     let l = listener::bind(addr).await?;
     let bound = l
         .local_addr()
@@ -130,7 +140,7 @@ pub async fn start_dev(
         path: dir.join("custos.db"),
     })
     .await?;
-    let core = Core::new(store, CoreConfig::default()).await?;
+    let core = Core::new(store, core_config).await?;
     let init = core.init(1, 1, root_token_id).await?;
     let share = hex::encode(&init.keys[0][..]);
     core.submit_unseal_share(Some(&share), false).await?;

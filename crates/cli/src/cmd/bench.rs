@@ -22,7 +22,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5)]
     pub duration: u64,
     /// Operations to run, comma-separated: health, token-create, lookup-self, kv-write,
-    /// kv-read, pki-issue (SBA profile, server keygen, stored), pki-sign (CSR, stored).
+    /// kv-read, pki-issue (SBA profile, server keygen, stored), pki-sign (CSR, stored),
+    /// login-approle, login-jwt (ES256). Remote servers need `limits.login_rate = 0` to
+    /// measure logins beyond the per-source rate limit.
     #[arg(
         long,
         default_value = "health,token-create,lookup-self,pki-issue,pki-sign"
@@ -111,8 +113,86 @@ async fn setup_pki(c: &Client) -> CliResult<String> {
         .map_err(|e| CliError::Other(e.to_string()))
 }
 
-/// `openssl speed ecdsap256` sign/s for one core, if the openssl CLI is present.
-fn openssl_sign_rate() -> Option<f64> {
+fn b64url(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// Mounts AppRole at `bench-approle` (role `nf`, unlimited secret ID) and JWT at
+/// `bench-jwt` (an ES256 key generated here, role `nf`); returns the AppRole login body and
+/// 256 distinct ES256 JWTs (1 h) for the JWT role.
+async fn setup_logins(c: &Client) -> CliResult<(Value, Vec<String>)> {
+    let other = |e: String| CliError::Other(e);
+    for m in ["bench-approle", "bench-jwt"] {
+        let _ = c.call("DELETE", &format!("sys/auth/{m}"), None).await;
+    }
+    c.call(
+        "POST",
+        "sys/auth/bench-approle",
+        Some(&json!({"type": "approle"})),
+    )
+    .await?;
+    c.call(
+        "POST",
+        "auth/bench-approle/role/nf",
+        Some(&json!({"token_policies": "default", "token_ttl": "1h"})),
+    )
+    .await?;
+    let rid = c
+        .call("GET", "auth/bench-approle/role/nf/role-id", None)
+        .await?;
+    let sid = c
+        .call(
+            "POST",
+            "auth/bench-approle/role/nf/secret-id",
+            Some(&json!({})),
+        )
+        .await?;
+    let approle = json!({
+        "role_id": rid.pointer("/data/role_id").cloned().unwrap_or(Value::Null),
+        "secret_id": sid.pointer("/data/secret_id").cloned().unwrap_or(Value::Null),
+    });
+    let key = custos_pki::issue::generate_key(custos_pki::role::KeyType::Ec, 256)
+        .map_err(|e| other(e.to_string()))?;
+    c.call("POST", "sys/auth/bench-jwt", Some(&json!({"type": "jwt"})))
+        .await?;
+    c.call(
+        "POST",
+        "auth/bench-jwt/config",
+        Some(&json!({"jwt_validation_pubkeys": [key.public_key_pem()], "bound_issuer": "https://idp.bench", "jwt_supported_algs": ["ES256"]})),
+    )
+    .await?;
+    c.call(
+        "POST",
+        "auth/bench-jwt/role/nf",
+        Some(&json!({"role_type": "jwt", "bound_audiences": "custos", "user_claim": "sub", "token_policies": "default", "token_ttl": "1h"})),
+    )
+    .await?;
+    let signer = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &key.serialize_der(),
+    )
+    .map_err(|e| other(format!("bench JWT key: {e}")))?;
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let head = b64url(br#"{"alg":"ES256","typ":"JWT","kid":"bench"}"#);
+    let mut jwts = Vec::new();
+    for i in 0..256 {
+        let claims = json!({"iss": "https://idp.bench", "aud": "custos", "sub": format!("nf-{i}"), "iat": now, "nbf": now, "exp": now + 3600});
+        let input = format!("{head}.{}", b64url(claims.to_string().as_bytes()));
+        let sig = signer
+            .sign(&rng, input.as_bytes())
+            .map_err(|e| other(format!("signing a bench JWT: {e}")))?;
+        jwts.push(format!("{input}.{}", b64url(sig.as_ref())));
+    }
+    Ok((approle, jwts))
+}
+
+/// `openssl speed ecdsap256` (sign/s, verify/s) for one core, if the openssl CLI is present.
+fn openssl_ecdsa_rates() -> Option<(f64, f64)> {
     let out = std::process::Command::new("openssl")
         .args(["speed", "-seconds", "2", "ecdsap256"])
         .output()
@@ -122,7 +202,9 @@ fn openssl_sign_rate() -> Option<f64> {
     // "256 bits ecdsa (nistp256)   0.0000s   0.0001s  45000.1  15000.2": sign/s is the
     // second-to-last column.
     let cols: Vec<&str> = line.split_whitespace().collect();
-    cols.get(cols.len().checked_sub(2)?)?.parse().ok()
+    let sign = cols.get(cols.len().checked_sub(2)?)?.parse().ok()?;
+    let verify = cols.last()?.parse().ok()?;
+    Some((sign, verify))
 }
 
 async fn drive(
@@ -132,6 +214,7 @@ async fn drive(
     dur: Duration,
     tokens: Arc<Vec<String>>,
     csr: Arc<String>,
+    logins: Arc<(Value, Vec<String>)>,
 ) -> CliResult<Outcome> {
     let deadline = Instant::now() + dur;
     let mut tasks = Vec::new();
@@ -140,6 +223,7 @@ async fn drive(
         let op = op.to_string();
         let tokens = tokens.clone();
         let csr = csr.clone();
+        let logins = logins.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat: Vec<u32> = Vec::new();
             let mut errors = 0u64;
@@ -177,6 +261,19 @@ async fn drive(
                     "pki-issue" => {
                         let body = json!({"common_name": format!("amf{i}.{SBA_DOMAIN}"), "nf_instance_id": "4947a69a-f61b-4bc1-b9da-47c9c5d14b64", "nf_type": "AMF"});
                         c.call("POST", "bench-pki/issue/nf", Some(&body)).await
+                    }
+                    "login-approle" => {
+                        c.call("POST", "auth/bench-approle/login", Some(&logins.0))
+                            .await
+                    }
+                    "login-jwt" => {
+                        let jwt = &logins.1[(i + n * clients) % logins.1.len().max(1)];
+                        c.call(
+                            "POST",
+                            "auth/bench-jwt/login",
+                            Some(&json!({"role": "nf", "jwt": jwt})),
+                        )
+                        .await
                     }
                     "pki-sign" => {
                         let body = json!({"csr": csr.as_str(), "common_name": format!("amf.{SBA_DOMAIN}"), "nf_instance_id": "4947a69a-f61b-4bc1-b9da-47c9c5d14b64", "nf_type": "AMF"});
@@ -241,12 +338,16 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> CliResult<()> {
     let (client, _server) = if a.remote {
         (cli.client()?, None)
     } else {
-        let (running, root, _) = custos_server::start_dev(
+        // Logins are measured at the server's capacity, not at its per-source rate limit.
+        let mut cc = custos_server::CoreConfig::default();
+        cc.limits.login_rate = 0.0;
+        let (running, root, _) = custos_server::start_dev_with(
             tmp.path(),
             "127.0.0.1:0"
                 .parse()
                 .map_err(|_| CliError::Other("addr".into()))?,
             None,
+            cc,
         )
         .await
         .map_err(|e| CliError::Other(e.to_string()))?;
@@ -275,6 +376,8 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> CliResult<()> {
             "kv-read",
             "pki-issue",
             "pki-sign",
+            "login-approle",
+            "login-jwt",
         ]
         .contains(op)
         {
@@ -308,25 +411,46 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> CliResult<()> {
             }
         }
     }
-    let (sign_rate, csr) = if ops.iter().any(|o| o.starts_with("pki-")) {
-        let csr = setup_pki(&client).await?;
-        (
-            tokio::task::spawn_blocking(openssl_sign_rate)
-                .await
-                .ok()
-                .flatten(),
-            csr,
-        )
+    let csr = if ops.iter().any(|o| o.starts_with("pki-")) {
+        setup_pki(&client).await?
     } else {
-        (None, String::new())
+        String::new()
     };
+    let ecdsa = if ops
+        .iter()
+        .any(|o| o.starts_with("pki-") || *o == "login-jwt")
+    {
+        tokio::task::spawn_blocking(openssl_ecdsa_rates)
+            .await
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    let logins = if ops.iter().any(|o| o.starts_with("login-")) {
+        setup_logins(&client).await?
+    } else {
+        (Value::Null, Vec::new())
+    };
+    let logins = Arc::new(logins);
     let csr = Arc::new(csr);
     let tokens = Arc::new(tokens);
     let mut results = Vec::new();
     let mut commit_factor = Vec::new();
     for op in &ops {
         let before = _server.as_ref().map(|s| s.core.store_stats());
-        results.push(drive(&client, op, a.clients, dur, tokens.clone(), csr.clone()).await?);
+        results.push(
+            drive(
+                &client,
+                op,
+                a.clients,
+                dur,
+                tokens.clone(),
+                csr.clone(),
+                logins.clone(),
+            )
+            .await?,
+        );
         if let (Some(b), Some(s)) = (before, _server.as_ref()) {
             let after = s.core.store_stats();
             let txs = after.transactions - b.transactions;
@@ -387,13 +511,21 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> CliResult<()> {
             r.ops_per_sec / fsync
         );
     }
-    if let Some(r) = sign_rate {
+    if let Some((sign, verify)) = ecdsa {
         for res in results.iter().filter(|r| r.op.starts_with("pki-")) {
             outln!(
                 "{}: {:.2} of the 2-core ECDSA P-256 signing limit ({:.0}/s)",
                 res.op,
-                res.ops_per_sec / (2.0 * r),
-                2.0 * r
+                res.ops_per_sec / (2.0 * sign),
+                2.0 * sign
+            );
+        }
+        for res in results.iter().filter(|r| r.op == "login-jwt") {
+            outln!(
+                "{}: {:.2} of the 2-core ECDSA P-256 verify limit ({:.0}/s; a login is one verify plus a durable token write)",
+                res.op,
+                res.ops_per_sec / (2.0 * verify),
+                2.0 * verify
             );
         }
     }
