@@ -11,8 +11,8 @@
 //!   server returns.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use custos_testkit::{openssl_test_pki, Api};
-use serde_json::{json, Value};
+use custos_testkit::{ok, openssl_test_pki, sba_pki, Api, SBA_DOMAIN as DOMAIN};
+use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_custos");
-const DOMAIN: &str = "5gc.mnc001.mcc262.3gppnetwork.org";
 const SMF_ID: &str = "5b0d6c53-2f39-4d4e-9d2c-1f0a6a9f3c11";
 const AMF_ID: &str = "9e1f0b7a-6c2d-4b8e-a1f3-2d4c6e8f0a22";
 
@@ -98,33 +97,10 @@ async fn start_server(dir: &Path, port: u16) -> (Server, Api, String) {
     (s, api, root)
 }
 
-async fn ok(api: &Api, tok: &str, m: &str, p: &str, body: Value) -> Value {
-    let (st, v) = api.call(m, p, Some(tok), Some(body)).await;
-    assert!(st == 200 || st == 204, "{m} {p}: {st} {v}");
-    v
-}
-
 /// PKI with a 30-second SBA role, a policy allowing sign/issue on it, AppRole and cert login.
 /// Returns (role_id, secret_id).
 async fn setup_custos(api: &Api, root: &str) -> (String, String) {
-    ok(
-        api,
-        root,
-        "POST",
-        "sys/mounts/pki",
-        json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}}),
-    )
-    .await;
-    ok(api, root, "POST", "pki/root/generate/internal", json!({"common_name": "NF CA", "key_type": "ec", "ttl": "8760h", "country": "DE", "organization": DOMAIN})).await;
-    ok(
-        api,
-        root,
-        "POST",
-        "pki/config/urls",
-        json!({"crl_distribution_points": [format!("{}/v1/pki/crl", api.base)]}),
-    )
-    .await;
-    ok(api, root, "POST", "pki/roles/sba", json!({"profile": "3gpp-sba", "key_type": "ec", "allowed_domains": DOMAIN, "allow_subdomains": true, "country": "DE", "organization": DOMAIN, "ttl": "30s", "max_ttl": "1h", "not_before_duration": "0s"})).await;
+    sba_pki(api, root, "30s").await;
     ok(api, root, "PUT", "sys/policies/acl/nf", json!({"policy": "path \"pki/sign/sba\" { capabilities = [\"update\"] }\npath \"pki/issue/sba\" { capabilities = [\"update\"] }\n"})).await;
     ok(
         api,

@@ -374,6 +374,18 @@ async fn load_issuer(a: &Active, m: &MountEntry, reference: &str) -> ApiResult<A
     Ok(l)
 }
 
+/// Every mounted PKI engine.
+pub(crate) async fn pki_mounts(a: &Active) -> Vec<MountEntry> {
+    a.mounts
+        .read()
+        .await
+        .entries
+        .iter()
+        .filter(|m| m.kind == "pki")
+        .cloned()
+        .collect()
+}
+
 /// Revocation as Custos's own PKI knows it, for certificate login: if a PKI mount holds the
 /// issuer `issuer_der`, says why the certificate `serial` (or that issuer) is revoked, if it
 /// is. Certificates of CAs no mount holds are not judged here.
@@ -382,17 +394,8 @@ pub(crate) async fn local_revocation(
     issuer_der: &[u8],
     serial: &[u8],
 ) -> ApiResult<Option<String>> {
-    let mounts: Vec<MountEntry> = a
-        .mounts
-        .read()
-        .await
-        .entries
-        .iter()
-        .filter(|m| m.kind == "pki")
-        .cloned()
-        .collect();
     let serial = issue::serial_hex(serial);
-    for m in &mounts {
+    for m in &pki_mounts(a).await {
         for id in a.list(&format!("{}issuer/", base(m))).await? {
             let Some(e) = a
                 .get_json::<IssuerEntry>(&format!("{}issuer/{id}", base(m)))

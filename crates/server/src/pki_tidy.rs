@@ -260,15 +260,7 @@ pub(crate) async fn write_auto_config(
 
 /// Called by the background ticker: starts due auto-tidy runs on every pki mount.
 pub(crate) async fn auto_tick(a: &Arc<Active>) -> ApiResult<()> {
-    let mounts: Vec<MountEntry> = a
-        .mounts
-        .read()
-        .await
-        .entries
-        .iter()
-        .filter(|e| e.kind == "pki")
-        .cloned()
-        .collect();
+    let mounts = crate::pki::pki_mounts(a).await;
     let now = now_unix();
     for m in mounts {
         let mut c = auto_config(a, &m).await?;

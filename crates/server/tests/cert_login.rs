@@ -3,48 +3,16 @@
 //! name-mismatched certificates are refused; login endpoints are rate-limited.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use custos_testkit::{openssl, tls_server, Api};
-use serde_json::{json, Value};
+use custos_testkit::{ok, openssl, sba_pki, tls_server, Api, SBA_DOMAIN as DOMAIN};
+use serde_json::json;
 
-const DOMAIN: &str = "5gc.mnc001.mcc262.3gppnetwork.org";
 const NF_ID: &str = "4947a69a-f61b-4bc1-b9da-47c9c5d14b64";
-
-async fn ok(api: &Api, tok: &str, m: &str, p: &str, body: Value) -> Value {
-    let (st, v) = api.call(m, p, Some(tok), Some(body)).await;
-    assert!(st == 200 || st == 204, "{m} {p}: {st} {v}");
-    v
-}
 
 /// A PKI mount with an SBA role, the cert method trusting its CA for `urn:uuid:*` names with
 /// policy `nf-renew`. Returns the CA PEM.
 async fn setup(api: &Api, root: &str) -> String {
-    ok(
-        api,
-        root,
-        "POST",
-        "sys/mounts/pki",
-        json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}}),
-    )
-    .await;
-    let v = ok(
-        api,
-        root,
-        "POST",
-        "pki/root/generate/internal",
-        json!({"common_name": "NF CA", "key_type": "ec", "ttl": "8760h"}),
-    )
-    .await;
-    ok(api, root, "POST", "pki/roles/sba", json!({"profile": "3gpp-sba", "key_type": "ec", "allowed_domains": DOMAIN, "allow_subdomains": true, "country": "DE", "organization": DOMAIN, "ttl": "1h"})).await;
-    ok(
-        api,
-        root,
-        "POST",
-        "pki/config/urls",
-        json!({"crl_distribution_points": [format!("{}/v1/pki/crl", api.base)]}),
-    )
-    .await;
+    let ca = sba_pki(api, root, "1h").await;
     ok(api, root, "POST", "sys/auth/cert", json!({"type": "cert"})).await;
-    let ca = v["data"]["certificate"].as_str().unwrap().to_string();
     ok(api, root, "POST", "auth/cert/certs/nf", json!({"certificate": ca, "allowed_uri_sans": ["urn:uuid:*"], "token_policies": ["nf-renew"], "token_ttl": "10m"})).await;
     ca
 }

@@ -284,3 +284,44 @@ impl Api {
         }
     }
 }
+
+/// The SBA domain test certificates use.
+pub const SBA_DOMAIN: &str = "5gc.mnc001.mcc262.3gppnetwork.org";
+
+/// Sends a call that must succeed (200 or 204) and returns its body.
+pub async fn ok(api: &Api, token: &str, method: &str, path: &str, body: Value) -> Value {
+    let (st, v) = api.call(method, path, Some(token), Some(body)).await;
+    assert!(st == 200 || st == 204, "{method} {path}: {st} {v}");
+    v
+}
+
+/// A `pki` mount with an EC root, a CRL distribution point and a `3gpp-sba` role `sba`
+/// (certificates of `role_ttl`, not backdated). Returns the CA certificate (PEM).
+pub async fn sba_pki(api: &Api, root: &str, role_ttl: &str) -> String {
+    ok(
+        api,
+        root,
+        "POST",
+        "sys/mounts/pki",
+        json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}}),
+    )
+    .await;
+    let v = ok(
+        api,
+        root,
+        "POST",
+        "pki/root/generate/internal",
+        json!({"common_name": "NF CA", "key_type": "ec", "ttl": "8760h"}),
+    )
+    .await;
+    ok(
+        api,
+        root,
+        "POST",
+        "pki/config/urls",
+        json!({"crl_distribution_points": [format!("{}/v1/pki/crl", api.base)]}),
+    )
+    .await;
+    ok(api, root, "POST", "pki/roles/sba", json!({"profile": "3gpp-sba", "key_type": "ec", "allowed_domains": SBA_DOMAIN, "allow_subdomains": true, "country": "DE", "organization": SBA_DOMAIN, "ttl": role_ttl, "max_ttl": "1h", "not_before_duration": "0s"})).await;
+    v["data"]["certificate"].as_str().unwrap().to_string()
+}

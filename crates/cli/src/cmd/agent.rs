@@ -15,12 +15,7 @@ pub struct AgentArgs {
 }
 
 pub async fn run(a: &AgentArgs) -> CliResult<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&a.log_level)
-        .map_err(|e| CliError::Usage(format!("--log-level: {e}")))?;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    super::init_logging(&a.log_level)?;
     let text = std::fs::read_to_string(&a.config).map_err(|source| CliError::Io {
         what: format!("reading {}", a.config.display()),
         source,

@@ -78,6 +78,17 @@ pub enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// Logs to stderr with a tracing EnvFilter (`--log-level`).
+pub fn init_logging(level: &str) -> CliResult<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|e| CliError::Usage(format!("--log-level: {e}")))?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    Ok(())
+}
+
 impl Cli {
     pub fn client(&self) -> CliResult<Client> {
         Client::new(&self.address, self.token.clone(), self.cacert.as_deref())

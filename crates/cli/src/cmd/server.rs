@@ -25,12 +25,7 @@ pub struct ServerArgs {
 }
 
 pub async fn run(a: &ServerArgs) -> CliResult<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&a.log_level)
-        .map_err(|e| CliError::Usage(format!("--log-level: {e}")))?;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    super::init_logging(&a.log_level)?;
     if a.dev {
         let addr: SocketAddr = a
             .dev_listen_address
