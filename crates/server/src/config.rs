@@ -133,6 +133,39 @@ struct RawTelemetry {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawSbi {
+    address: String,
+    pki_mount: String,
+    role: String,
+    nf_instance_id: String,
+    fqdn: String,
+    token_ttl: Option<String>,
+    heartbeat: Option<String>,
+}
+
+/// The SBI listener of the NRF services (TS 29.510): mutual TLS only, its certificate issued
+/// from `pki_mount`/`role` and renewed in process, client certificates chained to that
+/// mount's CA and checked for revocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SbiConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// PKI mount (the NF CA) that issues the SBI certificate and every NF certificate.
+    pub pki_mount: String,
+    /// Role for the NRF's own SBA certificate.
+    pub role: String,
+    /// The NRF's NF instance ID (the `iss` of its tokens).
+    pub nf_instance_id: String,
+    /// The NRF's FQDN (its certificate's common name and DNS SAN).
+    pub fqdn: String,
+    /// Access-token lifetime, seconds.
+    pub token_ttl: u64,
+    /// The heartBeatTimer the NRF imposes, seconds.
+    pub heartbeat: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawConfig {
     storage: StorageConfig,
     listener: ListenerConfig,
@@ -144,6 +177,7 @@ struct RawConfig {
     #[serde(default)]
     telemetry: RawTelemetry,
     cluster_name: Option<String>,
+    sbi: Option<RawSbi>,
 }
 
 /// Request limits.
@@ -191,6 +225,8 @@ pub struct Config {
     pub unauthenticated_metrics_access: bool,
     /// Reported by sys/health.
     pub cluster_name: String,
+    /// The NRF's SBI listener, if configured.
+    pub sbi: Option<SbiConfig>,
 }
 
 /// 768h, Vault's default for both TTLs.
@@ -332,7 +368,57 @@ impl Config {
                 "must not exceed ttl.max_lease_ttl",
             ));
         }
+        let sbi = match &raw.sbi {
+            None => None,
+            Some(r) => {
+                let addr = r
+                    .address
+                    .parse()
+                    .map_err(|_| invalid("sbi.address", "must be host:port"))?;
+                if addr == listen_addr {
+                    return Err(invalid("sbi.address", "must differ from listener.address"));
+                }
+                let id = r.nf_instance_id.to_ascii_lowercase();
+                let uuid_ok = id.len() == 36
+                    && id.bytes().enumerate().all(|(i, c)| match i {
+                        8 | 13 | 18 | 23 => c == b'-',
+                        _ => c.is_ascii_hexdigit(),
+                    });
+                if !uuid_ok {
+                    return Err(invalid("sbi.nf_instance_id", "must be a UUID"));
+                }
+                if r.fqdn.is_empty() || r.fqdn.contains(|c: char| c.is_whitespace() || c == '/') {
+                    return Err(invalid("sbi.fqdn", "must be the NRF's FQDN"));
+                }
+                if r.pki_mount.trim_matches('/').is_empty() || r.role.is_empty() {
+                    return Err(invalid("sbi.pki_mount", "pki_mount and role are required"));
+                }
+                let d = |v: &Option<String>,
+                         name: &'static str,
+                         def: u64|
+                 -> Result<u64, ConfigError> {
+                    let n = match v {
+                        None => def,
+                        Some(s) => parse_duration(s).map_err(|e| invalid(name, e))?,
+                    };
+                    if n == 0 {
+                        return Err(invalid(name, "must be positive"));
+                    }
+                    Ok(n)
+                };
+                Some(SbiConfig {
+                    addr,
+                    pki_mount: format!("{}/", r.pki_mount.trim_matches('/')),
+                    role: r.role.clone(),
+                    nf_instance_id: id,
+                    fqdn: r.fqdn.to_ascii_lowercase(),
+                    token_ttl: d(&r.token_ttl, "sbi.token_ttl", 3600)?,
+                    heartbeat: d(&r.heartbeat, "sbi.heartbeat", 60)?,
+                })
+            }
+        };
         Ok(Config {
+            sbi,
             storage: raw.storage,
             listener: raw.listener,
             listen_addr,

@@ -30,6 +30,7 @@ mod pki_tidy;
 mod policy;
 mod ratelimit;
 mod router;
+mod sbi;
 pub mod seal;
 pub mod token;
 
@@ -111,8 +112,25 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         core.auto_unseal().await?;
     }
     token::spawn_sweeper(core.clone(), std::time::Duration::from_secs(60));
+    let sbi = match &cfg.sbi {
+        Some(s) => Some(sbi::start(core.clone(), sbi::Nrf::new(s.clone())).await?),
+        None => None,
+    };
     let app = http::router(core.clone());
-    let task = tokio::spawn(listener::serve(l, tls, app));
+    let api = listener::serve(l, tls, app);
+    let task = tokio::spawn(async move {
+        // Dropping (aborting) the server stops the SBI listener too.
+        struct Guard(Option<tokio::task::JoinHandle<()>>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                if let Some(t) = &self.0 {
+                    t.abort();
+                }
+            }
+        }
+        let _g = Guard(sbi);
+        api.await
+    });
     Ok(Running { addr, core, task })
 }
 

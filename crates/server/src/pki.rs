@@ -374,6 +374,56 @@ async fn load_issuer(a: &Active, m: &MountEntry, reference: &str) -> ApiResult<A
     Ok(l)
 }
 
+/// Issues a certificate from `mount_path` (e.g. `pki/`) and `role` for the server itself
+/// (the NRF's SBI certificate): the same checks as `issue/:role`. Returns the `data` block.
+pub(crate) async fn issue_internal(
+    core: &Core,
+    a: &Active,
+    mount_path: &str,
+    role: &str,
+    data: Map<String, Value>,
+) -> ApiResult<Map<String, Value>> {
+    let m = pki_mounts(a)
+        .await
+        .into_iter()
+        .find(|m| m.path == mount_path)
+        .ok_or_else(|| ApiError::bad(format!("no pki mount at {mount_path:?}")))?;
+    let req = Request {
+        id: String::new(),
+        op: Update,
+        path: format!("{mount_path}issue/{role}"),
+        data,
+        token: None,
+        remote_addr: None,
+        head: false,
+        raw_body: None,
+        peer_certs: Vec::new(),
+    };
+    let r = issue_or_sign(core, a, &m, role, None, &req, false).await?;
+    r.data
+        .ok_or_else(|| ApiError::internal(std::io::Error::other("issue returned no data")))
+}
+
+/// Whether the certificate `serial` issued by the mount at `mount_path` is revoked (false
+/// for serials the mount never issued).
+pub(crate) async fn revoked_in_mount(
+    a: &Active,
+    mount_path: &str,
+    serial: &[u8],
+) -> ApiResult<bool> {
+    let Some(m) = pki_mounts(a)
+        .await
+        .into_iter()
+        .find(|m| m.path == mount_path)
+    else {
+        return Ok(false);
+    };
+    Ok(a.store
+        .get_cert(&m.uuid, &issue::serial_hex(serial))
+        .await?
+        .is_some_and(|r| r.revoked_at.is_some()))
+}
+
 /// Every mounted PKI engine.
 pub(crate) async fn pki_mounts(a: &Active) -> Vec<MountEntry> {
     a.mounts

@@ -1,0 +1,944 @@
+//! The NRF's SBI listener (TS 29.510 over TS 33.501 13.1 mutual TLS): Nnrf_NFManagement,
+//! Nnrf_NFDiscovery and Nnrf_AccessToken. Decisions are `custos-nrf`'s; this module does the
+//! I/O: the listener and its certificate, the registry in the barrier, heartbeats, signing.
+//!
+//! * **TLS**: mutual TLS only, HTTP/2 and HTTP/1.1. The server certificate is an SBA
+//!   certificate issued from `[sbi] pki_mount`/`role` by the server itself once the PKI is
+//!   set up and unsealed, and renewed at 2/3 of its life; client certificates must chain to
+//!   the same mount's CA. Revocation is checked against the mount's certificate inventory at
+//!   connection set-up (a revoked certificate gets no HTTP at all) and again on requests of
+//!   connections older than [`RECHECK`].
+//! * **Identity**: the caller is the NF its certificate names (`urn:uuid:` SAN, nfTypes), not
+//!   what a body or query says.
+//! * **Storage**: profiles at `nrf/profile/<id>`, signing keys at `nrf/signing`, all inside
+//!   the barrier; a success answer means the write is durable.
+
+// Helpers return the finished refusal (`Result<_, Response>`), which every handler sends
+// as is; boxing it would only add an allocation on the error path.
+#![allow(clippy::result_large_err)]
+
+use crate::config::SbiConfig;
+use crate::core::{now_unix, Active, Core, Plain};
+use crate::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use custos_nrf::identity::{self, NfIdentity};
+use custos_nrf::jws::Signer;
+use custos_nrf::profile::Profile;
+use custos_nrf::{discovery, token};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+/// Connections older than this re-check their client certificate's revocation per request.
+pub(crate) const RECHECK: Duration = Duration::from_secs(30);
+
+/// Discovery results are valid this long (SearchResult.validityPeriod, seconds).
+const VALIDITY_PERIOD: u64 = 60;
+
+struct TlsState {
+    config: Arc<rustls::ServerConfig>,
+    renew_at: i64,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct StoredKeys {
+    /// PKCS#8 of the current key, hex.
+    current: String,
+    /// Retired public keys, published until their last token expires.
+    retired: Vec<(Value, i64)>,
+}
+
+impl Drop for StoredKeys {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.current);
+    }
+}
+
+/// What is loaded from the barrier for one unsealed core.
+struct Loaded {
+    active: Weak<Active>,
+    profiles: HashMap<String, Arc<Profile>>,
+    signer: Arc<Signer>,
+    retired: Vec<(Value, i64)>,
+}
+
+/// NRF state shared by the listener, its tasks and handlers.
+pub(crate) struct Nrf {
+    pub(crate) cfg: SbiConfig,
+    tls: RwLock<Option<TlsState>>,
+    loaded: RwLock<Option<Loaded>>,
+    beats: Mutex<HashMap<String, Instant>>,
+    /// Serialises registry writes (memory follows storage in commit order).
+    write: tokio::sync::Mutex<()>,
+}
+
+/// Per-connection facts about the TLS peer.
+#[derive(Clone)]
+pub(crate) struct Peer {
+    identity: Result<NfIdentity, identity::IdentityError>,
+    serial: Vec<u8>,
+    since: Instant,
+}
+
+#[derive(Clone)]
+struct Sbi {
+    core: Arc<Core>,
+    nrf: Arc<Nrf>,
+}
+
+fn problem(
+    status: u16,
+    cause: &str,
+    detail: impl Into<String>,
+    param: Option<(&str, String)>,
+) -> Response {
+    let detail = detail.into();
+    let mut body = json!({
+        "title": StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error"),
+        "status": status,
+        "detail": detail,
+        "cause": cause,
+    });
+    if let Some((p, r)) = param {
+        body["invalidParams"] = json!([{"param": p, "reason": r}]);
+    }
+    let mut r = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        body.to_string(),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/problem+json"),
+    );
+    r
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "SBI internal error");
+    problem(500, "SYSTEM_FAILURE", "internal error", None)
+}
+
+impl Nrf {
+    pub(crate) fn new(cfg: SbiConfig) -> Arc<Nrf> {
+        Arc::new(Nrf {
+            cfg,
+            tls: RwLock::new(None),
+            loaded: RwLock::new(None),
+            beats: Mutex::new(HashMap::new()),
+            write: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn profile(&self, id: &str) -> Option<Arc<Profile>> {
+        self.loaded.read().ok()?.as_ref()?.profiles.get(id).cloned()
+    }
+
+    fn profiles(&self) -> Vec<Arc<Profile>> {
+        self.loaded
+            .read()
+            .ok()
+            .and_then(|l| l.as_ref().map(|l| l.profiles.values().cloned().collect()))
+            .unwrap_or_default()
+    }
+
+    fn signer(&self) -> Option<Arc<Signer>> {
+        Some(self.loaded.read().ok()?.as_ref()?.signer.clone())
+    }
+
+    /// Loads the registry and keys for the current unsealed core (once per unseal).
+    async fn ensure_loaded(&self, a: &Arc<Active>) -> Result<(), ApiError> {
+        let fresh = self
+            .loaded
+            .read()
+            .ok()
+            .and_then(|l| l.as_ref().map(|l| l.active.as_ptr() == Arc::as_ptr(a)))
+            .unwrap_or(false);
+        if fresh {
+            return Ok(());
+        }
+        let _g = self.write.lock().await;
+        let mut profiles = HashMap::new();
+        for id in a.list("nrf/profile/").await? {
+            if let Some(doc) = a.get_json::<Value>(&format!("nrf/profile/{id}")).await? {
+                match Profile::parse(&id, &doc) {
+                    Ok(p) => {
+                        profiles.insert(p.id.clone(), Arc::new(p));
+                    }
+                    Err(e) => {
+                        tracing::error!(nf = %id, error = %e, "stored NF profile no longer validates; skipped")
+                    }
+                }
+            }
+        }
+        let mut keys: StoredKeys = a.get_json("nrf/signing").await?.unwrap_or_default();
+        if keys.current.is_empty() {
+            let k = custos_nrf::jws::generate_pkcs8().map_err(ApiError::internal)?;
+            keys.current = hex::encode(&k[..]);
+            a.write(vec![Plain::Put(
+                "nrf/signing".into(),
+                serde_json::to_vec(&keys)?,
+            )])
+            .await?;
+            tracing::info!("NRF signing key created");
+        }
+        let der = zeroize::Zeroizing::new(hex::decode(&keys.current).map_err(ApiError::internal)?);
+        let signer = Arc::new(Signer::from_pkcs8(&der).map_err(ApiError::internal)?);
+        let now = Instant::now();
+        if let Ok(mut b) = self.beats.lock() {
+            b.clear();
+            for id in profiles.keys() {
+                b.insert(id.clone(), now);
+            }
+        }
+        if let Ok(mut l) = self.loaded.write() {
+            *l = Some(Loaded {
+                active: Arc::downgrade(a),
+                profiles,
+                signer,
+                retired: keys.retired.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stores a profile (or deletes it, `None`) durably, then updates memory.
+    async fn put(&self, a: &Active, id: &str, p: Option<Profile>) -> Result<(), ApiError> {
+        let key = format!("nrf/profile/{id}");
+        match &p {
+            Some(p) => {
+                a.write(vec![Plain::Put(key, serde_json::to_vec(&p.doc)?)])
+                    .await?
+            }
+            None => a.write(vec![Plain::Delete(key)]).await?,
+        }
+        if let Ok(mut l) = self.loaded.write() {
+            if let Some(l) = l.as_mut() {
+                match p {
+                    Some(p) => {
+                        l.profiles.insert(id.to_string(), Arc::new(p));
+                    }
+                    None => {
+                        l.profiles.remove(id);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn beat(&self, id: &str) {
+        if let Ok(mut b) = self.beats.lock() {
+            b.insert(id.to_string(), Instant::now());
+        }
+    }
+
+    /// The JWKS: the current key and retired keys whose tokens may still be valid.
+    fn jwks(&self) -> Value {
+        let now = now_unix();
+        let l = self.loaded.read().ok();
+        let Some(l) = l.as_ref().and_then(|l| l.as_ref()) else {
+            return custos_nrf::jws::jwks(&[]);
+        };
+        let mut keys = vec![l.signer.jwk()];
+        keys.extend(
+            l.retired
+                .iter()
+                .filter(|(_, until)| *until > now)
+                .map(|(k, _)| k.clone()),
+        );
+        custos_nrf::jws::jwks(&keys)
+    }
+}
+
+/// Makes sure the SBI certificate exists and is fresh; builds the TLS config.
+async fn refresh_tls(core: &Core, nrf: &Nrf) -> Result<(), ApiError> {
+    let due = nrf
+        .tls
+        .read()
+        .ok()
+        .map(|t| t.as_ref().is_none_or(|t| now_unix() >= t.renew_at))
+        .unwrap_or(true);
+    if !due {
+        return Ok(());
+    }
+    let a = core.active().ok_or(ApiError::Sealed)?;
+    let mut d = Map::new();
+    d.insert("common_name".into(), json!(nrf.cfg.fqdn));
+    d.insert("nf_instance_id".into(), json!(nrf.cfg.nf_instance_id));
+    d.insert("nf_type".into(), json!("NRF"));
+    let data = crate::pki::issue_internal(core, &a, &nrf.cfg.pki_mount, &nrf.cfg.role, d).await?;
+    let field = |k: &str| {
+        data.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut chain_pem = field("certificate");
+    let cas: Vec<String> = data
+        .get("ca_chain")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    for c in &cas {
+        chain_pem.push('\n');
+        chain_pem.push_str(c);
+    }
+    let certs: Vec<rustls::pki_types::CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(ApiError::internal)?;
+    let key_pem = zeroize::Zeroizing::new(field("private_key"));
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::internal(std::io::Error::other("issue returned no key")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs.iter().skip(1) {
+        roots.add(c.clone()).map_err(ApiError::internal)?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(ApiError::internal)?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(ApiError::internal)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(ApiError::internal)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let nb = now_unix();
+    let na = data
+        .get("expiration")
+        .and_then(Value::as_i64)
+        .unwrap_or(nb + 3600);
+    let renew_at = nb + (na - nb) * 2 / 3;
+    if let Ok(mut t) = nrf.tls.write() {
+        *t = Some(TlsState {
+            config: Arc::new(cfg),
+            renew_at,
+        });
+    }
+    tracing::info!(serial = %field("serial_number"), not_after = na, "SBI certificate issued");
+    Ok(())
+}
+
+/// Marks profiles whose heartbeats stopped as SUSPENDED (TS 29.510 5.2.2.3.2): after 1.5
+/// heartbeat intervals without a heartbeat.
+async fn sweep_heartbeats(core: &Core, nrf: &Nrf) -> Result<(), ApiError> {
+    let Some(a) = core.active() else {
+        return Ok(());
+    };
+    let limit = Duration::from_millis(nrf.cfg.heartbeat * 1500);
+    let stale: Vec<Arc<Profile>> = {
+        let beats = nrf
+            .beats
+            .lock()
+            .map_err(|_| ApiError::internal(std::io::Error::other("beats poisoned")))?;
+        nrf.profiles()
+            .into_iter()
+            .filter(|p| p.status == "REGISTERED")
+            .filter(|p| beats.get(&p.id).is_none_or(|t| t.elapsed() > limit))
+            .collect()
+    };
+    for p in stale {
+        let _g = nrf.write.lock().await;
+        let mut doc = p.doc.clone();
+        doc["nfStatus"] = json!("SUSPENDED");
+        let next = Profile::parse(&p.id, &doc).map_err(|e| ApiError::bad(e.to_string()))?;
+        nrf.put(&a, &p.id, Some(next)).await?;
+        tracing::warn!(nf = %p.id, nf_type = %p.nf_type, "heartbeats stopped: NF marked SUSPENDED");
+    }
+    Ok(())
+}
+
+/// Starts the SBI listener and its certificate and heartbeat tasks.
+pub(crate) async fn start(
+    core: Arc<Core>,
+    nrf: Arc<Nrf>,
+) -> Result<tokio::task::JoinHandle<()>, crate::listener::ListenError> {
+    let l = crate::listener::bind(nrf.cfg.addr).await?;
+    let (c2, n2) = (core.clone(), nrf.clone());
+    let maintain = async move {
+        let mut last_err = String::new();
+        loop {
+            let r = refresh_tls(&c2, &n2).await;
+            if let Some(a) = c2.active() {
+                if let Err(e) = n2.ensure_loaded(&a).await {
+                    tracing::error!(error = %e, "loading the NRF registry");
+                }
+                if let Err(e) = sweep_heartbeats(&c2, &n2).await {
+                    tracing::error!(error = %e, "heartbeat sweep");
+                }
+            }
+            match r {
+                Err(ApiError::Sealed) => {}
+                Err(e) if e.to_string() != last_err => {
+                    last_err = e.to_string();
+                    tracing::warn!(error = %last_err, mount = %n2.cfg.pki_mount, role = %n2.cfg.role, "SBI certificate not available yet; the SBI listener refuses connections until it is");
+                }
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    let st = Sbi { core, nrf };
+    let app = router(st.clone());
+    // One task: aborting it stops both the listener and the maintenance loop.
+    Ok(tokio::spawn(async move {
+        tokio::select! {
+            _ = serve(l, st, app) => {}
+            _ = maintain => {}
+        }
+    }))
+}
+
+async fn serve(listener: tokio::net::TcpListener, st: Sbi, app: axum::Router) {
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(s) => s,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Some(cfg) = st
+            .nrf
+            .tls
+            .read()
+            .ok()
+            .and_then(|t| t.as_ref().map(|t| t.config.clone()))
+        else {
+            continue;
+        };
+        let (app, st) = (app.clone(), st.clone());
+        tokio::spawn(async move {
+            let acc = tokio_rustls::TlsAcceptor::from(cfg);
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acc.accept(stream)).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %addr, error = %e, "SBI TLS handshake refused");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let Some(leaf) = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref().to_vec())
+            else {
+                return;
+            };
+            let serial = x509_parser::parse_x509_certificate(&leaf)
+                .map(|(_, x)| x.raw_serial().to_vec())
+                .unwrap_or_default();
+            if let Some(a) = st.core.active() {
+                if crate::pki::revoked_in_mount(&a, &st.nrf.cfg.pki_mount, &serial)
+                    .await
+                    .unwrap_or(true)
+                {
+                    tracing::info!(peer = %addr, "SBI client certificate is revoked; connection closed");
+                    return;
+                }
+            }
+            let peer = Peer {
+                identity: identity::from_cert(&leaf),
+                serial,
+                since: Instant::now(),
+            };
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30));
+            builder.http2().max_concurrent_streams(256);
+            let svc = TowerToHyperService::new(app.layer(Extension(peer)));
+            let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+        });
+    }
+}
+
+fn router(st: Sbi) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/nnrf-nfm/v1/nf-instances", get(list))
+        .route(
+            "/nnrf-nfm/v1/nf-instances/{id}",
+            get(get_profile)
+                .put(register)
+                .patch(update)
+                .delete(deregister),
+        )
+        .route("/nnrf-disc/v1/nf-instances", get(discover))
+        .route("/oauth2/token", post(access_token))
+        .route("/oauth2/jwks", get(jwks))
+        .fallback(|| async {
+            problem(
+                404,
+                "RESOURCE_URI_STRUCTURE_NOT_FOUND",
+                "no such SBI resource",
+                None,
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(
+            custos_nrf::profile::MAX_PROFILE_BYTES,
+        ))
+        .with_state(st)
+}
+
+/// The unsealed core and the caller's identity, or the answer refusing the request.
+async fn caller(st: &Sbi, peer: &Peer) -> Result<(Arc<Active>, NfIdentity), Response> {
+    let a = st
+        .core
+        .active()
+        .ok_or_else(|| problem(503, "NF_CONGESTION", "Custos is sealed", None))?;
+    st.nrf.ensure_loaded(&a).await.map_err(internal)?;
+    let id = peer
+        .identity
+        .clone()
+        .map_err(|e| problem(403, "CLIENT_CERTIFICATE_NOT_AN_NF", e.to_string(), None))?;
+    if peer.since.elapsed() > RECHECK
+        && crate::pki::revoked_in_mount(&a, &st.nrf.cfg.pki_mount, &peer.serial)
+            .await
+            .map_err(internal)?
+    {
+        return Err(problem(
+            403,
+            "CLIENT_CERTIFICATE_REVOKED",
+            "the client certificate is revoked",
+            None,
+        ));
+    }
+    Ok((a, id))
+}
+
+fn path_id(id: &str) -> Result<String, Response> {
+    custos_nrf::canonical_uuid(id).ok_or_else(|| {
+        problem(
+            400,
+            "MANDATORY_IE_INCORRECT",
+            "nfInstanceID must be a UUID",
+            Some(("nfInstanceID", "not a UUID".into())),
+        )
+    })
+}
+
+/// Only the NF named by the certificate may change its own profile.
+fn owner(id: &NfIdentity, instance: &str) -> Result<(), Response> {
+    if id.instance_id != instance {
+        return Err(problem(
+            403,
+            "NF_INSTANCE_MISMATCH",
+            "only the NF whose certificate carries this NF instance ID may manage its profile",
+            None,
+        ));
+    }
+    Ok(())
+}
+
+fn json_body(body: &Bytes) -> Result<Value, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        problem(
+            400,
+            "INVALID_MSG_FORMAT",
+            format!("body is not JSON: {e}"),
+            None,
+        )
+    })
+}
+
+fn profile_problem(e: custos_nrf::profile::ProfileError) -> Response {
+    problem(
+        400,
+        "MANDATORY_IE_INCORRECT",
+        e.to_string(),
+        Some((&e.field, e.reason.clone())),
+    )
+}
+
+async fn register(
+    State(st): State<Sbi>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (a, who) = match caller(&st, &peer).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let id = match path_id(&id) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    if let Err(r) = owner(&who, &id) {
+        return r;
+    }
+    let mut doc = match json_body(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    if doc.is_object() {
+        // The NRF imposes its heartbeat interval, and answers with it (TS 29.510 5.2.2.2.2).
+        doc["heartBeatTimer"] = json!(st.nrf.cfg.heartbeat);
+    }
+    let p = match Profile::parse(&id, &doc) {
+        Ok(p) => p,
+        Err(e) => return profile_problem(e),
+    };
+    if !who.has_type(&p.nf_type) {
+        return problem(
+            403,
+            "NF_TYPE_MISMATCH",
+            format!(
+                "nfType {} is not an NF type of the client certificate",
+                p.nf_type
+            ),
+            None,
+        );
+    }
+    let _g = st.nrf.write.lock().await;
+    let existed = st.nrf.profile(&id).is_some();
+    if let Err(e) = st.nrf.put(&a, &id, Some(p.clone())).await {
+        return internal(e);
+    }
+    st.nrf.beat(&id);
+    tracing::info!(nf = %id, nf_type = %p.nf_type, "NF registered");
+    let mut r = (
+        if existed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
+        Json(p.doc),
+    )
+        .into_response();
+    if !existed {
+        if let Ok(v) = HeaderValue::from_str(&format!("/nnrf-nfm/v1/nf-instances/{id}")) {
+            r.headers_mut().insert("location", v);
+        }
+    }
+    r
+}
+
+async fn get_profile(
+    State(st): State<Sbi>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+) -> Response {
+    let who = match caller(&st, &peer).await {
+        Ok((_, w)) => w,
+        Err(r) => return r,
+    };
+    let id = match path_id(&id) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    if let Err(r) = owner(&who, &id) {
+        return r;
+    }
+    match st.nrf.profile(&id) {
+        Some(p) => Json(p.doc.clone()).into_response(),
+        None => problem(404, "RESOURCE_NOT_FOUND", "no such NF instance", None),
+    }
+}
+
+async fn update(
+    State(st): State<Sbi>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (a, who) = match caller(&st, &peer).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let id = match path_id(&id) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    if let Err(r) = owner(&who, &id) {
+        return r;
+    }
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("application/json-patch+json") {
+        return problem(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "NFUpdate needs application/json-patch+json",
+            None,
+        );
+    }
+    let patch = match json_body(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let _g = st.nrf.write.lock().await;
+    let Some(cur) = st.nrf.profile(&id) else {
+        return problem(404, "RESOURCE_NOT_FOUND", "no such NF instance", None);
+    };
+    let mut next = match cur.patched(&patch) {
+        Ok(p) => p,
+        Err(e) => return profile_problem(e),
+    };
+    if next.doc.get("heartBeatTimer") != Some(&json!(st.nrf.cfg.heartbeat)) {
+        next.doc["heartBeatTimer"] = json!(st.nrf.cfg.heartbeat);
+    }
+    if next.doc != cur.doc {
+        if let Err(e) = st.nrf.put(&a, &id, Some(next)).await {
+            return internal(e);
+        }
+    }
+    st.nrf.beat(&id);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn deregister(
+    State(st): State<Sbi>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+) -> Response {
+    let (a, who) = match caller(&st, &peer).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let id = match path_id(&id) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    if let Err(r) = owner(&who, &id) {
+        return r;
+    }
+    let _g = st.nrf.write.lock().await;
+    if st.nrf.profile(&id).is_none() {
+        return problem(404, "RESOURCE_NOT_FOUND", "no such NF instance", None);
+    }
+    if let Err(e) = st.nrf.put(&a, &id, None).await {
+        return internal(e);
+    }
+    tracing::info!(nf = %id, "NF deregistered");
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn list(
+    State(st): State<Sbi>,
+    Extension(peer): Extension<Peer>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    if let Err(r) = caller(&st, &peer).await {
+        return r;
+    }
+    let mut nf_type = None;
+    let mut limit = usize::MAX;
+    for (k, v) in &q {
+        match k.as_str() {
+            "nf-type" if custos_nrf::is_nf_type(v) => nf_type = Some(v.clone()),
+            "nf-type" => {
+                return problem(
+                    400,
+                    "MANDATORY_IE_INCORRECT",
+                    "nf-type is not an NFType",
+                    Some(("nf-type", v.clone())),
+                )
+            }
+            "limit" => match v.parse::<usize>() {
+                Ok(n) if n >= 1 => limit = n,
+                _ => {
+                    return problem(
+                        400,
+                        "MANDATORY_IE_INCORRECT",
+                        "limit must be a positive integer",
+                        Some(("limit", v.clone())),
+                    )
+                }
+            },
+            _ => {}
+        }
+    }
+    let mut ids: Vec<String> = st
+        .nrf
+        .profiles()
+        .iter()
+        .filter(|p| nf_type.as_ref().is_none_or(|t| &p.nf_type == t))
+        .map(|p| p.id.clone())
+        .collect();
+    ids.sort();
+    let items: Vec<Value> = ids
+        .iter()
+        .take(limit)
+        .map(|id| json!({"href": format!("/nnrf-nfm/v1/nf-instances/{id}")}))
+        .collect();
+    Json(json!({"_links": {"items": items}})).into_response()
+}
+
+async fn discover(
+    State(st): State<Sbi>,
+    Extension(peer): Extension<Peer>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    let who = match caller(&st, &peer).await {
+        Ok((_, w)) => w,
+        Err(r) => return r,
+    };
+    let query = match discovery::parse(&q).and_then(|query| {
+        discovery::check_caller(&query, &who)?;
+        Ok(query)
+    }) {
+        Ok(q) => q,
+        Err(e) => {
+            let status = if e.param.starts_with("requester-") {
+                403
+            } else {
+                400
+            };
+            return problem(
+                status,
+                if status == 403 {
+                    "NF_TYPE_MISMATCH"
+                } else {
+                    "MANDATORY_IE_INCORRECT"
+                },
+                e.to_string(),
+                Some((&e.param, e.reason.clone())),
+            );
+        }
+    };
+    let mut query = query;
+    if query.requester_fqdn.is_none() {
+        query.requester_fqdn = st
+            .nrf
+            .profile(&who.instance_id)
+            .and_then(|p| p.fqdn.clone());
+    }
+    let found: Vec<Value> = st
+        .nrf
+        .profiles()
+        .iter()
+        .filter(|p| discovery::matches(&query, p))
+        .map(|p| p.doc.clone())
+        .collect();
+    Json(json!({"validityPeriod": VALIDITY_PERIOD, "nfInstances": found})).into_response()
+}
+
+fn token_err(e: &token::TokenError) -> Response {
+    let body = json!({"error": e.code.as_str(), "error_description": e.description});
+    let mut r = (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    no_store(r.headers_mut());
+    r
+}
+
+fn no_store(h: &mut HeaderMap) {
+    h.insert("cache-control", HeaderValue::from_static("no-store"));
+    h.insert("pragma", HeaderValue::from_static("no-cache"));
+}
+
+async fn access_token(
+    State(st): State<Sbi>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let who = match caller(&st, &peer).await {
+        Ok((_, w)) => w,
+        Err(r) => return r,
+    };
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("application/x-www-form-urlencoded") {
+        return problem(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "AccessTokenReq is application/x-www-form-urlencoded",
+            None,
+        );
+    }
+    let form: Vec<(String, String)> = match serde_urlencoded::from_bytes(&body) {
+        Ok(f) => f,
+        Err(_) => {
+            return token_err(&token::TokenError {
+                code: token::ErrorCode::InvalidRequest,
+                description: "the body is not a valid form".into(),
+            })
+        }
+    };
+    let req = match token::parse(&form) {
+        Ok(r) => r,
+        Err(e) => return token_err(&e),
+    };
+    let requester = st.nrf.profile(&req.nf_instance_id);
+    let producers: Vec<Arc<Profile>> = match (&req.target_nf_instance_id, &req.target_nf_type) {
+        (Some(id), _) => st.nrf.profile(id).into_iter().collect(),
+        (None, Some(t)) => st
+            .nrf
+            .profiles()
+            .into_iter()
+            .filter(|p| &p.nf_type == t)
+            .collect(),
+        (None, None) => Vec::new(),
+    };
+    let refs: Vec<&Profile> = producers.iter().map(|p| p.as_ref()).collect();
+    let now = now_unix().max(0) as u64;
+    let cx = token::Context {
+        nrf_instance_id: &st.nrf.cfg.nf_instance_id,
+        ttl: st.nrf.cfg.token_ttl,
+        now,
+        requester: requester.as_deref(),
+        producers: &refs,
+    };
+    let claims = match token::authorize(&req, &who, &cx) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(requester = %who.instance_id, error = %e, "access token refused");
+            return token_err(&e);
+        }
+    };
+    let Some(signer) = st.nrf.signer() else {
+        return internal("no signing key");
+    };
+    let tok = match signer.sign(&claims) {
+        Ok(t) => t,
+        Err(e) => return internal(e),
+    };
+    let body = json!({
+        "access_token": tok,
+        "token_type": "Bearer",
+        "expires_in": st.nrf.cfg.token_ttl,
+        "scope": claims["scope"],
+    });
+    let mut r = Json(body).into_response();
+    no_store(r.headers_mut());
+    r
+}
+
+async fn jwks(State(st): State<Sbi>, Extension(peer): Extension<Peer>) -> Response {
+    if let Err(r) = caller(&st, &peer).await {
+        return r;
+    }
+    Json(st.nrf.jwks()).into_response()
+}

@@ -1,0 +1,469 @@
+//! The NRF over its SBI listener, with real mutual TLS (reqwest/rustls clients presenting SBA
+//! certificates issued by Custos's PKI): registration, discovery, access tokens verified by
+//! the producer crate, and every attack the issue lists refused with nothing registered or
+//! issued.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use custos_testkit::{config_server, ok, sba_pki, Api, SBA_DOMAIN as DOMAIN};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const NRF: &str = "11111111-1111-4111-8111-111111111111";
+const AMF: &str = "9e1f0b7a-6c2d-4b8e-a1f3-2d4c6e8f0a22";
+const SMF: &str = "5b0d6c53-2f39-4d4e-9d2c-1f0a6a9f3c11";
+const UDM: &str = "0f7c6b9e-1d2a-4e3b-8c4d-5e6f7a8b9c0d";
+const NEF: &str = "3c2b1a09-8f7e-4d6c-9b5a-4f3e2d1c0b0a";
+
+struct Nrf {
+    _server: custos_server::Running,
+    _dir: tempfile::TempDir,
+    api: Api,
+    root: String,
+    sbi: std::net::SocketAddr,
+    ca: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn nrf(heartbeat: &str) -> Nrf {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("unseal.key"), "22".repeat(32)).unwrap();
+    let port = free_port();
+    let cfg = format!(
+        "[storage]\nbackend = \"sqlite\"\npath = \"{{dir}}/custos.db\"\n[listener]\naddress = \"127.0.0.1:0\"\ntls_disable = true\n[seal]\ntype = \"keyfile\"\nkey_file = \"{{dir}}/unseal.key\"\n[sbi]\naddress = \"127.0.0.1:{port}\"\npki_mount = \"pki\"\nrole = \"sba\"\nnf_instance_id = \"{NRF}\"\nfqdn = \"nrf.{DOMAIN}\"\ntoken_ttl = \"10m\"\nheartbeat = \"{heartbeat}\"\n"
+    );
+    let (r, dir) = config_server(&cfg, Some(dir)).await;
+    let api = Api::new(&format!("http://{}", r.addr));
+    let (st, v) = api.call("PUT", "sys/init", None, Some(json!({}))).await;
+    assert_eq!(st, 200, "{v}");
+    let root = v["root_token"].as_str().unwrap().to_string();
+    let ca = sba_pki(&api, &root, "1h").await;
+    let n = Nrf {
+        _server: r,
+        _dir: dir,
+        api,
+        root,
+        sbi: format!("127.0.0.1:{port}").parse().unwrap(),
+        ca,
+    };
+    // The SBI certificate is issued by the server itself once the PKI exists.
+    let probe = n.nf("AMF", AMF, "1h").await;
+    for _ in 0..100 {
+        if probe.get(n.url("/oauth2/jwks")).send().await.is_ok() {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("SBI listener never became ready");
+}
+
+impl Nrf {
+    fn url(&self, p: &str) -> String {
+        format!("https://nrf.{DOMAIN}:{}{p}", self.sbi.port())
+    }
+
+    fn client(&self, identity: Option<Vec<u8>>) -> reqwest::Client {
+        let mut b = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(self.ca.as_bytes()).unwrap()])
+            .resolve(&format!("nrf.{DOMAIN}"), self.sbi)
+            .timeout(Duration::from_secs(10));
+        if let Some(i) = identity {
+            b = b.identity(reqwest::Identity::from_pem(&i).unwrap());
+        }
+        b.build().unwrap()
+    }
+
+    /// Issues an SBA certificate for an NF and returns a client presenting it.
+    async fn nf(&self, nf_type: &str, id: &str, ttl: &str) -> reqwest::Client {
+        self.client(Some(self.cert(nf_type, id, ttl).await.1))
+    }
+
+    async fn cert(&self, nf_type: &str, id: &str, ttl: &str) -> (String, Vec<u8>) {
+        let v = ok(&self.api, &self.root, "POST", "pki/issue/sba", json!({"common_name": format!("{}1.{DOMAIN}", nf_type.to_lowercase()), "nf_instance_id": id, "nf_type": nf_type, "ttl": ttl})).await;
+        let d = &v["data"];
+        let pem = format!(
+            "{}\n{}\n",
+            d["certificate"].as_str().unwrap(),
+            d["private_key"].as_str().unwrap()
+        );
+        (
+            d["serial_number"].as_str().unwrap().to_string(),
+            pem.into_bytes(),
+        )
+    }
+}
+
+fn profile(id: &str, nf_type: &str, extra: Value) -> Value {
+    let mut p = json!({"nfInstanceId": id, "nfType": nf_type, "nfStatus": "REGISTERED", "fqdn": format!("{}1.{DOMAIN}", nf_type.to_lowercase())});
+    for (k, v) in extra.as_object().unwrap() {
+        p[k] = v.clone();
+    }
+    p
+}
+
+fn service(name: &str) -> Value {
+    json!({"serviceInstanceId": name, "serviceName": name, "versions": [{"apiVersionInUri": "v1", "apiFullVersion": "1.0.0"}], "scheme": "https", "nfServiceStatus": "REGISTERED"})
+}
+
+async fn send(r: reqwest::RequestBuilder) -> (u16, Value, reqwest::header::HeaderMap) {
+    let resp = r.send().await.unwrap();
+    let st = resp.status().as_u16();
+    let h = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    (st, serde_json::from_str(&text).unwrap_or(Value::Null), h)
+}
+
+async fn register(n: &Nrf, c: &reqwest::Client, id: &str, body: &Value) -> (u16, Value) {
+    let (st, v, _) = send(
+        c.put(n.url(&format!("/nnrf-nfm/v1/nf-instances/{id}")))
+            .json(body),
+    )
+    .await;
+    (st, v)
+}
+
+async fn token(
+    n: &Nrf,
+    c: &reqwest::Client,
+    form: &[(&str, &str)],
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let body = serde_urlencoded::to_string(form).unwrap();
+    send(
+        c.post(n.url("/oauth2/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body),
+    )
+    .await
+}
+
+type Form = Vec<(&'static str, &'static str)>;
+
+const TOKEN_FORM: &[(&str, &str)] = &[
+    ("grant_type", "client_credentials"),
+    ("nfInstanceId", AMF),
+    ("nfType", "AMF"),
+    ("targetNfType", "SMF"),
+    ("scope", "nsmf-pdusession"),
+];
+
+fn form_with(over: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let mut v: Vec<_> = TOKEN_FORM
+        .iter()
+        .filter(|(k, _)| !over.iter().any(|(o, _)| o == k))
+        .copied()
+        .collect();
+    v.extend(over.iter().copied());
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nf_registers_discovers_and_gets_a_token_the_producer_crate_accepts() {
+    let n = nrf("60s").await;
+    let amf = n.nf("AMF", AMF, "1h").await;
+    let smf = n.nf("SMF", SMF, "1h").await;
+    let (st, v) = register(
+        &n,
+        &amf,
+        AMF,
+        &profile(AMF, "AMF", json!({"heartBeatTimer": 5})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["heartBeatTimer"], 60, "the NRF imposes its heartbeat");
+    assert_eq!(
+        register(&n, &amf, AMF, &profile(AMF, "AMF", json!({})))
+            .await
+            .0,
+        200,
+        "replace"
+    );
+    let (st, v) = register(
+        &n,
+        &smf,
+        SMF,
+        &profile(
+            SMF,
+            "SMF",
+            json!({"allowedNfTypes": ["AMF"], "nfServices": [service("nsmf-pdusession")]}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+
+    let (st, v, _) = send(amf.get(n.url("/nnrf-disc/v1/nf-instances")).query(&[
+        ("target-nf-type", "SMF"),
+        ("requester-nf-type", "AMF"),
+        ("service-names", "nsmf-pdusession"),
+    ]))
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["validityPeriod"], 60);
+    assert_eq!(v["nfInstances"][0]["nfInstanceId"], SMF);
+
+    let (st, v, h) = token(&n, &amf, TOKEN_FORM).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["token_type"], "Bearer");
+    assert_eq!(v["expires_in"], 600);
+    assert_eq!(h["cache-control"], "no-store");
+    assert_eq!(h["pragma"], "no-cache");
+    let tok = v["access_token"].as_str().unwrap();
+
+    // The SMF verifies it with the published JWKS: accepted from the AMF, refused from anyone else.
+    let (_, jwks, _) = send(smf.get(n.url("/oauth2/jwks"))).await;
+    let keys = custos_sba_auth::NrfKeys::from_jwks(jwks.to_string().as_bytes()).unwrap();
+    let verifier = custos_sba_auth::Verifier::new(keys, [NRF], "SMF", SMF);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = verifier.verify(tok, AMF, "nsmf-pdusession", now).unwrap();
+    assert_eq!(claims.iss, NRF);
+    assert_eq!(
+        verifier.verify(tok, NEF, "nsmf-pdusession", now),
+        Err(custos_sba_auth::SbaAuthError::Subject)
+    );
+
+    // Heartbeat, then deregistration.
+    let (st, _, _) = send(
+        amf.patch(n.url(&format!("/nnrf-nfm/v1/nf-instances/{AMF}")))
+            .header("content-type", "application/json-patch+json")
+            .body(r#"[{"op":"replace","path":"/nfStatus","value":"REGISTERED"}]"#),
+    )
+    .await;
+    assert_eq!(st, 204);
+    let (st, _, _) = send(amf.delete(n.url(&format!("/nnrf-nfm/v1/nf-instances/{AMF}")))).await;
+    assert_eq!(st, 204);
+    let (st, _, _) = send(amf.get(n.url(&format!("/nnrf-nfm/v1/nf-instances/{AMF}")))).await;
+    assert_eq!(st, 404);
+    // Deregistered: no more tokens.
+    let (_, v, _) = token(&n, &amf, TOKEN_FORM).await;
+    assert_eq!(v["error"], "invalid_client");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listed_attack_is_refused_and_nothing_is_registered_or_issued() {
+    let n = nrf("60s").await;
+    let amf = n.nf("AMF", AMF, "1h").await;
+    let smf = n.nf("SMF", SMF, "1h").await;
+    let udm = n.nf("UDM", UDM, "1h").await;
+    let nef = n.nf("NEF", NEF, "1h").await;
+    register(&n, &amf, AMF, &profile(AMF, "AMF", json!({}))).await;
+    register(
+        &n,
+        &smf,
+        SMF,
+        &profile(
+            SMF,
+            "SMF",
+            json!({"nfServices": [service("nsmf-pdusession")]}),
+        ),
+    )
+    .await;
+    register(
+        &n,
+        &udm,
+        UDM,
+        &profile(
+            UDM,
+            "UDM",
+            json!({"allowedNfTypes": ["SMF"], "nfServices": [service("nudm-sdm")]}),
+        ),
+    )
+    .await;
+
+    // No client certificate: no TLS session at all.
+    assert!(n
+        .client(None)
+        .get(n.url("/oauth2/jwks"))
+        .send()
+        .await
+        .is_err());
+
+    let cases: Vec<(Form, &reqwest::Client, &str)> = vec![
+        (form_with(&[("nfInstanceId", SMF)]), &amf, "invalid_client"),
+        (form_with(&[("nfType", "SMF")]), &amf, "invalid_client"),
+        (
+            form_with(&[("nfInstanceId", NEF), ("nfType", "NEF")]),
+            &nef,
+            "invalid_client",
+        ),
+        (
+            form_with(&[("scope", "nsmf-event-exposure")]),
+            &amf,
+            "invalid_scope",
+        ),
+        (
+            form_with(&[("targetNfType", "NRF"), ("scope", "nsmf-pdusession")]),
+            &amf,
+            "invalid_scope",
+        ),
+        (
+            form_with(&[("targetNfType", "UDM"), ("scope", "nudm-sdm")]),
+            &amf,
+            "unauthorized_client",
+        ),
+        (
+            form_with(&[("grant_type", "password")]),
+            &amf,
+            "unsupported_grant_type",
+        ),
+    ];
+    for (form, c, want) in cases {
+        let (st, v, h) = token(&n, c, &form).await;
+        assert_eq!(
+            (st, v["error"].as_str()),
+            (400, Some(want)),
+            "{form:?}: {v}"
+        );
+        assert_eq!(h["cache-control"], "no-store");
+        assert!(v.get("access_token").is_none());
+    }
+
+    // Path games: not a UUID, traversal (encoded so the client does not normalise it).
+    for bad in [
+        "not-a-uuid",
+        "..%2F..%2Fetc%2Fpasswd",
+        "5b0d6c53-2f39-4d4e-9d2c-1f0a6a9f3c1",
+    ] {
+        let (st, v, _) = send(
+            amf.put(n.url(&format!("/nnrf-nfm/v1/nf-instances/{bad}")))
+                .json(&profile(AMF, "AMF", json!({}))),
+        )
+        .await;
+        assert_eq!(st, 400, "{bad}: {v}");
+        assert_eq!(v["cause"], "MANDATORY_IE_INCORRECT");
+    }
+    // Registering, changing or deleting another NF's profile.
+    let hijack = profile(
+        SMF,
+        "SMF",
+        json!({"nfServices": [service("nsmf-pdusession")], "fqdn": "evil.example"}),
+    );
+    let (st, _) = register(&n, &amf, SMF, &hijack).await;
+    assert_eq!(st, 403);
+    let (st, _, _) = send(amf.delete(n.url(&format!("/nnrf-nfm/v1/nf-instances/{SMF}")))).await;
+    assert_eq!(st, 403);
+    let (st, _, _) = send(
+        amf.patch(n.url(&format!("/nnrf-nfm/v1/nf-instances/{SMF}")))
+            .header("content-type", "application/json-patch+json")
+            .body(r#"[{"op":"replace","path":"/fqdn","value":"evil.example"}]"#),
+    )
+    .await;
+    assert_eq!(st, 403);
+    // An NF registering itself under a type its certificate does not carry.
+    let (st, v) = register(&n, &nef, NEF, &profile(NEF, "SMF", json!({}))).await;
+    assert_eq!(st, 403, "{v}");
+    let (_, v, _) = send(smf.get(n.url(&format!("/nnrf-nfm/v1/nf-instances/{SMF}")))).await;
+    assert_eq!(
+        v["fqdn"],
+        format!("smf1.{DOMAIN}"),
+        "the SMF's profile is unchanged"
+    );
+    let (_, v, _) = send(nef.get(n.url("/nnrf-nfm/v1/nf-instances"))).await;
+    assert_eq!(
+        v["_links"]["items"].as_array().unwrap().len(),
+        3,
+        "nothing else registered: {v}"
+    );
+    // Discovery with a requester type the certificate does not carry.
+    let (st, _, _) = send(
+        amf.get(n.url("/nnrf-disc/v1/nf-instances"))
+            .query(&[("target-nf-type", "UDM"), ("requester-nf-type", "SMF")]),
+    )
+    .await;
+    assert_eq!(st, 403);
+    // ... and a producer's allowedNfTypes hides it from others.
+    let (_, v, _) = send(
+        amf.get(n.url("/nnrf-disc/v1/nf-instances"))
+            .query(&[("target-nf-type", "UDM"), ("requester-nf-type", "AMF")]),
+    )
+    .await;
+    assert_eq!(v["nfInstances"], json!([]));
+
+    // A revoked client certificate: refused on a new connection.
+    let (serial, pem) = n.cert("AMF", AMF, "1h").await;
+    ok(
+        &n.api,
+        &n.root,
+        "POST",
+        "pki/revoke",
+        json!({"serial_number": serial}),
+    )
+    .await;
+    assert!(
+        n.client(Some(pem))
+            .get(n.url("/oauth2/jwks"))
+            .send()
+            .await
+            .is_err(),
+        "revoked certificate"
+    );
+    // An expired client certificate: refused by the handshake.
+    let (_, pem) = n.cert("AMF", AMF, "1s").await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(
+        n.client(Some(pem))
+            .get(n.url("/oauth2/jwks"))
+            .send()
+            .await
+            .is_err(),
+        "expired certificate"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_nf_is_suspended_and_no_longer_discovered() {
+    let n = nrf("2s").await;
+    let amf = n.nf("AMF", AMF, "1h").await;
+    let smf = n.nf("SMF", SMF, "1h").await;
+    register(&n, &amf, AMF, &profile(AMF, "AMF", json!({}))).await;
+    register(
+        &n,
+        &smf,
+        SMF,
+        &profile(
+            SMF,
+            "SMF",
+            json!({"nfServices": [service("nsmf-pdusession")]}),
+        ),
+    )
+    .await;
+    let q = [("target-nf-type", "SMF"), ("requester-nf-type", "AMF")];
+    let found = |v: &Value| v["nfInstances"].as_array().map(|a| a.len()).unwrap_or(0);
+    let (_, v, _) = send(amf.get(n.url("/nnrf-disc/v1/nf-instances")).query(&q)).await;
+    assert_eq!(found(&v), 1);
+    // The AMF keeps beating; the SMF goes silent for more than 1.5 intervals.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        send(
+            amf.patch(n.url(&format!("/nnrf-nfm/v1/nf-instances/{AMF}")))
+                .header("content-type", "application/json-patch+json")
+                .body(r#"[{"op":"replace","path":"/nfStatus","value":"REGISTERED"}]"#),
+        )
+        .await;
+    }
+    let (_, v, _) = send(amf.get(n.url("/nnrf-disc/v1/nf-instances")).query(&q)).await;
+    assert_eq!(found(&v), 0, "suspended: {v}");
+    let (_, v, _) = send(smf.get(n.url(&format!("/nnrf-nfm/v1/nf-instances/{SMF}")))).await;
+    assert_eq!(v["nfStatus"], "SUSPENDED");
+    let (_, v, _) = token(&n, &amf, TOKEN_FORM).await;
+    assert_eq!(
+        v["error"], "invalid_scope",
+        "no token for a suspended producer"
+    );
+    // The AMF itself stayed registered; the SMF comes back with a heartbeat.
+    send(
+        smf.patch(n.url(&format!("/nnrf-nfm/v1/nf-instances/{SMF}")))
+            .header("content-type", "application/json-patch+json")
+            .body(r#"[{"op":"replace","path":"/nfStatus","value":"REGISTERED"}]"#),
+    )
+    .await;
+    let (_, v, _) = send(amf.get(n.url("/nnrf-disc/v1/nf-instances")).query(&q)).await;
+    assert_eq!(found(&v), 1);
+}
