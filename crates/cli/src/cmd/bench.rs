@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// full CRL build, and restart the server (time to serving, RSS).
     #[arg(long)]
     pub scale: bool,
+    /// NRF run instead: an in-process server with its SBI listener; --clients AMF stand-ins
+    /// request access tokens over mutual TLS with HTTP/2 (connections reused) for --duration.
+    #[arg(long)]
+    pub nrf: bool,
     /// Scale run: certificates to issue.
     #[arg(long, default_value_t = 1_000_000)]
     pub certs: usize,
@@ -192,7 +196,7 @@ async fn setup_logins(c: &Client) -> CliResult<(Value, Vec<String>)> {
 }
 
 /// `openssl speed ecdsap256` (sign/s, verify/s) for one core, if the openssl CLI is present.
-fn openssl_ecdsa_rates() -> Option<(f64, f64)> {
+pub(crate) fn openssl_ecdsa_rates() -> Option<(f64, f64)> {
     let out = std::process::Command::new("openssl")
         .args(["speed", "-seconds", "2", "ecdsap256"])
         .output()
@@ -327,6 +331,9 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> CliResult<()> {
     }
     if a.scale {
         return scale::run(cli, a).await;
+    }
+    if a.nrf {
+        return super::bench_nrf::run(a).await;
     }
     let tmp = tempfile::Builder::new()
         .prefix("custos-bench-")

@@ -3,6 +3,7 @@
 mod agent;
 mod audit;
 mod bench;
+mod bench_nrf;
 mod generic;
 mod operator;
 mod pki;
