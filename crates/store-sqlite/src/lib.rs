@@ -60,6 +60,9 @@ struct Counters {
     writes: AtomicU64,
     /// WAL length in frames at the checkpointer's last pass.
     wal_frames: AtomicU64,
+    /// Set by the writer while it wants to rewind the WAL: the background thread starts no
+    /// pass meanwhile, so the writer's own pass is not refused as busy.
+    rewind_wanted: std::sync::atomic::AtomicBool,
 }
 
 /// SQLite-backed [`Storage`].
@@ -99,6 +102,12 @@ fn checkpointer(path: PathBuf, alive: std::sync::Weak<Counters>) {
     };
     while alive.upgrade().is_some() {
         std::thread::sleep(std::time::Duration::from_millis(250));
+        if alive
+            .upgrade()
+            .is_some_and(|c| c.rewind_wanted.load(Ordering::Relaxed))
+        {
+            continue;
+        }
         // (busy, frames in the WAL, frames copied)
         let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
         if let (Ok(frames), Some(c)) = (&r, alive.upgrade()) {
@@ -266,12 +275,32 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, counters: Arc<Coun
     let mut last_rewind = std::time::Instant::now();
     while let Some(first) = rx.blocking_recv() {
         if counters.wal_frames.load(Ordering::Relaxed) > REWIND_FRAMES
-            && last_rewind.elapsed() > std::time::Duration::from_millis(500)
+            && last_rewind.elapsed() > std::time::Duration::from_millis(20)
         {
             last_rewind = std::time::Instant::now();
-            counters.wal_frames.store(0, Ordering::Relaxed);
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "sqlite checkpoint (writer) failed");
+            // The background thread finishes any pass in progress and starts no new one.
+            counters.rewind_wanted.store(true, Ordering::Relaxed);
+            // (busy, frames in the WAL, frames copied). Only a complete pass lets the next
+            // BEGIN rewind; if the background pass still held the checkpoint lock (busy),
+            // try again after the next transaction (missed rewinds let the WAL grow without
+            // bound on a loaded machine).
+            match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            }) {
+                Ok((0, log, copied)) if copied >= log => {
+                    counters.wal_frames.store(0, Ordering::Relaxed);
+                    counters.rewind_wanted.store(false, Ordering::Relaxed);
+                }
+                Ok((_, log, _)) => {
+                    counters
+                        .wal_frames
+                        .store(u64::try_from(log).unwrap_or(0), Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!(error = %e, "sqlite checkpoint (writer) failed"),
             }
         }
         let batch = drain_batch(first, &mut rx);
