@@ -141,6 +141,8 @@ struct RawSbi {
     fqdn: String,
     token_ttl: Option<String>,
     heartbeat: Option<String>,
+    #[serde(default)]
+    ip_sans: Vec<String>,
 }
 
 /// The SBI listener of the NRF services (TS 29.510): mutual TLS only, its certificate issued
@@ -162,6 +164,8 @@ pub struct SbiConfig {
     pub token_ttl: u64,
     /// The heartBeatTimer the NRF imposes, seconds.
     pub heartbeat: u64,
+    /// IP SANs for the NRF's certificate (NFs that reach it by address).
+    pub ip_sans: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -406,7 +410,14 @@ impl Config {
                     }
                     Ok(n)
                 };
+                let mut ip_sans = Vec::new();
+                for ip in &r.ip_sans {
+                    ip_sans.push(ip.parse().map_err(|_| {
+                        invalid("sbi.ip_sans", format!("{ip:?} is not an IP address"))
+                    })?);
+                }
                 Some(SbiConfig {
+                    ip_sans,
                     addr,
                     pki_mount: format!("{}/", r.pki_mount.trim_matches('/')),
                     role: r.role.clone(),

@@ -276,6 +276,10 @@ async fn refresh_tls(core: &Core, nrf: &Nrf) -> Result<(), ApiError> {
     d.insert("common_name".into(), json!(nrf.cfg.fqdn));
     d.insert("nf_instance_id".into(), json!(nrf.cfg.nf_instance_id));
     d.insert("nf_type".into(), json!("NRF"));
+    if !nrf.cfg.ip_sans.is_empty() {
+        let ips: Vec<String> = nrf.cfg.ip_sans.iter().map(|i| i.to_string()).collect();
+        d.insert("ip_sans".into(), json!(ips.join(",")));
+    }
     let data = crate::pki::issue_internal(core, &a, &nrf.cfg.pki_mount, &nrf.cfg.role, d).await?;
     let field = |k: &str| {
         data.get(k)
