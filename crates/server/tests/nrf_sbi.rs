@@ -467,3 +467,155 @@ async fn silent_nf_is_suspended_and_no_longer_discovered() {
     let (_, v, _) = send(amf.get(n.url("/nnrf-disc/v1/nf-instances")).query(&q)).await;
     assert_eq!(found(&v), 1);
 }
+
+/// An SMF stand-in: a mutual-TLS producer that protects `nsmf-pdusession` with the
+/// `custos-sba-auth` layer, keyed by the NRF's JWKS. Returns its address.
+async fn smf_standin(cert_pem: &[u8], ca: &str, jwks: &Value) -> std::net::SocketAddr {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut &cert_pem[..])
+        .unwrap()
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let keys = custos_sba_auth::NrfKeys::from_jwks(jwks.to_string().as_bytes()).unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/nsmf-pdusession/v1/sm-contexts",
+            axum::routing::post(|req: axum::extract::Request| async move {
+                let who = req
+                    .extensions()
+                    .get::<custos_sba_auth::Verified>()
+                    .map(|v| v.sub.clone())
+                    .unwrap_or_default();
+                (axum::http::StatusCode::CREATED, who)
+            }),
+        )
+        .layer(custos_sba_auth::SbaAuthLayer::new(
+            custos_sba_auth::Verifier::new(keys, [NRF], "SMF", SMF),
+            "nsmf-pdusession",
+        ));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let peer = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| custos_sba_auth::PeerNf::from_cert(c.as_ref()));
+                let Some(peer) = peer else { return };
+                let svc =
+                    hyper_util::service::TowerToHyperService::new(app.layer(axum::Extension(peer)));
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amf_discovers_smf_gets_a_token_and_calls_it_and_a_replay_from_another_nf_is_refused() {
+    let n = nrf("60s").await;
+    let (_, amf_pem) = n.cert("AMF", AMF, "1h").await;
+    let (_, smf_pem) = n.cert("SMF", SMF, "1h").await;
+    let (_, nef_pem) = n.cert("NEF", NEF, "1h").await;
+    let (amf, smf) = (
+        n.client(Some(amf_pem.clone())),
+        n.client(Some(smf_pem.clone())),
+    );
+    register(&n, &amf, AMF, &profile(AMF, "AMF", json!({}))).await;
+    register(
+        &n,
+        &smf,
+        SMF,
+        &profile(
+            SMF,
+            "SMF",
+            json!({"nfServices": [service("nsmf-pdusession")]}),
+        ),
+    )
+    .await;
+    let (_, jwks, _) = send(smf.get(n.url("/oauth2/jwks"))).await;
+    let smf_addr = smf_standin(&smf_pem, &n.ca, &jwks).await;
+
+    // AMF: discover, get a token, call the SMF it found.
+    let (_, found, _) = send(amf.get(n.url("/nnrf-disc/v1/nf-instances")).query(&[
+        ("target-nf-type", "SMF"),
+        ("requester-nf-type", "AMF"),
+        ("service-names", "nsmf-pdusession"),
+    ]))
+    .await;
+    let fqdn = found["nfInstances"][0]["fqdn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, t, _) = token(&n, &amf, TOKEN_FORM).await;
+    let tok = t["access_token"].as_str().unwrap();
+    let call = |pem: Vec<u8>| {
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(n.ca.as_bytes()).unwrap()])
+            .identity(reqwest::Identity::from_pem(&pem).unwrap())
+            .resolve(&fqdn, smf_addr)
+            .build()
+            .unwrap()
+    };
+    let url = format!(
+        "https://{fqdn}:{}/nsmf-pdusession/v1/sm-contexts",
+        smf_addr.port()
+    );
+    let r = call(amf_pem)
+        .post(&url)
+        .bearer_auth(tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(
+        r.text().await.unwrap(),
+        AMF,
+        "the SMF saw the AMF as the token's subject"
+    );
+    // The same token replayed by another NF (its own valid certificate): refused.
+    let r = call(nef_pem)
+        .post(&url)
+        .bearer_auth(tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+}
