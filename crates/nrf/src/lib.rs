@@ -15,6 +15,7 @@
 //! path IDs must be UUIDs (free5GC #947).
 #![forbid(unsafe_code)]
 
+pub mod cca;
 pub mod discovery;
 pub mod identity;
 pub mod jws;

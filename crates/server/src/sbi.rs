@@ -47,6 +47,8 @@ const VALIDITY_PERIOD: u64 = 60;
 struct TlsState {
     config: Arc<rustls::ServerConfig>,
     renew_at: i64,
+    /// The NF CA certificates (DER): trust anchors for client credentials assertions.
+    cas: Vec<Vec<u8>>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -311,8 +313,10 @@ async fn refresh_tls(core: &Core, nrf: &Nrf) -> Result<(), ApiError> {
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::internal(std::io::Error::other("issue returned no key")))?;
     let mut roots = rustls::RootCertStore::empty();
+    let mut cas = Vec::new();
     for c in certs.iter().skip(1) {
         roots.add(c.clone()).map_err(ApiError::internal)?;
+        cas.push(c.as_ref().to_vec());
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -338,6 +342,7 @@ async fn refresh_tls(core: &Core, nrf: &Nrf) -> Result<(), ApiError> {
         *t = Some(TlsState {
             config: Arc::new(cfg),
             renew_at,
+            cas,
         });
     }
     tracing::info!(serial = %field("serial_number"), not_after = na, "SBI certificate issued");
@@ -866,10 +871,49 @@ async fn access_token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let who = match caller(&st, &peer).await {
-        Ok((_, w)) => w,
+    let (a, who) = match caller(&st, &peer).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
+    // TS 33.501 13.3.8: a client credentials assertion on top of mutual TLS must be valid
+    // and signed by the same NF as the TLS peer.
+    if let Some(h) = headers.get("3gpp-sbi-client-credentials") {
+        let cas = st
+            .nrf
+            .tls
+            .read()
+            .ok()
+            .and_then(|t| t.as_ref().map(|t| t.cas.clone()))
+            .unwrap_or_default();
+        let refuse = |d: String| {
+            token_err(&token::TokenError {
+                code: token::ErrorCode::InvalidClient,
+                description: d,
+            })
+        };
+        let cca = match h
+            .to_str()
+            .map_err(|_| "not ASCII".to_string())
+            .and_then(|t| {
+                custos_nrf::cca::verify(t.trim(), &cas, now_unix()).map_err(|e| e.to_string())
+            }) {
+            Ok(v) => v,
+            Err(e) => return refuse(e),
+        };
+        match crate::pki::revoked_in_mount(&a, &st.nrf.cfg.pki_mount, &cca.serial).await {
+            Ok(false) => {}
+            Ok(true) => {
+                return refuse("the client credentials assertion's certificate is revoked".into())
+            }
+            Err(e) => return internal(e),
+        }
+        if cca.identity.instance_id != who.instance_id {
+            return refuse(
+                "the client credentials assertion was signed by another NF than the TLS peer"
+                    .into(),
+            );
+        }
+    }
     let ct = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())

@@ -619,3 +619,99 @@ async fn amf_discovers_smf_gets_a_token_and_calls_it_and_a_replay_from_another_n
         .unwrap()
         .contains("invalid_token"));
 }
+
+/// A CCA signed by the NF whose PKCS#8 key and certificate are in `pem`.
+fn cca(pem: &[u8], sub: &str, exp_in: i64) -> String {
+    use base64::Engine as _;
+    let enc = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let cert = rustls_pemfile::certs(&mut &pem[..])
+        .next()
+        .unwrap()
+        .unwrap();
+    let key = match rustls_pemfile::private_key(&mut &pem[..]).unwrap().unwrap() {
+        rustls::pki_types::PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
+        _ => panic!("want a PKCS#8 key"),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let h = enc(json!({"alg": "ES256", "typ": "JWT", "x5c": [base64::engine::general_purpose::STANDARD.encode(cert.as_ref())]}).to_string().as_bytes());
+    let c = enc(
+        json!({"sub": sub, "aud": ["NRF"], "iat": now - 5, "exp": now + exp_in})
+            .to_string()
+            .as_bytes(),
+    );
+    let input = format!("{h}.{c}");
+    let k = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &key,
+    )
+    .unwrap();
+    let sig = k
+        .sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes())
+        .unwrap();
+    format!("{input}.{}", enc(sig.as_ref()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ts33501_13_3_8_client_credentials_assertion_on_top_of_mtls() {
+    let n = nrf("60s").await;
+    let issue = |nf: &'static str, id: &'static str| {
+        let (api, root) = (n.api.clone(), n.root.clone());
+        async move {
+            let v = ok(&api, &root, "POST", "pki/issue/sba", json!({"common_name": format!("{}1.{DOMAIN}", nf.to_lowercase()), "nf_instance_id": id, "nf_type": nf, "private_key_format": "pkcs8"})).await;
+            format!(
+                "{}\n{}\n",
+                v["data"]["certificate"].as_str().unwrap(),
+                v["data"]["private_key"].as_str().unwrap()
+            )
+            .into_bytes()
+        }
+    };
+    let (amf_pem, smf_pem, nef_pem) = (
+        issue("AMF", AMF).await,
+        issue("SMF", SMF).await,
+        issue("NEF", NEF).await,
+    );
+    let (amf, smf) = (n.client(Some(amf_pem.clone())), n.client(Some(smf_pem)));
+    register(&n, &amf, AMF, &profile(AMF, "AMF", json!({}))).await;
+    register(
+        &n,
+        &smf,
+        SMF,
+        &profile(
+            SMF,
+            "SMF",
+            json!({"nfServices": [service("nsmf-pdusession")]}),
+        ),
+    )
+    .await;
+    let with_cca = |c: String| {
+        let body = serde_urlencoded::to_string(TOKEN_FORM).unwrap();
+        amf.post(n.url("/oauth2/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("3gpp-Sbi-Client-Credentials", c)
+            .body(body)
+    };
+    let (st, v, _) = send(with_cca(cca(&amf_pem, AMF, 60))).await;
+    assert_eq!(st, 200, "a valid CCA from the TLS peer: {v}");
+    for (assertion, why) in [
+        (cca(&amf_pem, SMF, 60), "sub"),
+        (cca(&amf_pem, AMF, -10), "exp"),
+        (cca(&nef_pem, NEF, 60), "another NF"),
+        ("x.y.z".to_string(), "well-formed"),
+    ] {
+        let (st, v, _) = send(with_cca(assertion)).await;
+        assert_eq!(
+            (st, v["error"].as_str()),
+            (400, Some("invalid_client")),
+            "{why}: {v}"
+        );
+        assert!(
+            v["error_description"].as_str().unwrap().contains(why),
+            "{why}: {v}"
+        );
+        assert!(v.get("access_token").is_none());
+    }
+}
