@@ -217,7 +217,7 @@ mod tests {
     #[test]
     fn ts33501_13_3_8_valid_assertion_names_its_signer() {
         let p = pki(AMF);
-        let v = verify(&cca(&p, claims()), &[p.ca_der.clone()], NOW).unwrap();
+        let v = verify(&cca(&p, claims()), std::slice::from_ref(&p.ca_der), NOW).unwrap();
         assert_eq!(v.identity.instance_id, AMF);
     }
 
