@@ -566,6 +566,19 @@ fn owner(id: &NfIdentity, instance: &str) -> Result<(), Response> {
     Ok(())
 }
 
+/// A call on `/nf-instances/{id}`: the unsealed core, the caller, and the canonical ID, which
+/// must be the caller's own.
+async fn owner_call(
+    st: &Sbi,
+    peer: &Peer,
+    id: &str,
+) -> Result<(Arc<Active>, NfIdentity, String), Response> {
+    let (a, who) = caller(st, peer).await?;
+    let id = path_id(id)?;
+    owner(&who, &id)?;
+    Ok((a, who, id))
+}
+
 fn json_body(body: &Bytes) -> Result<Value, Response> {
     serde_json::from_slice(body).map_err(|e| {
         problem(
@@ -592,17 +605,10 @@ async fn register(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let (a, who) = match caller(&st, &peer).await {
+    let (a, who, id) = match owner_call(&st, &peer, &id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let id = match path_id(&id) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    if let Err(r) = owner(&who, &id) {
-        return r;
-    }
     let mut doc = match json_body(&body) {
         Ok(d) => d,
         Err(r) => return r,
@@ -655,17 +661,10 @@ async fn get_profile(
     Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
 ) -> Response {
-    let who = match caller(&st, &peer).await {
-        Ok((_, w)) => w,
+    let id = match owner_call(&st, &peer, &id).await {
+        Ok((_, _, id)) => id,
         Err(r) => return r,
     };
-    let id = match path_id(&id) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    if let Err(r) = owner(&who, &id) {
-        return r;
-    }
     match st.nrf.profile(&id) {
         Some(p) => Json(p.doc.clone()).into_response(),
         None => problem(404, "RESOURCE_NOT_FOUND", "no such NF instance", None),
@@ -679,17 +678,10 @@ async fn update(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (a, who) = match caller(&st, &peer).await {
+    let (a, _, id) = match owner_call(&st, &peer, &id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let id = match path_id(&id) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    if let Err(r) = owner(&who, &id) {
-        return r;
-    }
     let ct = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -731,17 +723,10 @@ async fn deregister(
     Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
 ) -> Response {
-    let (a, who) = match caller(&st, &peer).await {
+    let (a, _, id) = match owner_call(&st, &peer, &id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let id = match path_id(&id) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    if let Err(r) = owner(&who, &id) {
-        return r;
-    }
     let _g = st.nrf.write.lock().await;
     if st.nrf.profile(&id).is_none() {
         return problem(404, "RESOURCE_NOT_FOUND", "no such NF instance", None);

@@ -107,6 +107,18 @@ fn profile(id: &str, nf_type: &str, extra: Value) -> Value {
     p
 }
 
+/// Registers the AMF (plain) and the SMF (exposing nsmf-pdusession, plus `smf_extra`).
+async fn register_amf_smf(n: &Nrf, amf: &reqwest::Client, smf: &reqwest::Client, smf_extra: Value) {
+    let (st, v) = register(n, amf, AMF, &profile(AMF, "AMF", json!({}))).await;
+    assert!(st == 200 || st == 201, "{v}");
+    let mut extra = json!({"nfServices": [service("nsmf-pdusession")]});
+    for (k, val) in smf_extra.as_object().unwrap() {
+        extra[k] = val.clone();
+    }
+    let (st, v) = register(n, smf, SMF, &profile(SMF, "SMF", extra)).await;
+    assert!(st == 200 || st == 201, "{v}");
+}
+
 fn service(name: &str) -> Value {
     json!({"serviceInstanceId": name, "serviceName": name, "versions": [{"apiVersionInUri": "v1", "apiFullVersion": "1.0.0"}], "scheme": "https", "nfServiceStatus": "REGISTERED"})
 }
@@ -253,18 +265,7 @@ async fn every_listed_attack_is_refused_and_nothing_is_registered_or_issued() {
     let smf = n.nf("SMF", SMF, "1h").await;
     let udm = n.nf("UDM", UDM, "1h").await;
     let nef = n.nf("NEF", NEF, "1h").await;
-    register(&n, &amf, AMF, &profile(AMF, "AMF", json!({}))).await;
-    register(
-        &n,
-        &smf,
-        SMF,
-        &profile(
-            SMF,
-            "SMF",
-            json!({"nfServices": [service("nsmf-pdusession")]}),
-        ),
-    )
-    .await;
+    register_amf_smf(&n, &amf, &smf, json!({})).await;
     register(
         &n,
         &udm,
@@ -422,18 +423,7 @@ async fn silent_nf_is_suspended_and_no_longer_discovered() {
     let n = nrf("2s").await;
     let amf = n.nf("AMF", AMF, "1h").await;
     let smf = n.nf("SMF", SMF, "1h").await;
-    register(&n, &amf, AMF, &profile(AMF, "AMF", json!({}))).await;
-    register(
-        &n,
-        &smf,
-        SMF,
-        &profile(
-            SMF,
-            "SMF",
-            json!({"nfServices": [service("nsmf-pdusession")]}),
-        ),
-    )
-    .await;
+    register_amf_smf(&n, &amf, &smf, json!({})).await;
     let q = [("target-nf-type", "SMF"), ("requester-nf-type", "AMF")];
     let found = |v: &Value| v["nfInstances"].as_array().map(|a| a.len()).unwrap_or(0);
     let (_, v, _) = send(amf.get(n.url("/nnrf-disc/v1/nf-instances")).query(&q)).await;
@@ -554,18 +544,7 @@ async fn amf_discovers_smf_gets_a_token_and_calls_it_and_a_replay_from_another_n
         n.client(Some(amf_pem.clone())),
         n.client(Some(smf_pem.clone())),
     );
-    register(&n, &amf, AMF, &profile(AMF, "AMF", json!({}))).await;
-    register(
-        &n,
-        &smf,
-        SMF,
-        &profile(
-            SMF,
-            "SMF",
-            json!({"nfServices": [service("nsmf-pdusession")]}),
-        ),
-    )
-    .await;
+    register_amf_smf(&n, &amf, &smf, json!({})).await;
     let (_, jwks, _) = send(smf.get(n.url("/oauth2/jwks"))).await;
     let smf_addr = smf_standin(&smf_pem, &n.ca, &jwks).await;
 
@@ -675,18 +654,7 @@ async fn ts33501_13_3_8_client_credentials_assertion_on_top_of_mtls() {
         issue("NEF", NEF).await,
     );
     let (amf, smf) = (n.client(Some(amf_pem.clone())), n.client(Some(smf_pem)));
-    register(&n, &amf, AMF, &profile(AMF, "AMF", json!({}))).await;
-    register(
-        &n,
-        &smf,
-        SMF,
-        &profile(
-            SMF,
-            "SMF",
-            json!({"nfServices": [service("nsmf-pdusession")]}),
-        ),
-    )
-    .await;
+    register_amf_smf(&n, &amf, &smf, json!({})).await;
     let with_cca = |c: String| {
         let body = serde_urlencoded::to_string(TOKEN_FORM).unwrap();
         amf.post(n.url("/oauth2/token"))
