@@ -366,14 +366,7 @@ async fn pki_cli_issues_lints_revokes_and_flags_a_free5gc_style_certificate() {
         );
 
         // A free5GC-style certificate: 10 years, no keyUsage/EKU, the NF type as DNS SAN.
-        let o = |args: &[&str]| {
-            let r = Command::new("openssl")
-                .args(args)
-                .current_dir(&dir)
-                .output()
-                .unwrap();
-            assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-        };
+        let o = |args: &[&str]| custos_testkit::openssl(&dir, args);
         o(&[
             "req",
             "-x509",
