@@ -12,7 +12,7 @@ echo "==> cargo test (workspace, SQLite + PostgreSQL)"
 cargo build --locked --workspace --all-targets
 cargo test --locked --workspace
 
-echo "==> interop: hvac against custos server --dev"
+echo "==> interop: hvac, PyJWT and schemathesis against custos server"
 VENV=target/interop-venv
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV" || {

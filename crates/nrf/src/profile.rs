@@ -15,6 +15,15 @@ pub const STATUSES: &[&str] = &[
     "CANARY_RELEASE",
 ];
 
+/// NFProfile members that are not part of the registered profile: the write-only
+/// indications an NF sends about what it understands in the answer, and the read-only one
+/// only the NRF sets (TS 29.510 6.1.6.2.2). They are neither stored nor echoed.
+const NOT_STORED: &[&str] = &[
+    "nfProfileChangesSupportInd",
+    "nfProfilePartialUpdateChangesSupportInd",
+    "nfProfileChangesInd",
+];
+
 /// Largest accepted profile document (bytes of JSON).
 pub const MAX_PROFILE_BYTES: usize = 64 * 1024;
 
@@ -341,7 +350,15 @@ impl Profile {
             return Err(bad("nfServices", "serviceInstanceId values must be unique"));
         }
         Ok(Profile {
-            doc: body.clone(),
+            doc: {
+                let mut d = body.clone();
+                if let Some(o) = d.as_object_mut() {
+                    for k in NOT_STORED {
+                        o.remove(*k);
+                    }
+                }
+                d
+            },
             id,
             nf_type,
             status: st,
@@ -406,6 +423,16 @@ mod tests {
                 "versions": [{"apiVersionInUri": "v1", "apiFullVersion": "1.2.0"}],
                 "scheme": "https", "nfServiceStatus": "REGISTERED"}]
         })
+    }
+
+    #[test]
+    fn ts29510_write_only_and_read_only_indications_are_not_stored() {
+        let mut d = smf();
+        d["nfProfileChangesSupportInd"] = json!(true);
+        d["nfProfilePartialUpdateChangesSupportInd"] = json!(true);
+        d["nfProfileChangesInd"] = json!(true);
+        let p = Profile::parse(SMF, &d).unwrap();
+        assert_eq!(p.doc, smf());
     }
 
     #[test]

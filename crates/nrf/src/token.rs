@@ -86,6 +86,12 @@ const FIELDS: &[&str] = &[
     "sourceVendorId",
 ];
 
+/// Array fields a form carries as repeated keys: `targetNsiList` is `style: form, explode:
+/// true` in TS 29.510's encoding object, and the others are arrays without an encoding entry,
+/// which OpenAPI 3.0 also explodes. Every other field appears at most once (the object and
+/// list fields with `contentType: application/json` are one JSON value each).
+const REPEATABLE: &[&str] = &["targetNsiList", "analyticsIds", "requesterInterIndList"];
+
 /// A parsed AccessTokenReq.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRequest {
@@ -111,7 +117,7 @@ pub fn parse(form: &[(String, String)]) -> Result<TokenRequest, TokenError> {
                 format!("unknown parameter {k:?}"),
             ));
         }
-        if !seen.insert(k.as_str()) {
+        if !seen.insert(k.as_str()) && !REPEATABLE.contains(&k.as_str()) {
             return Err(err(
                 ErrorCode::InvalidRequest,
                 format!("parameter {k:?} is repeated"),
@@ -414,6 +420,18 @@ mod tests {
             json!([SMF]),
             "instance-specific requests name the instance"
         );
+    }
+
+    #[test]
+    fn ts29510_form_encoding_repeats_only_exploded_arrays() {
+        let mut f = BASE.to_vec();
+        f.extend([("targetNsiList", "nsi-1"), ("targetNsiList", "nsi-2")]);
+        assert!(decide(&f, &amf_id(), &smf_profile(&[])).is_ok());
+        let mut f = BASE.to_vec();
+        f.push(("scope", "nudm-sdm"));
+        let e = decide(&f, &amf_id(), &smf_profile(&[])).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(e.description.contains("repeated"), "{}", e.description);
     }
 
     #[test]

@@ -747,30 +747,36 @@ async fn list(
         return r;
     }
     let mut nf_type = None;
-    let mut limit = usize::MAX;
+    let (mut limit, mut page, mut page_size) = (usize::MAX, 1usize, None);
     for (k, v) in &q {
-        match k.as_str() {
-            "nf-type" if custos_nrf::is_nf_type(v) => nf_type = Some(v.clone()),
-            "nf-type" => {
-                return problem(
+        let positive = || {
+            v.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                problem(
                     400,
                     "MANDATORY_IE_INCORRECT",
-                    "nf-type is not an NFType",
-                    Some(("nf-type", v.clone())),
+                    format!("{k} must be a positive integer"),
+                    Some((k, v.clone())),
                 )
+            })
+        };
+        let r = match k.as_str() {
+            "nf-type" if custos_nrf::is_nf_type(v) => {
+                nf_type = Some(v.clone());
+                Ok(())
             }
-            "limit" => match v.parse::<usize>() {
-                Ok(n) if n >= 1 => limit = n,
-                _ => {
-                    return problem(
-                        400,
-                        "MANDATORY_IE_INCORRECT",
-                        "limit must be a positive integer",
-                        Some(("limit", v.clone())),
-                    )
-                }
-            },
-            _ => {}
+            "nf-type" => Err(problem(
+                400,
+                "MANDATORY_IE_INCORRECT",
+                "nf-type is not an NFType",
+                Some(("nf-type", v.clone())),
+            )),
+            "limit" => positive().map(|n| limit = n),
+            "page-number" => positive().map(|n| page = n),
+            "page-size" => positive().map(|n| page_size = Some(n)),
+            _ => Ok(()),
+        };
+        if let Err(r) = r {
+            return r;
         }
     }
     let mut ids: Vec<String> = st
@@ -781,12 +787,28 @@ async fn list(
         .map(|p| p.id.clone())
         .collect();
     ids.sort();
+    ids.truncate(limit);
+    let total = ids.len();
+    let skip = page_size.map_or(0, |s| s.saturating_mul(page - 1));
     let items: Vec<Value> = ids
         .iter()
-        .take(limit)
+        .skip(skip)
+        .take(page_size.unwrap_or(usize::MAX))
         .map(|id| json!({"href": format!("/nnrf-nfm/v1/nf-instances/{id}")}))
         .collect();
-    Json(json!({"_links": {"items": items}})).into_response()
+    // UriList: `_links` holds `self` and, when there are any, the `items` (LinksValueSchema
+    // does not allow an empty array); totalItemCount counts all pages.
+    let mut links = json!({"self": {"href": "/nnrf-nfm/v1/nf-instances"}});
+    if !items.is_empty() {
+        links["items"] = Value::Array(items);
+    }
+    // TS 29.510 6.1.3.2.3.1: the collection is a HAL document.
+    let mut r = Json(json!({"_links": links, "totalItemCount": total})).into_response();
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/3gppHal+json"),
+    );
+    r
 }
 
 async fn discover(

@@ -372,6 +372,22 @@ async fn every_listed_attack_is_refused_and_nothing_is_registered_or_issued() {
         3,
         "nothing else registered: {v}"
     );
+    assert_eq!(v["totalItemCount"], 3);
+    // TS 29.510 6.1.3.2.3.1 paging: the second page of two holds the third instance.
+    let (st, v, _) = send(
+        nef.get(n.url("/nnrf-nfm/v1/nf-instances"))
+            .query(&[("page-size", "2"), ("page-number", "2")]),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(v["_links"]["items"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["totalItemCount"], 3);
+    let (st, _, _) = send(
+        nef.get(n.url("/nnrf-nfm/v1/nf-instances"))
+            .query(&[("page-size", "0")]),
+    )
+    .await;
+    assert_eq!(st, 400);
     // Discovery with a requester type the certificate does not carry.
     let (st, _, _) = send(
         amf.get(n.url("/nnrf-disc/v1/nf-instances"))

@@ -7,6 +7,7 @@ import time
 
 import hvac
 import pytest
+import requests
 
 DOMAIN = "5gc.mnc001.mcc262.3gppnetwork.org"
 NRF_ID = "11111111-1111-4111-8111-111111111111"
@@ -50,6 +51,19 @@ class Nrf:
         open(cf, "w").write(r["certificate"] + "\n")
         open(kf, "w").write(r["private_key"] + "\n")
         return cf, kf
+
+    def register(self, cert, nf_id, nf_type, extra=None):
+        """PUTs a minimal NFProfile as the NF holding `cert`; retries until the SBI listener serves."""
+        body = {"nfInstanceId": nf_id, "nfType": nf_type, "nfStatus": "REGISTERED",
+                "fqdn": f"{nf_type.lower()}1.{DOMAIN}", **(extra or {})}
+        for _ in range(50):  # the SBI listener serves once its own certificate is issued
+            try:
+                r = requests.put(self.url(f"/nnrf-nfm/v1/nf-instances/{nf_id}"), json=body, cert=cert, verify=self.ca)
+                break
+            except requests.exceptions.ConnectionError:
+                time.sleep(0.2)
+        assert r.status_code in (200, 201), r.text
+        return r
 
 
 @pytest.fixture(scope="session")

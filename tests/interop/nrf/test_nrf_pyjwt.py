@@ -6,26 +6,13 @@ import time
 import jwt
 import requests
 
-from conftest import AMF_ID, DOMAIN, NRF_ID, SMF_ID
-
-
-def _register(nrf, cert, nf_id, nf_type, extra=None):
-    body = {"nfInstanceId": nf_id, "nfType": nf_type, "nfStatus": "REGISTERED",
-            "fqdn": f"{nf_type.lower()}1.{DOMAIN}", **(extra or {})}
-    for _ in range(50):  # the SBI listener serves once its own certificate is issued
-        try:
-            r = requests.put(nrf.url(f"/nnrf-nfm/v1/nf-instances/{nf_id}"), json=body, cert=cert, verify=nrf.ca)
-            break
-        except requests.exceptions.ConnectionError:
-            time.sleep(0.2)
-    assert r.status_code in (200, 201), r.text
-    return r
+from conftest import AMF_ID, NRF_ID, SMF_ID
 
 
 def test_pyjwt_verifies_the_token_with_the_jwks_and_every_claim_matches(nrf):
     amf, smf = nrf.cert("AMF", AMF_ID), nrf.cert("SMF", SMF_ID)
-    _register(nrf, amf, AMF_ID, "AMF")
-    _register(nrf, smf, SMF_ID, "SMF", {"nfServices": [{
+    nrf.register(amf, AMF_ID, "AMF")
+    nrf.register(smf, SMF_ID, "SMF", {"nfServices": [{
         "serviceInstanceId": "1", "serviceName": "nsmf-pdusession",
         "versions": [{"apiVersionInUri": "v1", "apiFullVersion": "1.0.0"}],
         "scheme": "https", "nfServiceStatus": "REGISTERED"}]})
