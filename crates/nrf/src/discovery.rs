@@ -38,6 +38,8 @@ pub struct Query {
     pub snssais: Vec<Snssai>,
     /// `requester-nf-instance-fqdn`.
     pub requester_fqdn: Option<String>,
+    /// `limit`: at most this many profiles in the answer.
+    pub limit: Option<usize>,
 }
 
 /// Parameters that may appear more than once (exploded arrays).
@@ -100,6 +102,14 @@ pub fn parse(pairs: &[(String, String)]) -> Result<Query, QueryError> {
                 }
             }
             "requester-nf-instance-fqdn" => q.requester_fqdn = Some(v.to_ascii_lowercase()),
+            "limit" => {
+                q.limit = Some(
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| bad(k, "must be a positive integer"))?,
+                )
+            }
             _ => {}
         }
     }

@@ -143,6 +143,7 @@ struct RawSbi {
     heartbeat: Option<String>,
     #[serde(default)]
     ip_sans: Vec<String>,
+    retired_key_margin: Option<String>,
 }
 
 /// The SBI listener of the NRF services (TS 29.510): mutual TLS only, its certificate issued
@@ -166,6 +167,9 @@ pub struct SbiConfig {
     pub heartbeat: u64,
     /// IP SANs for the NRF's certificate (NFs that reach it by address).
     pub ip_sans: Vec<std::net::IpAddr>,
+    /// After a key rotation the old public key stays in the JWKS for `token_ttl` plus this
+    /// many seconds: the `exp` leeway producers allow (default 30, as `custos-sba-auth`).
+    pub retired_key_margin: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -425,6 +429,7 @@ impl Config {
                     fqdn: r.fqdn.to_ascii_lowercase(),
                     token_ttl: d(&r.token_ttl, "sbi.token_ttl", 3600)?,
                     heartbeat: d(&r.heartbeat, "sbi.heartbeat", 60)?,
+                    retired_key_margin: d(&r.retired_key_margin, "sbi.retired_key_margin", 30)?,
                 })
             }
         };

@@ -319,6 +319,8 @@ pub struct Core {
     pub(crate) started: i64,
     /// Login rate limit per (auth mount, role, source).
     pub(crate) login_limiter: crate::ratelimit::LoginLimiter,
+    /// The NRF, when `[sbi]` is configured (its management paths live under `sys/nrf/`).
+    pub(crate) nrf: std::sync::OnceLock<Arc<crate::sbi::Nrf>>,
 }
 
 /// The result of `sys/init`.
@@ -356,6 +358,7 @@ impl Core {
             }),
             metrics: Metrics::default(),
             started: now_unix(),
+            nrf: std::sync::OnceLock::new(),
         }))
     }
 

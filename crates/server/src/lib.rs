@@ -113,7 +113,11 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
     }
     token::spawn_sweeper(core.clone(), std::time::Duration::from_secs(60));
     let sbi = match &cfg.sbi {
-        Some(s) => Some(sbi::start(core.clone(), sbi::Nrf::new(s.clone())).await?),
+        Some(s) => {
+            let nrf = sbi::Nrf::new(s.clone());
+            let _ = core.nrf.set(nrf.clone());
+            Some(sbi::start(core.clone(), nrf).await?)
+        }
         None => None,
     };
     let app = http::router(core.clone());

@@ -41,6 +41,10 @@ enum Ep {
     Pki(MountEntry, String),
     AuthMethod(MountEntry, String),
     AuthLogin(MountEntry),
+    NrfKeys,
+    NrfRotate,
+    NrfList,
+    NrfInstance(String),
 }
 
 struct Endpoint {
@@ -111,6 +115,9 @@ fn sys_route(core: &Core, p: &str) -> Option<Endpoint> {
         "sys/policy" => ep(Ep::PoliciesList { legacy: true }, &[List, Read]),
         "sys/rotate" => ep(Ep::Rotate, &[Update]).sudo(),
         "sys/key-status" => ep(Ep::KeyStatus, &[Read]),
+        "sys/nrf/keys" if core.nrf.get().is_some() => ep(Ep::NrfKeys, &[Read]),
+        "sys/nrf/keys/rotate" if core.nrf.get().is_some() => ep(Ep::NrfRotate, &[Update]).sudo(),
+        "sys/nrf/nf-instances" if core.nrf.get().is_some() => ep(Ep::NrfList, &[List, Read]),
         "sys/audit" => ep(Ep::AuditList, &[Read]).sudo(),
         "sys/capabilities-self" => ep(Ep::CapabilitiesSelf, &[Update]),
         "sys/capabilities" => ep(Ep::Capabilities, &[Update]),
@@ -142,6 +149,10 @@ fn sys_route(core: &Core, p: &str) -> Option<Endpoint> {
                 .existence()
             } else if let Some(d) = seg("sys/audit/") {
                 ep(Ep::Audit(d.into()), &[Update, Delete]).sudo()
+            } else if let Some(id) =
+                seg("sys/nrf/nf-instances/").filter(|_| core.nrf.get().is_some())
+            {
+                ep(Ep::NrfInstance(id.into()), RW).existence()
             } else if let Some(d) = seg("sys/audit-hash/") {
                 ep(Ep::AuditHash(d.into()), &[Update]).sudo()
             } else if let Some(t) = seg("auth/token/") {
@@ -254,7 +265,7 @@ pub(crate) async fn dispatch(core: &Arc<Core>, mut req: Request) -> ApiResult<Re
     {
         return Err(ApiError::PermissionDenied(None));
     }
-    if req.op == Update && e.existence && !exists(&a, &e.ep).await? {
+    if req.op == Update && e.existence && !exists(core, &a, &e.ep).await? {
         req.op = Create;
     }
     let acl = a.acl_for(&caller.policies).await?;
@@ -300,11 +311,18 @@ pub(crate) async fn dispatch(core: &Arc<Core>, mut req: Request) -> ApiResult<Re
     result
 }
 
-async fn exists(a: &Active, e: &Ep) -> ApiResult<bool> {
+fn nrf(core: &Core) -> ApiResult<&Arc<crate::sbi::Nrf>> {
+    core.nrf
+        .get()
+        .ok_or_else(|| ApiError::NoRoute("sys/nrf".into()))
+}
+
+async fn exists(core: &Core, a: &Arc<Active>, e: &Ep) -> ApiResult<bool> {
     match e {
         Ep::Policy { name, .. } => a.policy_exists(&name.to_lowercase()).await,
         Ep::Kv(m, key) if !key.is_empty() => a.kv_exists(m, key).await,
         Ep::Pki(m, sub) => crate::pki::exists(a, m, sub).await,
+        Ep::NrfInstance(id) => Ok(nrf(core)?.admin_get(a, id).await?.is_some()),
         _ => Ok(true),
     }
 }
@@ -595,6 +613,32 @@ async fn run(
             let s = a.rotate().await?;
             tracing::info!(term = s.term, "barrier key rotated");
             Ok(Response::empty())
+        }
+        Ep::NrfKeys => Ok(Response::data(nrf(core)?.key_status())),
+        Ep::NrfRotate => Ok(Response::data(nrf(core)?.rotate_key(a).await?)),
+        Ep::NrfList => Response::list(nrf(core)?.admin_list(a).await?),
+        Ep::NrfInstance(id) => {
+            let n = nrf(core)?;
+            match req.op {
+                Read => n
+                    .admin_get(a, id)
+                    .await?
+                    .map(Response::data)
+                    .ok_or(ApiError::NotFound),
+                Create | Update => {
+                    let (replaced, doc) =
+                        n.admin_put(a, id, Value::Object(req.data.clone())).await?;
+                    tracing::info!(nf = %id, replaced, by = %caller.display_name, "NF profile written through the management API");
+                    Ok(Response::data(doc))
+                }
+                Delete => {
+                    if n.admin_delete(a, id).await? {
+                        tracing::info!(nf = %id, by = %caller.display_name, "NF profile deleted through the management API");
+                    }
+                    Ok(Response::empty())
+                }
+                _ => Err(ApiError::MethodNotAllowed),
+            }
         }
         Ep::KeyStatus => {
             let s = a.key_status()?;

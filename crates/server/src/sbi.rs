@@ -69,8 +69,27 @@ impl Drop for StoredKeys {
 struct Loaded {
     active: Weak<Active>,
     profiles: HashMap<String, Arc<Profile>>,
+    /// The same profiles by NF type, each list sorted by instance ID: discovery and token
+    /// requests name a target type, so they read one list instead of the whole registry.
+    by_type: HashMap<String, Vec<Arc<Profile>>>,
     signer: Arc<Signer>,
     retired: Vec<(Value, i64)>,
+}
+
+impl Loaded {
+    fn index(&mut self, id: &str, p: Option<Arc<Profile>>) {
+        if let Some(old) = self.profiles.remove(id) {
+            if let Some(v) = self.by_type.get_mut(&old.nf_type) {
+                v.retain(|q| q.id != id);
+            }
+        }
+        if let Some(p) = p {
+            let v = self.by_type.entry(p.nf_type.clone()).or_default();
+            let at = v.partition_point(|q| q.id.as_str() < id);
+            v.insert(at, p.clone());
+            self.profiles.insert(id.to_string(), p);
+        }
+    }
 }
 
 /// NRF state shared by the listener, its tasks and handlers.
@@ -145,6 +164,15 @@ impl Nrf {
         self.loaded.read().ok()?.as_ref()?.profiles.get(id).cloned()
     }
 
+    /// The registered profiles of one NF type, sorted by instance ID.
+    fn profiles_of_type(&self, nf_type: &str) -> Vec<Arc<Profile>> {
+        self.loaded
+            .read()
+            .ok()
+            .and_then(|l| l.as_ref().and_then(|l| l.by_type.get(nf_type).cloned()))
+            .unwrap_or_default()
+    }
+
     fn profiles(&self) -> Vec<Arc<Profile>> {
         self.loaded
             .read()
@@ -202,13 +230,18 @@ impl Nrf {
                 b.insert(id.clone(), now);
             }
         }
+        let mut loaded = Loaded {
+            active: Arc::downgrade(a),
+            profiles: HashMap::new(),
+            by_type: HashMap::new(),
+            signer,
+            retired: keys.retired.clone(),
+        };
+        for (id, p) in profiles {
+            loaded.index(&id, Some(p));
+        }
         if let Ok(mut l) = self.loaded.write() {
-            *l = Some(Loaded {
-                active: Arc::downgrade(a),
-                profiles,
-                signer,
-                retired: keys.retired.clone(),
-            });
+            *l = Some(loaded);
         }
         Ok(())
     }
@@ -225,17 +258,122 @@ impl Nrf {
         }
         if let Ok(mut l) = self.loaded.write() {
             if let Some(l) = l.as_mut() {
-                match p {
-                    Some(p) => {
-                        l.profiles.insert(id.to_string(), Arc::new(p));
-                    }
-                    None => {
-                        l.profiles.remove(id);
-                    }
-                }
+                l.index(id, p.map(Arc::new));
             }
         }
         Ok(())
+    }
+
+    /// Replaces the signing key. The old public key stays in the JWKS until every token it
+    /// signed has expired (plus producers' leeway); keys retired longer ago are dropped.
+    pub(crate) async fn rotate_key(&self, a: &Arc<Active>) -> Result<Value, ApiError> {
+        self.ensure_loaded(a).await?;
+        let _g = self.write.lock().await;
+        let mut keys: StoredKeys = a.get_json("nrf/signing").await?.unwrap_or_default();
+        let old = {
+            let der =
+                zeroize::Zeroizing::new(hex::decode(&keys.current).map_err(ApiError::internal)?);
+            Signer::from_pkcs8(&der).map_err(ApiError::internal)?
+        };
+        let now = now_unix();
+        let ttl = i64::try_from(
+            self.cfg
+                .token_ttl
+                .saturating_add(self.cfg.retired_key_margin),
+        )
+        .unwrap_or(i64::MAX / 4);
+        keys.retired.retain(|(_, until)| *until > now);
+        keys.retired.push((old.jwk(), now.saturating_add(ttl)));
+        let k = custos_nrf::jws::generate_pkcs8().map_err(ApiError::internal)?;
+        let signer = Arc::new(Signer::from_pkcs8(&k).map_err(ApiError::internal)?);
+        keys.current = hex::encode(&k[..]);
+        a.write(vec![Plain::Put(
+            "nrf/signing".into(),
+            serde_json::to_vec(&keys)?,
+        )])
+        .await?;
+        if let Ok(mut l) = self.loaded.write() {
+            if let Some(l) = l.as_mut() {
+                l.signer = signer.clone();
+                l.retired = keys.retired.clone();
+            }
+        }
+        tracing::info!(kid = %signer.kid(), retired = %old.kid(), "NRF signing key rotated");
+        Ok(self.key_status())
+    }
+
+    /// The signing keys: the current `kid` and the retired ones with the time they leave
+    /// the JWKS.
+    pub(crate) fn key_status(&self) -> Value {
+        let l = self.loaded.read().ok();
+        let Some(l) = l.as_ref().and_then(|l| l.as_ref()) else {
+            return json!({});
+        };
+        let now = now_unix();
+        let retired: Vec<Value> = l
+            .retired
+            .iter()
+            .filter(|(_, until)| *until > now)
+            .map(|(k, until)| json!({"kid": k["kid"], "published_until": crate::core::rfc3339(*until)}))
+            .collect();
+        json!({"current_kid": l.signer.kid(), "retired": retired})
+    }
+
+    /// Administrative registration (the management API, under ACL): the same validation as
+    /// the SBI, without the certificate-ownership rule. Returns whether it replaced a profile.
+    pub(crate) async fn admin_put(
+        &self,
+        a: &Arc<Active>,
+        id: &str,
+        mut doc: Value,
+    ) -> Result<(bool, Value), ApiError> {
+        self.ensure_loaded(a).await?;
+        let id = custos_nrf::canonical_uuid(id)
+            .ok_or_else(|| ApiError::bad("nf_instance_id: must be a UUID"))?;
+        if doc.is_object() {
+            doc["heartBeatTimer"] = json!(self.cfg.heartbeat);
+        }
+        let p = Profile::parse(&id, &doc).map_err(|e| ApiError::bad(e.to_string()))?;
+        let _g = self.write.lock().await;
+        let existed = self.profile(&id).is_some();
+        let out = p.doc.clone();
+        self.put(a, &id, Some(p)).await?;
+        self.beat(&id);
+        Ok((existed, out))
+    }
+
+    /// Administrative deregistration; false if there was no such profile.
+    pub(crate) async fn admin_delete(&self, a: &Arc<Active>, id: &str) -> Result<bool, ApiError> {
+        self.ensure_loaded(a).await?;
+        let Some(id) = custos_nrf::canonical_uuid(id) else {
+            return Ok(false);
+        };
+        let _g = self.write.lock().await;
+        if self.profile(&id).is_none() {
+            return Ok(false);
+        }
+        self.put(a, &id, None).await?;
+        Ok(true)
+    }
+
+    /// A registered profile, for the management API.
+    pub(crate) async fn admin_get(
+        &self,
+        a: &Arc<Active>,
+        id: &str,
+    ) -> Result<Option<Value>, ApiError> {
+        self.ensure_loaded(a).await?;
+        Ok(custos_nrf::canonical_uuid(id)
+            .and_then(|id| self.profile(&id))
+            .map(|p| p.doc.clone()))
+    }
+
+    /// The registered instance IDs, sorted.
+    pub(crate) async fn admin_list(&self, a: &Arc<Active>) -> Result<Vec<String>, ApiError> {
+        self.ensure_loaded(a).await?;
+        let mut ids: Vec<String> = self.profiles().iter().map(|p| p.id.clone()).collect();
+        ids.sort();
+        Ok(ids)
     }
 
     fn beat(&self, id: &str) {
@@ -850,11 +988,14 @@ async fn discover(
             .profile(&who.instance_id)
             .and_then(|p| p.fqdn.clone());
     }
-    let found: Vec<Value> = st
-        .nrf
-        .profiles()
+    let candidates = match &query.target_nf_instance_id {
+        Some(id) => st.nrf.profile(id).into_iter().collect(),
+        None => st.nrf.profiles_of_type(&query.target_nf_type),
+    };
+    let found: Vec<Value> = candidates
         .iter()
         .filter(|p| discovery::matches(&query, p))
+        .take(query.limit.unwrap_or(usize::MAX))
         .map(|p| p.doc.clone())
         .collect();
     Json(json!({"validityPeriod": VALIDITY_PERIOD, "nfInstances": found})).into_response()
@@ -949,12 +1090,7 @@ async fn access_token(
     let requester = st.nrf.profile(&req.nf_instance_id);
     let producers: Vec<Arc<Profile>> = match (&req.target_nf_instance_id, &req.target_nf_type) {
         (Some(id), _) => st.nrf.profile(id).into_iter().collect(),
-        (None, Some(t)) => st
-            .nrf
-            .profiles()
-            .into_iter()
-            .filter(|p| &p.nf_type == t)
-            .collect(),
+        (None, Some(t)) => st.nrf.profiles_of_type(t),
         (None, None) => Vec::new(),
     };
     let refs: Vec<&Profile> = producers.iter().map(|p| p.as_ref()).collect();

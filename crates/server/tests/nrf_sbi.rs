@@ -32,11 +32,16 @@ fn free_port() -> u16 {
 }
 
 async fn nrf(heartbeat: &str) -> Nrf {
+    nrf_with(heartbeat, "10m", "").await
+}
+
+/// An NRF with the given heartbeat and token lifetime, plus `extra` lines in `[sbi]`.
+async fn nrf_with(heartbeat: &str, token_ttl: &str, extra: &str) -> Nrf {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("unseal.key"), "22".repeat(32)).unwrap();
     let port = free_port();
     let cfg = format!(
-        "[storage]\nbackend = \"sqlite\"\npath = \"{{dir}}/custos.db\"\n[listener]\naddress = \"127.0.0.1:0\"\ntls_disable = true\n[seal]\ntype = \"keyfile\"\nkey_file = \"{{dir}}/unseal.key\"\n[sbi]\naddress = \"127.0.0.1:{port}\"\npki_mount = \"pki\"\nrole = \"sba\"\nnf_instance_id = \"{NRF}\"\nfqdn = \"nrf.{DOMAIN}\"\ntoken_ttl = \"10m\"\nheartbeat = \"{heartbeat}\"\n"
+        "[storage]\nbackend = \"sqlite\"\npath = \"{{dir}}/custos.db\"\n[listener]\naddress = \"127.0.0.1:0\"\ntls_disable = true\n[seal]\ntype = \"keyfile\"\nkey_file = \"{{dir}}/unseal.key\"\n[sbi]\naddress = \"127.0.0.1:{port}\"\npki_mount = \"pki\"\nrole = \"sba\"\nnf_instance_id = \"{NRF}\"\nfqdn = \"nrf.{DOMAIN}\"\ntoken_ttl = \"{token_ttl}\"\nheartbeat = \"{heartbeat}\"\n{extra}"
     );
     let (r, dir) = config_server(&cfg, Some(dir)).await;
     let api = Api::new(&format!("http://{}", r.addr));
@@ -698,4 +703,219 @@ async fn ts33501_13_3_8_client_credentials_assertion_on_top_of_mtls() {
         );
         assert!(v.get("access_token").is_none());
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn kid(token: &str) -> String {
+    use base64::Engine;
+    let h = token.split('.').next().unwrap();
+    let h: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(h)
+            .unwrap(),
+    )
+    .unwrap();
+    h["kid"].as_str().unwrap().to_string()
+}
+
+fn jwks_kids(jwks: &Value) -> Vec<String> {
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// TS 33.501 13.4.1 tokens stay verifiable across a signing-key rotation: the old public key
+/// is published until the last token it signed has expired (plus producers' leeway), then
+/// dropped. Rotation is a sudo operation on the management API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_key_rotation_keeps_the_old_key_published_until_its_last_token_expires() {
+    let n = nrf_with("60s", "3s", "retired_key_margin = \"1s\"\n").await;
+    let (amf, smf) = (n.nf("AMF", AMF, "1h").await, n.nf("SMF", SMF, "1h").await);
+    register_amf_smf(&n, &amf, &smf, json!({})).await;
+    let (st, v, _) = token(&n, &amf, TOKEN_FORM).await;
+    assert_eq!(st, 200, "{v}");
+    let old = v["access_token"].as_str().unwrap().to_string();
+    let k1 = kid(&old);
+
+    // Without sudo, no rotation.
+    ok(
+        &n.api,
+        &n.root,
+        "PUT",
+        "sys/policies/acl/nrf-read",
+        json!({"policy": "path \"sys/nrf/*\" { capabilities = [\"read\", \"update\"] }"}),
+    )
+    .await;
+    let t = ok(
+        &n.api,
+        &n.root,
+        "POST",
+        "auth/token/create",
+        json!({"policies": ["nrf-read"]}),
+    )
+    .await;
+    let t = t["auth"]["client_token"].as_str().unwrap().to_string();
+    let (st, _) = n
+        .api
+        .call("POST", "sys/nrf/keys/rotate", Some(&t), Some(json!({})))
+        .await;
+    assert_eq!(st, 403);
+    let v = ok(&n.api, &t, "GET", "sys/nrf/keys", json!({})).await;
+    assert_eq!(v["data"]["current_kid"], k1.as_str(), "{v}");
+
+    let v = ok(&n.api, &n.root, "POST", "sys/nrf/keys/rotate", json!({})).await;
+    let k2 = v["data"]["current_kid"].as_str().unwrap().to_string();
+    assert_ne!(k1, k2);
+    assert_eq!(v["data"]["retired"][0]["kid"], k1.as_str(), "{v}");
+    let (st, v, _) = token(&n, &amf, TOKEN_FORM).await;
+    assert_eq!(st, 200, "{v}");
+    let new = v["access_token"].as_str().unwrap().to_string();
+    assert_eq!(kid(&new), k2, "new tokens are signed with the new key");
+
+    // Both tokens verify against the JWKS a producer fetches now.
+    let (_, jwks, _) = send(smf.get(n.url("/oauth2/jwks"))).await;
+    let mut kids = jwks_kids(&jwks);
+    kids.sort();
+    let mut want = vec![k1.clone(), k2.clone()];
+    want.sort();
+    assert_eq!(kids, want);
+    let keys = custos_sba_auth::NrfKeys::from_jwks(jwks.to_string().as_bytes()).unwrap();
+    let verifier = custos_sba_auth::Verifier::new(keys, [NRF], "SMF", SMF);
+    for t in [&old, &new] {
+        verifier
+            .verify(t, AMF, "nsmf-pdusession", unix_now())
+            .unwrap();
+    }
+
+    // token_ttl (3 s) + margin (1 s) later, the old key is gone and the new one stays.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let (_, jwks, _) = send(smf.get(n.url("/oauth2/jwks"))).await;
+    assert_eq!(jwks_kids(&jwks), vec![k2.clone()]);
+    let v = ok(&n.api, &n.root, "GET", "sys/nrf/keys", json!({})).await;
+    assert_eq!(v["data"]["retired"], json!([]));
+}
+
+/// "Only the NF whose certificate carries that instance ID and type may register, update or
+/// delete it. An administrative policy may override this": a token whose ACL grants
+/// `sys/nrf/nf-instances/*` manages any profile through the management API, with the same
+/// validation; other tokens are refused and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrative_policy_overrides_profile_ownership() {
+    let n = nrf("60s").await;
+    let (amf, smf) = (n.nf("AMF", AMF, "1h").await, n.nf("SMF", SMF, "1h").await);
+    register_amf_smf(&n, &amf, &smf, json!({})).await;
+    ok(&n.api, &n.root, "PUT", "sys/policies/acl/nrf-admin", json!({"policy": "path \"sys/nrf/nf-instances/*\" { capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\"] }"})).await;
+    ok(
+        &n.api,
+        &n.root,
+        "PUT",
+        "sys/policies/acl/other",
+        json!({"policy": "path \"secret/*\" { capabilities = [\"read\"] }"}),
+    )
+    .await;
+    let token_for = |p: &'static str| {
+        let api = &n.api;
+        let root = &n.root;
+        async move {
+            let t = ok(
+                api,
+                root,
+                "POST",
+                "auth/token/create",
+                json!({"policies": [p]}),
+            )
+            .await;
+            t["auth"]["client_token"].as_str().unwrap().to_string()
+        }
+    };
+    let (admin, other) = (token_for("nrf-admin").await, token_for("other").await);
+    let discover_smf = || async {
+        let (st, v, _) = send(
+            amf.get(n.url("/nnrf-disc/v1/nf-instances"))
+                .query(&[("target-nf-type", "SMF"), ("requester-nf-type", "AMF")]),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        v["nfInstances"].as_array().unwrap().len()
+    };
+    assert_eq!(discover_smf().await, 1);
+
+    // Without the policy: refused, nothing changes.
+    let path = format!("sys/nrf/nf-instances/{SMF}");
+    let (st, _) = n.api.call("DELETE", &path, Some(&other), None).await;
+    assert_eq!(st, 403);
+    let (st, _) = n
+        .api
+        .call(
+            "PUT",
+            &format!("sys/nrf/nf-instances/{UDM}"),
+            Some(&other),
+            Some(profile(UDM, "UDM", json!({}))),
+        )
+        .await;
+    assert_eq!(st, 403);
+    assert_eq!(discover_smf().await, 1);
+
+    // With it: list, read, and delete another NF's profile.
+    let v = ok(&n.api, &admin, "LIST", "sys/nrf/nf-instances", json!({})).await;
+    assert_eq!(v["data"]["keys"], json!([SMF, AMF]));
+    let v = ok(&n.api, &admin, "GET", &path, json!({})).await;
+    assert_eq!(v["data"]["nfType"], "SMF");
+    ok(&n.api, &admin, "DELETE", &path, json!({})).await;
+    assert_eq!(discover_smf().await, 0);
+    let (st, _, _) = send(smf.get(n.url(&format!("/nnrf-nfm/v1/nf-instances/{SMF}")))).await;
+    assert_eq!(st, 404, "the SMF sees its profile gone");
+
+    // Register one, with the SBI's validation: bad input is refused and stores nothing.
+    for (bad, why) in [
+        (
+            json!({"nfInstanceId": SMF, "nfType": "SMF", "nfStatus": "REGISTERED"}),
+            "no address",
+        ),
+        (
+            profile(UDM, "SMF", json!({})),
+            "body ID differs from the path",
+        ),
+        (profile(SMF, "NOT-A-TYPE", json!({})), "bad nfType"),
+    ] {
+        let (st, v) = n.api.call("PUT", &path, Some(&admin), Some(bad)).await;
+        assert_eq!(st, 400, "{why}: {v}");
+    }
+    let (st, _) = n
+        .api
+        .call(
+            "PUT",
+            "sys/nrf/nf-instances/..%2fetc",
+            Some(&admin),
+            Some(profile(SMF, "SMF", json!({}))),
+        )
+        .await;
+    assert!(st == 400 || st == 404, "{st}");
+    assert_eq!(discover_smf().await, 0, "nothing was stored");
+    let v = ok(
+        &n.api,
+        &admin,
+        "PUT",
+        &path,
+        profile(
+            SMF,
+            "SMF",
+            json!({"nfServices": [service("nsmf-pdusession")]}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        v["data"]["heartBeatTimer"], 60,
+        "the NRF's heartbeat is imposed"
+    );
+    assert_eq!(discover_smf().await, 1);
 }
