@@ -90,6 +90,8 @@ pub struct Service {
 pub struct Profile {
     /// The registered document.
     pub doc: Value,
+    /// `doc` serialized once, for answers that carry many profiles (discovery).
+    pub json: std::sync::Arc<str>,
     /// `nfInstanceId`, lower case.
     pub id: String,
     /// `nfType`.
@@ -349,16 +351,15 @@ impl Profile {
         if ids.windows(2).any(|w| w[0] == w[1]) {
             return Err(bad("nfServices", "serviceInstanceId values must be unique"));
         }
+        let mut doc = body.clone();
+        if let Some(o) = doc.as_object_mut() {
+            for k in NOT_STORED {
+                o.remove(*k);
+            }
+        }
         Ok(Profile {
-            doc: {
-                let mut d = body.clone();
-                if let Some(o) = d.as_object_mut() {
-                    for k in NOT_STORED {
-                        o.remove(*k);
-                    }
-                }
-                d
-            },
+            json: doc.to_string().into(),
+            doc,
             id,
             nf_type,
             status: st,

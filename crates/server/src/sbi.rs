@@ -992,13 +992,29 @@ async fn discover(
         Some(id) => st.nrf.profile(id).into_iter().collect(),
         None => st.nrf.profiles_of_type(&query.target_nf_type),
     };
-    let found: Vec<Value> = candidates
+    // SearchResult, assembled from each profile's stored serialization: no per-request
+    // clone or re-encoding of the documents.
+    let mut body = format!("{{\"validityPeriod\":{VALIDITY_PERIOD},\"nfInstances\":[");
+    for (i, p) in candidates
         .iter()
         .filter(|p| discovery::matches(&query, p))
         .take(query.limit.unwrap_or(usize::MAX))
-        .map(|p| p.doc.clone())
-        .collect();
-    Json(json!({"validityPeriod": VALIDITY_PERIOD, "nfInstances": found})).into_response()
+        .enumerate()
+    {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&p.json);
+    }
+    body.push_str("]}");
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 fn token_err(e: &token::TokenError) -> Response {

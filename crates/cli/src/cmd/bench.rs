@@ -44,6 +44,9 @@ pub struct BenchArgs {
     /// request access tokens over mutual TLS with HTTP/2 (connections reused) for --duration.
     #[arg(long)]
     pub nrf: bool,
+    /// NRF run: NF profiles registered before the discovery measurement.
+    #[arg(long, default_value_t = 10_000)]
+    pub profiles: usize,
     /// Scale run: certificates to issue.
     #[arg(long, default_value_t = 1_000_000)]
     pub certs: usize,

@@ -1,5 +1,6 @@
 //! `custos bench --nrf`: access tokens per second from the NRF's SBI listener over mutual TLS
-//! with HTTP/2, against the machine's ES256 signing limit measured in the same run.
+//! with HTTP/2, against the machine's ES256 signing limit measured in the same run; then
+//! discovery latency (p50/p99) with `--profiles` NF profiles registered.
 
 use super::bench::BenchArgs;
 use crate::client::{CliError, CliResult, Client};
@@ -59,7 +60,7 @@ pub async fn run(a: &BenchArgs) -> CliResult<()> {
     std::fs::write(tmp.path().join("unseal.key"), "33".repeat(32)).map_err(other)?;
     let port = free_port()?;
     let text = format!(
-        "[storage]\nbackend = \"sqlite\"\npath = \"{d}/custos.db\"\n[listener]\naddress = \"127.0.0.1:0\"\ntls_disable = true\n[seal]\ntype = \"keyfile\"\nkey_file = \"{d}/unseal.key\"\n[sbi]\naddress = \"127.0.0.1:{port}\"\npki_mount = \"pki\"\nrole = \"sba\"\nnf_instance_id = \"{NRF}\"\nfqdn = \"nrf.{DOMAIN}\"\n"
+        "[storage]\nbackend = \"sqlite\"\npath = \"{d}/custos.db\"\n[listener]\naddress = \"127.0.0.1:0\"\ntls_disable = true\n[seal]\ntype = \"keyfile\"\nkey_file = \"{d}/unseal.key\"\n[sbi]\naddress = \"127.0.0.1:{port}\"\npki_mount = \"pki\"\nrole = \"sba\"\nnf_instance_id = \"{NRF}\"\nfqdn = \"nrf.{DOMAIN}\"\nheartbeat = \"1h\"\n"
     );
     let cfg = custos_server::Config::parse(&text).map_err(other)?;
     let running = custos_server::start(&cfg).await.map_err(other)?;
@@ -192,6 +193,130 @@ pub async fn run(a: &BenchArgs) -> CliResult<()> {
             rate / (2.0 * sign)
         );
     }
+    discovery(a, &m, &amfs[0], &url("/nnrf-disc/v1/nf-instances")).await?;
     running.task.abort();
     Ok(())
+}
+
+const TYPES: &[&str] = &[
+    "AMF", "SMF", "UPF", "UDM", "AUSF", "PCF", "NSSF", "UDR", "NEF", "CHF",
+];
+
+/// Registers `--profiles` NF profiles (through the management API's administrative path, so
+/// no certificate per NF is needed), spread over ten NF types and four S-NSSAIs, then
+/// measures two discovery shapes from the AMF over mutual TLS.
+async fn discovery(a: &BenchArgs, m: &Client, amf: &reqwest::Client, url: &str) -> CliResult<()> {
+    let t0 = Instant::now();
+    let m = Arc::new(m.clone());
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let total = a.profiles;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (m, next) = (m.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<(), CliError>(());
+                }
+                let (id, p) = bench_profile(i);
+                m.call("PUT", &format!("sys/nrf/nf-instances/{id}"), Some(&p))
+                    .await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(other)??;
+    }
+    let reg = t0.elapsed().as_secs_f64();
+    outln!(
+        "nrf-register: {total} profiles in {reg:.1} s ({:.0}/s, durable, management API)",
+        total as f64 / reg
+    );
+    let by_slice = format!(
+        "{url}?target-nf-type=SMF&requester-nf-type=AMF&service-names=nsmf-pdusession&snssais=%7B%22sst%22%3A1%2C%22sd%22%3A%22000002%22%7D"
+    );
+    let (one_id, _) = bench_profile(1);
+    let one =
+        format!("{url}?target-nf-type=SMF&requester-nf-type=AMF&target-nf-instance-id={one_id}");
+    let limited = format!("{url}?target-nf-type=SMF&requester-nf-type=AMF&limit=5");
+    for (name, u) in [
+        ("type+service+S-NSSAI", by_slice),
+        ("type, limit 5", limited),
+        ("instance id", one),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(a.duration.clamp(1, 10));
+        let mut tasks = Vec::new();
+        for _ in 0..a.clients.clamp(1, 16) {
+            let (c, u) = (amf.clone(), u.clone());
+            tasks.push(tokio::spawn(async move {
+                let (mut lat, mut errors, mut hits) = (Vec::new(), 0u64, 0usize);
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    // The first answer is parsed (to count the hits); later ones are only
+                    // read, so the client does not compete with the server for the CPU.
+                    match c.get(&u).send().await {
+                        Ok(r) if r.status().is_success() => match r.bytes().await {
+                            Ok(b) if lat.is_empty() => {
+                                hits = serde_json::from_slice::<serde_json::Value>(&b)
+                                    .ok()
+                                    .and_then(|v| v["nfInstances"].as_array().map(Vec::len))
+                                    .unwrap_or(0);
+                            }
+                            Ok(_) => {}
+                            Err(_) => errors += 1,
+                        },
+                        _ => errors += 1,
+                    }
+                    lat.push(t.elapsed().as_micros() as u32);
+                }
+                (lat, errors, hits)
+            }));
+        }
+        let start = Instant::now();
+        let (mut all, mut errors, mut hits) = (Vec::new(), 0, 0);
+        for t in tasks {
+            let (l, e, h) = t.await.map_err(other)?;
+            all.extend(l);
+            errors += e;
+            hits = h;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        all.sort_unstable();
+        let pct = |p: f64| {
+            all.get(((all.len().max(1) - 1) as f64 * p) as usize)
+                .copied()
+                .unwrap_or(0) as f64
+                / 1000.0
+        };
+        outln!(
+            "nrf-discovery ({name}; {total} profiles, {hits} in each answer): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {errors}",
+            all.len() as f64 / secs,
+            pct(0.5),
+            pct(0.99)
+        );
+    }
+    Ok(())
+}
+
+/// The `i`th benchmark profile: type `TYPES[i % 10]`, S-NSSAI sd `i / 10 % 4`, one service.
+fn bench_profile(i: usize) -> (String, serde_json::Value) {
+    let id = format!("{:08x}-0000-4000-8000-{:012x}", i, i);
+    let t = TYPES[i % TYPES.len()];
+    let service = format!("n{}-svc", t.to_lowercase());
+    let service = if t == "SMF" {
+        "nsmf-pdusession".to_string()
+    } else {
+        service
+    };
+    let p = json!({
+        "nfInstanceId": id, "nfType": t, "nfStatus": "REGISTERED",
+        "fqdn": format!("{}{i}.{DOMAIN}", t.to_lowercase()),
+        "ipv4Addresses": [format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255)],
+        "sNssais": [{"sst": 1, "sd": format!("{:06x}", i / 10 % 4)}],
+        "nfServices": [{"serviceInstanceId": "1", "serviceName": service,
+            "versions": [{"apiVersionInUri": "v1", "apiFullVersion": "1.0.0"}],
+            "scheme": "https", "nfServiceStatus": "REGISTERED"}],
+    });
+    (id, p)
 }
