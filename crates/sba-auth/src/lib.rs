@@ -19,6 +19,9 @@
 //! which the NF's TLS accept loop inserts once per connection (see [`PeerNf::from_cert`]).
 //! Refusals are RFC 6750 answers: 401 `invalid_token`, 403 `insufficient_scope`.
 //!
+//! The crate's `README.md` is the guide for NF authors: wiring, key refresh across NRF key
+//! rotation ([`Verifier::set_keys`]), and what each refusal means.
+//!
 //! ```no_run
 //! use custos_sba_auth::{NrfKeys, SbaAuthLayer, Verifier};
 //! # fn jwks_json() -> &'static [u8] { b"{\"keys\":[]}" }
@@ -200,7 +203,8 @@ struct Claims {
 /// Verifies access tokens for one producer NF.
 #[derive(Debug)]
 pub struct Verifier {
-    keys: NrfKeys,
+    /// Swapped whole by [`Verifier::set_keys`] when the NF refreshes the JWKS.
+    keys: std::sync::RwLock<Arc<NrfKeys>>,
     issuers: Vec<String>,
     nf_type: String,
     instance_id: String,
@@ -218,7 +222,7 @@ impl Verifier {
         instance_id: &str,
     ) -> Verifier {
         Verifier {
-            keys,
+            keys: std::sync::RwLock::new(Arc::new(keys)),
             issuers: issuers
                 .into_iter()
                 .map(|s| s.into().to_ascii_lowercase())
@@ -227,6 +231,19 @@ impl Verifier {
             instance_id: instance_id.to_ascii_lowercase(),
             leeway: 30,
         }
+    }
+
+    /// Replaces the NRF keys (after fetching the JWKS again), without stopping verification.
+    /// Fetch it periodically and when a token names an unknown `kid`
+    /// ([`SbaAuthError::UnknownKid`]): the NRF publishes a new key the moment it rotates and
+    /// keeps the old one until the last token it signed has expired.
+    pub fn set_keys(&self, keys: NrfKeys) {
+        let mut g = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        *g = Arc::new(keys);
+    }
+
+    fn current_keys(&self) -> Arc<NrfKeys> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Verifies `token` for a call to `service` from the peer NF `peer_instance_id`.
@@ -266,7 +283,8 @@ impl Verifier {
         let kid = header
             .kid
             .ok_or_else(|| SbaAuthError::Header("kid is required".into()))?;
-        let key = self.keys.keys.get(&kid).ok_or(SbaAuthError::UnknownKid)?;
+        let keys = self.current_keys();
+        let key = keys.keys.get(&kid).ok_or(SbaAuthError::UnknownKid)?;
         let sig = b64(s64).ok_or(SbaAuthError::Malformed)?;
         let signed = &token[..h64.len() + 1 + c64.len()];
         key.verify_sig(signed.as_bytes(), &sig)
@@ -332,8 +350,14 @@ pub struct SbaAuthLayer {
 impl SbaAuthLayer {
     /// Protects a service named `service` (e.g. `nsmf-pdusession`).
     pub fn new(verifier: Verifier, service: &str) -> Self {
+        Self::shared(Arc::new(verifier), service)
+    }
+
+    /// Like [`SbaAuthLayer::new`], keeping a handle on the verifier so that the NF can
+    /// [`Verifier::set_keys`] when it refreshes the JWKS.
+    pub fn shared(verifier: Arc<Verifier>, service: &str) -> Self {
         SbaAuthLayer {
-            verifier: Arc::new(verifier),
+            verifier,
             service: service.into(),
         }
     }

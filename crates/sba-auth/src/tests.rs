@@ -227,3 +227,30 @@ async fn layer_accepts_the_peer_and_answers_rfc6750_to_a_replay() {
     let none = app.oneshot(req(AMF, None)).await.unwrap();
     assert_eq!(none.status(), 401);
 }
+
+#[test]
+fn key_rotation_new_kid_is_unknown_until_the_nf_refreshes_the_jwks() {
+    let old = nrf();
+    let new = nrf();
+    let v = verifier(&old);
+    let t_old = old.sign(&claims()).unwrap();
+    let t_new = new.sign(&claims()).unwrap();
+    assert!(v.verify(&t_old, AMF, "nsmf-pdusession", NOW).is_ok());
+    assert_eq!(
+        v.verify(&t_new, AMF, "nsmf-pdusession", NOW),
+        Err(SbaAuthError::UnknownKid)
+    );
+    // The NRF's JWKS after rotation: the new key and the retired one.
+    let doc = jwks(&[new.jwk(), old.jwk()]).to_string();
+    v.set_keys(NrfKeys::from_jwks(doc.as_bytes()).unwrap());
+    for t in [&t_old, &t_new] {
+        assert!(v.verify(t, AMF, "nsmf-pdusession", NOW).is_ok());
+    }
+    // Once the old key leaves the JWKS, its tokens are refused.
+    let doc = jwks(&[new.jwk()]).to_string();
+    v.set_keys(NrfKeys::from_jwks(doc.as_bytes()).unwrap());
+    assert_eq!(
+        v.verify(&t_old, AMF, "nsmf-pdusession", NOW),
+        Err(SbaAuthError::UnknownKid)
+    );
+}
