@@ -34,6 +34,9 @@ pub enum CliError {
     /// Anything else, already worded for the user.
     #[error("{0}")]
     Other(String),
+    /// A policy decision said no; the reasons were printed (exit 1).
+    #[error("denied by policy")]
+    Denied,
 }
 
 impl CliError {

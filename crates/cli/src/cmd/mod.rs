@@ -4,6 +4,7 @@ mod agent;
 mod audit;
 mod bench;
 mod bench_nrf;
+mod fw;
 mod generic;
 mod operator;
 mod pki;
@@ -75,6 +76,9 @@ pub enum Command {
     List(generic::PathArgs),
     /// Delete a path.
     Delete(generic::PathArgs),
+    /// Firmware provenance: sign images, verify before install, install with anti-rollback.
+    #[command(subcommand)]
+    Fw(fw::FwCmd),
     /// Drive the HTTP API with concurrent clients and report ops/s, p50 and p99.
     Bench(bench::BenchArgs),
 }
@@ -143,6 +147,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Write(a) => generic::write(&cli, a).await,
         Command::List(a) => generic::list(&cli, a).await,
         Command::Delete(a) => generic::delete(&cli, a).await,
+        Command::Fw(c) => fw::run(&cli, c).await,
         Command::Bench(a) => bench::run(&cli, a).await,
     }
 }

@@ -1,0 +1,644 @@
+//! `custos fw keygen|sign|verify|install|mark-good`: firmware provenance on the build side and
+//! on the device. Decisions are `custos-provenance`'s; this module streams images, reads and
+//! writes files durably, talks to Custos for keyless certificates, and runs the installer.
+//!
+//! Exit codes of `verify` and `install`: 0 ACCEPT (installed), 1 DENY (or installer failed),
+//! 2 usage or error.
+
+use super::Cli;
+use crate::client::{CliError, CliResult, Client};
+use clap::{Args, Subcommand, ValueEnum};
+use custos_provenance::bundle::{Bundle, MAX_BUNDLE_BYTES};
+use custos_provenance::keys::{FileSigner, KeyAlg, Signer};
+use custos_provenance::policy::{DeviceState, Installed, Policy};
+use custos_provenance::statement::{self, Firmware, ResourceDescriptor, SlsaInputs};
+use custos_provenance::verify::{evaluate, Evidence, Verdict};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand)]
+pub enum FwCmd {
+    /// Generate a signing key: PKCS#8 PEM (mode 0600) plus `<out>.pub`; prints the key ID
+    /// that a policy pins.
+    Keygen {
+        #[arg(long, value_enum, default_value_t = Alg::EcdsaP256)]
+        alg: Alg,
+        /// Private key file to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign an image (streamed): writes a bundle with SLSA provenance and firmware statements.
+    Sign(Box<SignArgs>),
+    /// Verify an image: 0 ACCEPT, 1 DENY (every failed rule listed), 2 usage or error.
+    Verify(VerifyArgs),
+    /// Verify, run the installer, and only after it succeeds record the image in the state.
+    Install(InstallArgs),
+    /// Mark the installed image known-good: the target of a later rollback.
+    MarkGood {
+        /// Device state file.
+        #[arg(long)]
+        state: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Alg {
+    Ed25519,
+    EcdsaP256,
+}
+
+#[derive(Args)]
+pub struct SignArgs {
+    /// The image.
+    image: PathBuf,
+    /// Bundle file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Sign with this PKCS#8 key file (Ed25519 or ECDSA P-256).
+    #[arg(long, conflicts_with = "keyless")]
+    key: Option<PathBuf>,
+    /// Keyless: a fresh local key and a 10-minute code-signing certificate from Custos
+    /// (`pki/sign/<role>`, authenticated with CUSTOS_TOKEN); the key never leaves this process.
+    #[arg(long)]
+    keyless: bool,
+    /// Keyless: the PKI mount.
+    #[arg(long, default_value = "pki")]
+    mount: String,
+    /// Keyless: the code-signing role.
+    #[arg(long, default_value = "codesign")]
+    role: String,
+    #[arg(long)]
+    vendor: String,
+    #[arg(long)]
+    device_class: String,
+    /// Hardware IDs the image supports (repeatable).
+    #[arg(long)]
+    hardware_id: Vec<String>,
+    #[arg(long)]
+    version: String,
+    /// The anti-rollback counter.
+    #[arg(long)]
+    security_version: u64,
+    #[arg(long, default_value = "stable")]
+    channel: String,
+    /// RFC 3339 time, or a lifetime from now such as 180d.
+    #[arg(long)]
+    not_after: String,
+    /// SLSA builder ID (keyless: also the certificate's URI SAN).
+    #[arg(long)]
+    builder_id: String,
+    #[arg(long, default_value = "https://custos.dev/firmware-build/v1")]
+    build_type: String,
+    #[arg(long)]
+    source_repo: String,
+    #[arg(long)]
+    commit: String,
+    /// Lineage: `<uri>@sha256:<hex>` for a parent image or component (repeatable).
+    #[arg(long)]
+    dependency: Vec<String>,
+    #[arg(long, default_value = "")]
+    invocation_id: String,
+    /// Build host and other internal parameters, as a JSON object.
+    #[arg(long)]
+    internal: Option<String>,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The image.
+    image: PathBuf,
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Policy (TOML).
+    #[arg(long)]
+    policy: PathBuf,
+    /// Device state (JSON); enables the device-class and anti-rollback rules.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Extra CRL files (DER or PEM) for keyless signing certificates.
+    #[arg(long)]
+    crl: Vec<PathBuf>,
+    /// Allow an image below the installed security version, down to the policy's emergency
+    /// floor.
+    #[arg(long)]
+    emergency: bool,
+    /// Print the verdict as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    v: VerifyArgs,
+    /// Installer command, run with `sh -c`; CUSTOS_FW_IMAGE names the verified copy of the
+    /// image, CUSTOS_FW_VERSION and CUSTOS_FW_SECURITY_VERSION describe it.
+    #[arg(long)]
+    installer: String,
+    /// Also mark the new image known-good.
+    #[arg(long)]
+    mark_good: bool,
+}
+
+fn err(what: impl Into<String>) -> CliError {
+    CliError::Usage(what.into())
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> CliError {
+    move |source| CliError::Usage(format!("{what}: {source}"))
+}
+
+/// Reads at most `max` bytes; a larger file is an error naming it.
+fn read_limited(p: &Path, max: usize, what: &str) -> CliResult<Vec<u8>> {
+    let f = std::fs::File::open(p).map_err(io(format!("{what} {}", p.display())))?;
+    let mut buf = Vec::new();
+    f.take(max as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(io(format!("{what} {}", p.display())))?;
+    if buf.len() > max {
+        return Err(err(format!(
+            "{what} {}: larger than {max} bytes",
+            p.display()
+        )));
+    }
+    Ok(buf)
+}
+
+/// Streams `path` once, computing the `algs` digests, and copies it to `copy` if given. A
+/// reader thread fills fixed buffers while this thread hashes, so memory stays constant and
+/// reading overlaps hashing.
+pub(crate) fn hash_file(
+    path: &Path,
+    algs: &[&str],
+    mut copy: Option<&mut std::fs::File>,
+) -> CliResult<BTreeMap<String, String>> {
+    use aws_lc_rs::digest::{Context, SHA256, SHA512};
+    const CHUNK: usize = 1 << 20;
+    let mut f = std::fs::File::open(path).map_err(io(format!("image {}", path.display())))?;
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(3);
+    let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    for _ in 0..4 {
+        let _ = empty_tx.send(vec![0u8; CHUNK]);
+    }
+    let reader = std::thread::spawn(move || loop {
+        let Ok(mut buf) = empty_rx.recv() else {
+            return;
+        };
+        buf.resize(CHUNK, 0);
+        let mut n = 0;
+        let r = loop {
+            match f.read(&mut buf[n..]) {
+                Ok(0) => break Ok(()),
+                Ok(k) => {
+                    n += k;
+                    if n == CHUNK {
+                        break Ok(());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        buf.truncate(n);
+        let done = n == 0 || r.is_err();
+        if full_tx.send(r.map(|_| buf)).is_err() || done {
+            return;
+        }
+    });
+    let mut ctxs: Vec<(String, Context)> = algs
+        .iter()
+        .map(|a| {
+            let alg = if *a == "sha512" { &SHA512 } else { &SHA256 };
+            (a.to_string(), Context::new(alg))
+        })
+        .collect();
+    loop {
+        let buf = full_rx
+            .recv()
+            .map_err(|_| err("image reader stopped"))?
+            .map_err(io(format!("reading image {}", path.display())))?;
+        if buf.is_empty() {
+            break;
+        }
+        for (_, c) in &mut ctxs {
+            c.update(&buf);
+        }
+        if let Some(out) = copy.as_deref_mut() {
+            out.write_all(&buf)
+                .map_err(io("staging the image".into()))?;
+        }
+        let _ = empty_tx.send(buf);
+    }
+    drop(empty_tx);
+    let _ = reader.join();
+    Ok(ctxs
+        .into_iter()
+        .map(|(a, c)| (a, hex::encode(c.finish().as_ref())))
+        .collect())
+}
+
+/// Writes `bytes` to `path` durably: a temporary file in the same directory, fsync, rename,
+/// fsync of the directory. A reader sees the old or the new file, never a mix.
+pub(crate) fn write_durably(path: &Path, bytes: &[u8], mode: u32) -> CliResult<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| err(format!("{} is not a file path", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let what = format!("writing {}", path.display());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io(what.clone()))?;
+    f.write_all(bytes).map_err(io(what.clone()))?;
+    f.sync_all().map_err(io(what.clone()))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io(what.clone()))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(what))?;
+    Ok(())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub async fn run(cli: &Cli, c: &FwCmd) -> CliResult<()> {
+    match c {
+        FwCmd::Keygen { alg, out } => keygen(*alg, out),
+        FwCmd::Sign(a) => sign(cli, a).await,
+        FwCmd::Verify(a) => {
+            let (v, _) = verify(a, None)?;
+            report(&v, a.json);
+            if v.accept {
+                Ok(())
+            } else {
+                Err(CliError::Denied)
+            }
+        }
+        FwCmd::Install(a) => install(a),
+        FwCmd::MarkGood { state } => {
+            let mut st = DeviceState::parse(&read_limited(state, 1 << 20, "state")?)
+                .map_err(|e| err(e.to_string()))?;
+            let Some(i) = st.installed.clone() else {
+                return Err(err("nothing is installed"));
+            };
+            st.known_good = Some(i.clone());
+            write_durably(state, &state_json(&st)?, 0o644)?;
+            outln!(
+                "known-good: {} (security version {})",
+                i.version,
+                i.security_version
+            );
+            Ok(())
+        }
+    }
+}
+
+fn keygen(alg: Alg, out: &Path) -> CliResult<()> {
+    let alg = match alg {
+        Alg::Ed25519 => KeyAlg::Ed25519,
+        Alg::EcdsaP256 => KeyAlg::EcdsaP256,
+    };
+    if out.exists() {
+        return Err(err(format!(
+            "{} exists; not overwriting a key",
+            out.display()
+        )));
+    }
+    let der = FileSigner::generate(alg).map_err(|e| err(e.to_string()))?;
+    let s = FileSigner::from_pkcs8_der(&der).map_err(|e| err(e.to_string()))?;
+    write_durably(
+        out,
+        custos_provenance::keys::pkcs8_pem(&der).as_bytes(),
+        0o600,
+    )?;
+    let mut pub_path = out.as_os_str().to_owned();
+    pub_path.push(".pub");
+    write_durably(
+        Path::new(&pub_path),
+        s.public_key().to_pem().as_bytes(),
+        0o644,
+    )?;
+    outln!("{alg} key written to {}", out.display());
+    outln!("key ID (pin this in the policy): {}", s.key_id());
+    Ok(())
+}
+
+fn parse_not_after(s: &str, now: i64) -> CliResult<String> {
+    if statement::rfc3339(s).is_some() {
+        return Ok(s.to_string());
+    }
+    custos_provenance::policy::parse_age(s)
+        .map(|d| statement::to_rfc3339(now + d))
+        .ok_or_else(|| err("--not-after: an RFC 3339 time or a lifetime like 180d"))
+}
+
+fn dependency(s: &str) -> CliResult<ResourceDescriptor> {
+    let (uri, d) = s
+        .rsplit_once("@sha256:")
+        .ok_or_else(|| err(format!("--dependency {s:?}: expected <uri>@sha256:<hex>")))?;
+    if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(err(format!(
+            "--dependency {s:?}: the sha256 must be 64 hex digits"
+        )));
+    }
+    Ok(ResourceDescriptor {
+        uri: uri.to_string(),
+        name: String::new(),
+        digest: BTreeMap::from([("sha256".to_string(), d.to_ascii_lowercase())]),
+    })
+}
+
+async fn sign(cli: &Cli, a: &SignArgs) -> CliResult<()> {
+    let started = now();
+    let digests = hash_file(&a.image, &["sha256", "sha512"], None)?;
+    let internal = match &a.internal {
+        None => serde_json::Value::Null,
+        Some(j) => serde_json::from_str::<serde_json::Value>(j)
+            .ok()
+            .filter(|v| v.is_object())
+            .ok_or_else(|| err("--internal must be a JSON object"))?,
+    };
+    let req = custos_provenance::SignRequest {
+        image_name: a
+            .image
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        digests,
+        slsa: SlsaInputs {
+            builder_id: a.builder_id.clone(),
+            build_type: a.build_type.clone(),
+            source_repo: a.source_repo.clone(),
+            commit: a.commit.clone(),
+            dependencies: a
+                .dependency
+                .iter()
+                .map(|d| dependency(d))
+                .collect::<CliResult<_>>()?,
+            invocation_id: a.invocation_id.clone(),
+            started_on: statement::to_rfc3339(started),
+            finished_on: statement::to_rfc3339(now()),
+            internal,
+        },
+        firmware: Firmware {
+            vendor: a.vendor.clone(),
+            device_class: a.device_class.clone(),
+            hardware_ids: a.hardware_id.clone(),
+            version: a.version.clone(),
+            security_version: a.security_version,
+            channel: a.channel.clone(),
+            not_after: parse_not_after(&a.not_after, now())?,
+        },
+        signed_at: now(),
+    };
+    Firmware::parse(&serde_json::to_value(&req.firmware).unwrap_or_default())
+        .map_err(|e| err(format!("firmware predicate: {e}")))?;
+    let (signer, chain): (FileSigner, Vec<String>) = if a.keyless {
+        keyless_signer(cli, a).await?
+    } else {
+        let Some(k) = &a.key else {
+            return Err(err("give --key <file> or --keyless"));
+        };
+        let pem = zeroize::Zeroizing::new(read_limited(k, 64 << 10, "key")?);
+        let s =
+            FileSigner::from_pkcs8_pem(&pem).map_err(|e| err(format!("{}: {e}", k.display())))?;
+        (s, Vec::new())
+    };
+    let b = custos_provenance::sign_bundle(&req, &[&signer], chain)
+        .map_err(|e| err(format!("signing: {e}")))?;
+    write_durably(&a.out, b.to_json().as_bytes(), 0o644)?;
+    outln!(
+        "signed {} (sha256 {}) as {}: {}",
+        req.image_name,
+        req.digests.get("sha256").map(String::as_str).unwrap_or(""),
+        if a.keyless { "keyless" } else { "key" },
+        a.out.display()
+    );
+    outln!("signer key ID: {}", signer.key_id());
+    Ok(())
+}
+
+/// A fresh P-256 key and a 10-minute code-signing certificate for it from `pki/sign/<role>`;
+/// only the CSR leaves the process.
+async fn keyless_signer(cli: &Cli, a: &SignArgs) -> CliResult<(FileSigner, Vec<String>)> {
+    let der = FileSigner::generate(KeyAlg::EcdsaP256).map_err(|e| err(e.to_string()))?;
+    let signer = FileSigner::from_pkcs8_der(&der).map_err(|e| err(e.to_string()))?;
+    let kp = rcgen::KeyPair::try_from(der.as_slice()).map_err(|e| err(e.to_string()))?;
+    let mut p =
+        rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| err(e.to_string()))?;
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = p
+        .serialize_request(&kp)
+        .and_then(|c| c.pem())
+        .map_err(|e| err(format!("CSR: {e}")))?;
+    let client = Client::new(&cli.address, cli.token.clone(), cli.cacert.as_deref())?;
+    let v = client
+        .call(
+            "POST",
+            &format!("{}/sign/{}", a.mount.trim_matches('/'), a.role),
+            Some(&serde_json::json!({
+                "csr": csr,
+                "uri_sans": a.builder_id,
+                "ttl": "10m",
+            })),
+        )
+        .await?;
+    let d = &v["data"];
+    let cert = d["certificate"]
+        .as_str()
+        .ok_or_else(|| err("the PKI answer has no certificate"))?;
+    let ca = d["issuing_ca"]
+        .as_str()
+        .ok_or_else(|| err("the PKI answer has no issuing_ca"))?;
+    Ok((signer, vec![format!("{cert}\n"), format!("{ca}\n")]))
+}
+
+/// What `verify` reads besides the image.
+struct Inputs {
+    policy: Policy,
+    bundle: Bundle,
+    state: Option<DeviceState>,
+    crls: Vec<Vec<u8>>,
+}
+
+fn read_inputs(a: &VerifyArgs) -> CliResult<Inputs> {
+    let policy_text = String::from_utf8(read_limited(&a.policy, 1 << 20, "policy")?)
+        .map_err(|_| err("policy: not UTF-8"))?;
+    let policy = Policy::parse(&policy_text).map_err(|e| err(format!("policy: {e}")))?;
+    let bundle = Bundle::parse(&read_limited(&a.bundle, MAX_BUNDLE_BYTES, "bundle")?)
+        .map_err(|e| err(format!("bundle {}: {e}", a.bundle.display())))?;
+    let state = match &a.state {
+        Some(p) => Some(
+            DeviceState::parse(&read_limited(p, 1 << 20, "state")?)
+                .map_err(|e| err(format!("{}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let mut crls = Vec::new();
+    let files: Vec<PathBuf> = policy
+        .revocation
+        .crl_files
+        .iter()
+        .map(PathBuf::from)
+        .chain(a.crl.iter().cloned())
+        .collect();
+    for f in files {
+        let raw = read_limited(&f, 64 << 20, "CRL")?;
+        let der = match x509_parser::pem::parse_x509_pem(&raw) {
+            Ok((_, p)) if p.label == "X509 CRL" => p.contents,
+            _ => raw,
+        };
+        crls.push(der);
+    }
+    Ok(Inputs {
+        policy,
+        bundle,
+        state,
+        crls,
+    })
+}
+
+/// Verifies; with `stage`, the image is copied there while hashed (install runs the
+/// installer on that copy, so the file checked is the file installed).
+fn verify(
+    a: &VerifyArgs,
+    stage: Option<&mut std::fs::File>,
+) -> CliResult<(Verdict, BTreeMap<String, String>)> {
+    let Inputs {
+        policy,
+        bundle,
+        state,
+        crls,
+    } = read_inputs(a)?;
+    let mut algs: Vec<&str> = policy.verify.digests.iter().map(String::as_str).collect();
+    if !algs.contains(&"sha256") {
+        algs.push("sha256");
+    }
+    let image = hash_file(&a.image, &algs, stage)?;
+    let v = evaluate(&Evidence {
+        image: &image,
+        bundle: &bundle,
+        policy: &policy,
+        state: state.as_ref(),
+        crls: &crls,
+        now: now(),
+        emergency: a.emergency,
+    });
+    Ok((v, image))
+}
+
+fn report(v: &Verdict, json: bool) {
+    if json {
+        outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        return;
+    }
+    if v.accept {
+        let f = &v.facts;
+        outln!(
+            "ACCEPT: {} {} (security version {}) for {}, supplier {}, builder {}",
+            f.version.as_deref().unwrap_or("?"),
+            f.signer_identity
+                .as_deref()
+                .map_or("signed by key", |_| "signed keyless"),
+            f.security_version
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            f.device_class.as_deref().unwrap_or("?"),
+            f.supplier.as_deref().unwrap_or("?"),
+            f.builder_id.as_deref().unwrap_or("?"),
+        );
+    } else {
+        outln!("DENY: {} rule(s) failed", v.failures.len());
+        for f in &v.failures {
+            outln!("  - {}: {}", f.rule, f.detail);
+        }
+    }
+}
+
+fn state_json(st: &DeviceState) -> CliResult<Vec<u8>> {
+    serde_json::to_vec_pretty(st).map_err(|e| err(e.to_string()))
+}
+
+fn install(a: &InstallArgs) -> CliResult<()> {
+    let Some(state_path) = &a.v.state else {
+        return Err(err("install needs --state"));
+    };
+    let dir = state_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut staged = tempfile::Builder::new()
+        .prefix(".custos-fw-staged-")
+        .tempfile_in(dir)
+        .map_err(io(format!("staging in {}", dir.display())))?;
+    let (v, image) = verify(&a.v, Some(staged.as_file_mut()))?;
+    report(&v, a.v.json);
+    if !v.accept {
+        return Err(CliError::Denied);
+    }
+    staged
+        .as_file()
+        .sync_all()
+        .map_err(io("staging the image".into()))?;
+    let mut st = DeviceState::parse(&read_limited(state_path, 1 << 20, "state")?)
+        .map_err(|e| err(e.to_string()))?;
+    let sv = v.facts.security_version.unwrap_or(0);
+    let version = v.facts.version.clone().unwrap_or_default();
+    if st
+        .installed
+        .as_ref()
+        .is_some_and(|i| i.digest.get("sha256") == image.get("sha256"))
+    {
+        outln!("already installed: {version}; nothing to do");
+        return Ok(());
+    }
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&a.installer)
+        .env("CUSTOS_FW_IMAGE", staged.path())
+        .env("CUSTOS_FW_VERSION", &version)
+        .env("CUSTOS_FW_SECURITY_VERSION", sv.to_string())
+        .env(
+            "CUSTOS_FW_SHA256",
+            image.get("sha256").cloned().unwrap_or_default(),
+        )
+        .status()
+        .map_err(io("running the installer".into()))?;
+    if !status.success() {
+        return Err(CliError::Other(format!(
+            "the installer failed ({status}); the device state is unchanged"
+        )));
+    }
+    let entry = Installed {
+        digest: image,
+        version: version.clone(),
+        security_version: sv,
+        installed_at: statement::to_rfc3339(now()),
+    };
+    st.max_security_version = st.max_security_version.max(sv);
+    if a.mark_good {
+        st.known_good = Some(entry.clone());
+    }
+    st.installed = Some(entry);
+    write_durably(state_path, &state_json(&st)?, 0o644)?;
+    outln!("installed {version} (security version {sv}); state recorded");
+    Ok(())
+}
