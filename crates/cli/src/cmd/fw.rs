@@ -34,6 +34,21 @@ pub enum FwCmd {
     Verify(VerifyArgs),
     /// Verify, run the installer, and only after it succeeds record the image in the state.
     Install(InstallArgs),
+    /// Verify a bare DSSE envelope (JSON) against public keys: prints the payload type and
+    /// the keys that signed; 0 valid, 1 invalid, 2 usage or error.
+    VerifyEnvelope {
+        /// The envelope file.
+        envelope: PathBuf,
+        /// Public key PEM files (repeatable).
+        #[arg(long, required = true)]
+        key: Vec<PathBuf>,
+        /// Distinct keys that must have signed.
+        #[arg(long, default_value_t = 1)]
+        threshold: usize,
+        /// Write the verified payload to this file.
+        #[arg(long)]
+        payload_out: Option<PathBuf>,
+    },
     /// Mark the installed image known-good: the target of a later rollback.
     MarkGood {
         /// Device state file.
@@ -293,6 +308,46 @@ pub async fn run(cli: &Cli, c: &FwCmd) -> CliResult<()> {
             }
         }
         FwCmd::Install(a) => install(a),
+        FwCmd::VerifyEnvelope {
+            envelope,
+            key,
+            threshold,
+            payload_out,
+        } => {
+            let env = custos_provenance::dsse::Envelope::parse(&read_limited(
+                envelope,
+                custos_provenance::dsse::MAX_ENVELOPE_BYTES,
+                "envelope",
+            )?)
+            .map_err(|e| err(format!("{}: {e}", envelope.display())))?;
+            let mut keys = Vec::new();
+            for k in key {
+                keys.push(
+                    custos_provenance::keys::PublicKey::from_pem(&read_limited(
+                        k,
+                        64 << 10,
+                        "key",
+                    )?)
+                    .map_err(|e| err(format!("{}: {e}", k.display())))?,
+                );
+            }
+            match env.verify(&keys, *threshold) {
+                Ok(v) => {
+                    outln!("VALID: payloadType {}", v.payload_type);
+                    for id in &v.key_ids {
+                        outln!("  signed by {id}");
+                    }
+                    if let Some(p) = payload_out {
+                        write_durably(p, &v.payload, 0o644)?;
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    outln!("INVALID: {e}");
+                    Err(CliError::Denied)
+                }
+            }
+        }
         FwCmd::MarkGood { state } => {
             let mut st = DeviceState::parse(&read_limited(state, 1 << 20, "state")?)
                 .map_err(|e| err(e.to_string()))?;
