@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # The whole Custos test suite, runnable on a fresh machine:
-#   Rust unit and integration tests (SQLite and a real PostgreSQL), then the interop suites
-#   that judge compatibility with clients we did not write (hvac).
+#   Rust unit and integration tests (SQLite, a real PostgreSQL, SoftHSM2 for PKCS#11), then
+#   the interop suites that judge compatibility with clients we did not write (hvac, PyJWT,
+#   schemathesis, securesystemslib/in-toto).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CUSTOS_TEST_PG_URL=$(scripts/pg-for-tests.sh)
 export CUSTOS_TEST_PG_URL
+
+# SoftHSM2: the PKCS#11 token the firmware-signing tests keep their HSM key in.
+if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/null; then
+  echo "==> installing softhsm2 (PKCS#11 tests)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq softhsm2 >/dev/null 2>&1 || {
+    apt-get update -qq && apt-get install -y -qq softhsm2 >/dev/null
+  }
+fi
 
 echo "==> cargo test (workspace, SQLite + PostgreSQL)"
 cargo build --locked --workspace --all-targets

@@ -28,6 +28,12 @@ pub enum FwCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Generate a P-256 signing key inside a PKCS#11 token (non-extractable); prints its key ID.
+    /// The user PIN comes from CUSTOS_PKCS11_PIN.
+    HsmKeygen {
+        #[command(flatten)]
+        hsm: HsmArgs,
+    },
     /// Sign an image (streamed): writes a bundle with SLSA provenance and firmware statements.
     Sign(Box<SignArgs>),
     /// Verify an image: 0 ACCEPT, 1 DENY (every failed rule listed), 2 usage or error.
@@ -57,6 +63,26 @@ pub enum FwCmd {
     },
 }
 
+/// A key in a PKCS#11 token.
+#[derive(Args, Clone)]
+pub struct HsmArgs {
+    /// PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so).
+    #[arg(long = "pkcs11-module")]
+    module: PathBuf,
+    /// Token label.
+    #[arg(long = "pkcs11-token")]
+    token: String,
+    /// Key label.
+    #[arg(long = "pkcs11-key")]
+    key: String,
+}
+
+fn hsm_pin() -> CliResult<zeroize::Zeroizing<String>> {
+    std::env::var("CUSTOS_PKCS11_PIN")
+        .map(zeroize::Zeroizing::new)
+        .map_err(|_| err("set CUSTOS_PKCS11_PIN to the token's user PIN"))
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Alg {
     Ed25519,
@@ -71,8 +97,16 @@ pub struct SignArgs {
     #[arg(long)]
     out: PathBuf,
     /// Sign with this PKCS#8 key file (Ed25519 or ECDSA P-256).
-    #[arg(long, conflicts_with = "keyless")]
+    #[arg(long, conflicts_with_all = ["keyless", "pkcs11_module"])]
     key: Option<PathBuf>,
+    /// Sign with a key in a PKCS#11 token (with --pkcs11-token and --pkcs11-key; the PIN
+    /// comes from CUSTOS_PKCS11_PIN).
+    #[arg(long = "pkcs11-module", conflicts_with = "keyless", requires_all = ["pkcs11_token", "pkcs11_key"])]
+    pkcs11_module: Option<PathBuf>,
+    #[arg(long = "pkcs11-token")]
+    pkcs11_token: Option<String>,
+    #[arg(long = "pkcs11-key")]
+    pkcs11_key: Option<String>,
     /// Keyless: a fresh local key and a 10-minute code-signing certificate from Custos
     /// (`pki/sign/<role>`, authenticated with CUSTOS_TOKEN); the key never leaves this process.
     #[arg(long)]
@@ -297,6 +331,22 @@ fn now() -> i64 {
 pub async fn run(cli: &Cli, c: &FwCmd) -> CliResult<()> {
     match c {
         FwCmd::Keygen { alg, out } => keygen(*alg, out),
+        FwCmd::HsmKeygen { hsm } => {
+            let k = custos_pkcs11::Pkcs11Signer::generate(
+                &hsm.module,
+                &hsm.token,
+                &hsm_pin()?,
+                &hsm.key,
+            )
+            .map_err(|e| err(e.to_string()))?;
+            outln!(
+                "P-256 key {:?} generated in token {:?} (non-extractable)",
+                hsm.key,
+                hsm.token
+            );
+            outln!("key ID (pin this in the policy): {}", k.key_id());
+            Ok(())
+        }
         FwCmd::Sign(a) => sign(cli, a).await,
         FwCmd::Verify(a) => {
             let (v, _) = verify(a, None)?;
@@ -466,25 +516,40 @@ async fn sign(cli: &Cli, a: &SignArgs) -> CliResult<()> {
     };
     Firmware::parse(&serde_json::to_value(&req.firmware).unwrap_or_default())
         .map_err(|e| err(format!("firmware predicate: {e}")))?;
-    let (signer, chain): (FileSigner, Vec<String>) = if a.keyless {
-        keyless_signer(cli, a).await?
+    let (signer, chain): (Box<dyn Signer>, Vec<String>) = if a.keyless {
+        let (s, c) = keyless_signer(cli, a).await?;
+        (Box::new(s), c)
+    } else if let (Some(module), Some(token), Some(key)) =
+        (&a.pkcs11_module, &a.pkcs11_token, &a.pkcs11_key)
+    {
+        let s = custos_pkcs11::Pkcs11Signer::open(module, token, &hsm_pin()?, key)
+            .map_err(|e| err(e.to_string()))?;
+        (Box::new(s), Vec::new())
     } else {
         let Some(k) = &a.key else {
-            return Err(err("give --key <file> or --keyless"));
+            return Err(err(
+                "give --key <file>, --pkcs11-module/--pkcs11-token/--pkcs11-key, or --keyless",
+            ));
         };
         let pem = zeroize::Zeroizing::new(read_limited(k, 64 << 10, "key")?);
         let s =
             FileSigner::from_pkcs8_pem(&pem).map_err(|e| err(format!("{}: {e}", k.display())))?;
-        (s, Vec::new())
+        (Box::new(s), Vec::new())
     };
-    let b = custos_provenance::sign_bundle(&req, &[&signer], chain)
+    let b = custos_provenance::sign_bundle(&req, &[signer.as_ref()], chain)
         .map_err(|e| err(format!("signing: {e}")))?;
     write_durably(&a.out, b.to_json().as_bytes(), 0o644)?;
     outln!(
         "signed {} (sha256 {}) as {}: {}",
         req.image_name,
         req.digests.get("sha256").map(String::as_str).unwrap_or(""),
-        if a.keyless { "keyless" } else { "key" },
+        if a.keyless {
+            "keyless"
+        } else if a.pkcs11_module.is_some() {
+            "PKCS#11 key"
+        } else {
+            "key"
+        },
         a.out.display()
     );
     outln!("signer key ID: {}", signer.key_id());
