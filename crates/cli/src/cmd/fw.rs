@@ -214,47 +214,17 @@ fn read_limited(p: &Path, max: usize, what: &str) -> CliResult<Vec<u8>> {
     Ok(buf)
 }
 
-/// Streams `path` once, computing the `algs` digests, and copies it to `copy` if given. A
-/// reader thread fills fixed buffers while this thread hashes, so memory stays constant and
-/// reading overlaps hashing.
+/// Streams `path` once through a fixed 1 MiB buffer, computing the `algs` digests, and copies
+/// it to `copy` if given. Memory stays constant whatever the image size. One thread: measured
+/// here, handing buffers to a hashing thread is slower (the hasher then reads lines another
+/// core just wrote) than hashing each buffer while it is still in this core's cache.
 pub(crate) fn hash_file(
     path: &Path,
     algs: &[&str],
     mut copy: Option<&mut std::fs::File>,
 ) -> CliResult<BTreeMap<String, String>> {
     use aws_lc_rs::digest::{Context, SHA256, SHA512};
-    const CHUNK: usize = 1 << 20;
     let mut f = std::fs::File::open(path).map_err(io(format!("image {}", path.display())))?;
-    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(3);
-    let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-    for _ in 0..4 {
-        let _ = empty_tx.send(vec![0u8; CHUNK]);
-    }
-    let reader = std::thread::spawn(move || loop {
-        let Ok(mut buf) = empty_rx.recv() else {
-            return;
-        };
-        buf.resize(CHUNK, 0);
-        let mut n = 0;
-        let r = loop {
-            match f.read(&mut buf[n..]) {
-                Ok(0) => break Ok(()),
-                Ok(k) => {
-                    n += k;
-                    if n == CHUNK {
-                        break Ok(());
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
-            }
-        };
-        buf.truncate(n);
-        let done = n == 0 || r.is_err();
-        if full_tx.send(r.map(|_| buf)).is_err() || done {
-            return;
-        }
-    });
     let mut ctxs: Vec<(String, Context)> = algs
         .iter()
         .map(|a| {
@@ -262,25 +232,22 @@ pub(crate) fn hash_file(
             (a.to_string(), Context::new(alg))
         })
         .collect();
+    let mut buf = vec![0u8; 1 << 20];
     loop {
-        let buf = full_rx
-            .recv()
-            .map_err(|_| err("image reader stopped"))?
-            .map_err(io(format!("reading image {}", path.display())))?;
-        if buf.is_empty() {
-            break;
-        }
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(err(format!("reading image {}: {e}", path.display()))),
+        };
         for (_, c) in &mut ctxs {
-            c.update(&buf);
+            c.update(&buf[..n]);
         }
         if let Some(out) = copy.as_deref_mut() {
-            out.write_all(&buf)
+            out.write_all(&buf[..n])
                 .map_err(io("staging the image".into()))?;
         }
-        let _ = empty_tx.send(buf);
     }
-    drop(empty_tx);
-    let _ = reader.join();
     Ok(ctxs
         .into_iter()
         .map(|(a, c)| (a, hex::encode(c.finish().as_ref())))
