@@ -13,7 +13,9 @@
 //! * [`keys`]: Ed25519 and ECDSA P-256 keys and the [`keys::Signer`] trait (file keys here,
 //!   PKCS#11 and keyless certificates in the CLI);
 //! * [`policy`] and [`verify`]: the operator's TOML policy, the device state, and the
-//!   verdict listing every failed rule, with anti-rollback.
+//!   verdict listing every failed rule, with anti-rollback;
+//! * [`record`]: what the server's provenance store keeps, split into the operational view
+//!   and the supplier/builder details.
 //!
 //! Hashing the image (streamed), reading files, CRL fetching and the installer run are the
 //! caller's.
@@ -23,6 +25,7 @@ pub mod bundle;
 pub mod dsse;
 pub mod keys;
 pub mod policy;
+pub mod record;
 pub mod statement;
 pub mod verify;
 

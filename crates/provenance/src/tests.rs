@@ -564,3 +564,36 @@ mod keyless {
         assert!(rules(&v).contains(&"builder.identity"), "{:?}", v.failures);
     }
 }
+
+#[test]
+fn record_splits_operational_facts_from_supplier_details_and_refuses_inconsistent_bundles() {
+    let s = signer(KeyAlg::EcdsaP256);
+    let b = sign_bundle(&request(IMAGE, 5), &[&s], vec![]).unwrap();
+    let r = record::Record::from_bundle(&b).unwrap();
+    assert_eq!(r.summary.device_class, CLASS);
+    assert_eq!(r.summary.security_version, 5);
+    assert_eq!(r.summary.parents, vec!["ab".repeat(32)]);
+    assert_eq!(r.details.vendor, "acme");
+    assert_eq!(r.details.builder_id, BUILDER);
+    assert_eq!(
+        r.details.internal_parameters["buildHost"],
+        "b7.build.acme.internal"
+    );
+    assert_eq!(r.signer_ids(), vec![s.key_id()]);
+    let summary = serde_json::to_string(&r.summary).unwrap();
+    for private in ["acme", "b7.build", BUILDER, "git.acme.example"] {
+        assert!(
+            !summary.contains(private),
+            "{private} leaked into the summary"
+        );
+    }
+    // An edited envelope, and statements about two images, are refused.
+    let mut edited = b.clone();
+    edited.dsse_envelopes[1].payload = base64::engine::general_purpose::STANDARD.encode(b"{}");
+    assert!(record::Record::from_bundle(&edited).is_err());
+    let other = sign_bundle(&request(b"another image", 5), &[&s], vec![]).unwrap();
+    let mut mixed = b.clone();
+    mixed.dsse_envelopes[1] = other.dsse_envelopes[1].clone();
+    let e = record::Record::from_bundle(&mixed).unwrap_err();
+    assert!(e.0.contains("different images"), "{e}");
+}

@@ -62,6 +62,8 @@ pub(crate) struct Active {
     pub(crate) audit: AuditBroker,
     /// Serialises use-count updates of limited-use tokens.
     pub(crate) use_lock: tokio::sync::Mutex<()>,
+    /// Serialises provenance registrations (read-modify-write of bundle lists and events).
+    pub(crate) provenance_lock: tokio::sync::Mutex<()>,
     /// Parsed CA issuers (certificate + signing key), per `<mount uuid>/<issuer id>`.
     pub(crate) issuers: crate::pki::IssuerCache,
     /// Fetched JWKS documents of JWT/OIDC auth mounts.
@@ -139,6 +141,7 @@ impl Active {
             auth_mounts: tokio::sync::RwLock::new(MountTable::default_auth()),
             audit: AuditBroker::default(),
             use_lock: tokio::sync::Mutex::new(()),
+            provenance_lock: tokio::sync::Mutex::new(()),
             issuers: Default::default(),
             jwks: Default::default(),
             cache,

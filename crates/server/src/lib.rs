@@ -28,6 +28,7 @@ pub mod mounts;
 mod pki;
 mod pki_tidy;
 mod policy;
+mod provenance;
 mod ratelimit;
 mod router;
 mod sbi;

@@ -13,7 +13,7 @@ pub const MOUNTS_PATH: &str = "core/mounts";
 /// Storage key of the auth mount table.
 pub const AUTH_PATH: &str = "core/auth";
 /// Secrets engine types this build can mount.
-pub const SECRET_TYPES: &[&str] = &["kv", "pki"];
+pub const SECRET_TYPES: &[&str] = &["kv", "pki", "provenance"];
 /// Paths that can never be mounted over.
 const RESERVED: &[&str] = &["sys/", "auth/", "cubbyhole/", "identity/"];
 

@@ -39,6 +39,7 @@ enum Ep {
     Token(String),
     Kv(MountEntry, String),
     Pki(MountEntry, String),
+    Provenance(MountEntry, String),
     AuthMethod(MountEntry, String),
     AuthLogin(MountEntry),
     NrfKeys,
@@ -211,9 +212,15 @@ async fn route(core: &Core, path: &str) -> ApiResult<Endpoint> {
     let mounts = a.mounts.read().await;
     let m = mounts
         .find(path)
-        .filter(|m| m.kind == "kv" || m.kind == "pki")
+        .filter(|m| m.kind == "kv" || m.kind == "pki" || m.kind == "provenance")
         .ok_or_else(|| ApiError::NoRoute(path.to_string()))?;
     let key = path.strip_prefix(m.path.as_str()).unwrap_or("").to_string();
+    if m.kind == "provenance" {
+        let sub = key.trim_end_matches('/').to_string();
+        let ops =
+            crate::provenance::route(&sub).ok_or_else(|| ApiError::NoRoute(path.to_string()))?;
+        return Ok(ep(Ep::Provenance(m.clone(), sub), ops));
+    }
     if m.kind == "pki" {
         let sub = key.trim_end_matches('/').to_string();
         let r = crate::pki::route(&sub).ok_or_else(|| ApiError::NoRoute(path.to_string()))?;
@@ -712,6 +719,7 @@ async fn run(
         },
         Ep::Kv(m, key) => a.kv(m, key, req).await,
         Ep::Pki(m, sub) => crate::pki::handle(core, a, m, sub, req).await,
+        Ep::Provenance(m, sub) => crate::provenance::handle(a, m, sub, req).await,
         Ep::Init
         | Ep::SealStatus
         | Ep::Unseal

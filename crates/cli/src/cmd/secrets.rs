@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 pub enum SecretsCmd {
     /// Enable a secrets engine, e.g. `custos secrets enable pki` or `--path pki_int pki`.
     Enable {
-        /// Engine type: pki or kv.
+        /// Engine type: pki, kv or provenance.
         engine: String,
         /// Mount path (defaults to the type).
         #[arg(long)]

@@ -1,0 +1,240 @@
+//! The provenance store (mount type `provenance`): registered firmware bundles, looked up by
+//! image digest, with lineage and signing events.
+//!
+//! Privacy is by path, so ordinary ACL policies decide who sees what:
+//! * operational: `images/<sha256>` (digests, device class, versions, not-after, parent
+//!   digests), `images` (LIST), `lineage/<sha256>`;
+//! * detailed: `details/images/<sha256>` (supplier, builder, source, build hosts, signer),
+//!   `details/bundles/<sha256>` (the bundles), `details/signers` (LIST) and
+//!   `details/signers/<id>` (signing events).
+//!
+//! Registration (`bundles`, update) checks the bundle's own signatures before storing it;
+//! whether an image is trusted is the device policy's decision (`custos fw verify`). Every
+//! value is stored through the barrier (AES-256-GCM), details included.
+
+use crate::core::{Active, Plain};
+use crate::error::{ApiError, ApiResult};
+use crate::logical::{Request, Response};
+use crate::mounts::MountEntry;
+use custos_acl::Operation::{self, *};
+use custos_provenance::bundle::Bundle;
+use custos_provenance::record::{Details, Record, Summary};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// The operations each path serves, or `None` for an unknown path.
+pub(crate) fn route(sub: &str) -> Option<&'static [Operation]> {
+    let parts: Vec<&str> = sub.split('/').collect();
+    Some(match parts.as_slice() {
+        ["bundles"] => &[Create, Update],
+        ["images"] | ["details", "signers"] => &[List],
+        ["images", d] | ["lineage", d] | ["details", "images", d] | ["details", "bundles", d]
+            if is_sha256(d) =>
+        {
+            &[Read]
+        }
+        ["details", "signers", id] if !id.is_empty() && id.len() <= 512 => &[Read],
+        _ => return None,
+    })
+}
+
+fn is_sha256(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn base(m: &MountEntry) -> String {
+    format!("logical/{}/", m.uuid)
+}
+
+/// A signing event filed under a signer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct Event {
+    image: String,
+    version: String,
+    device_class: String,
+    signed_at: String,
+    registered_at: String,
+}
+
+/// Signer IDs are key IDs (hex) or certificate identities (URIs): stored under a hash.
+fn signer_key(id: &str) -> String {
+    hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        id.as_bytes(),
+    ))
+}
+
+/// Most lineage levels walked.
+const MAX_DEPTH: usize = 8;
+/// Most bundles kept per image.
+const MAX_BUNDLES: usize = 16;
+
+pub(crate) async fn handle(
+    a: &Active,
+    m: &MountEntry,
+    sub: &str,
+    req: &Request,
+) -> ApiResult<Response> {
+    let b = base(m);
+    let parts: Vec<&str> = sub.split('/').collect();
+    match (parts.as_slice(), req.op) {
+        (["bundles"], _) => register(a, &b, req).await,
+        (["images"], List) => Response::list(a.list(&format!("{b}image/")).await?),
+        (["images", d], Read) => {
+            let s: Summary = a
+                .get_json(&format!("{b}image/{d}"))
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            Ok(Response::data(serde_json::to_value(s)?))
+        }
+        (["lineage", d], Read) => {
+            if a.get_json::<Value>(&format!("{b}image/{d}"))
+                .await?
+                .is_none()
+            {
+                return Err(ApiError::NotFound);
+            }
+            let mut seen = Vec::new();
+            Ok(Response::data(lineage(a, &b, d, 0, &mut seen).await?))
+        }
+        (["details", "images", d], Read) => {
+            let s: Details = a
+                .get_json(&format!("{b}detail/{d}"))
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            Ok(Response::data(serde_json::to_value(s)?))
+        }
+        (["details", "bundles", d], Read) => {
+            let list: Vec<Value> = a
+                .get_json(&format!("{b}bundle/{d}"))
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            Ok(Response::data(json!({ "bundles": list })))
+        }
+        (["details", "signers"], List) => {
+            let mut ids = Vec::new();
+            for k in a.list(&format!("{b}signer/")).await? {
+                if let Some(v) = a.get_json::<Value>(&format!("{b}signer/{k}")).await? {
+                    if let Some(id) = v["id"].as_str() {
+                        ids.push(id.to_string());
+                    }
+                }
+            }
+            ids.sort();
+            Response::list(ids)
+        }
+        (["details", "signers", id], Read) => {
+            let v: Value = a
+                .get_json(&format!("{b}signer/{}", signer_key(id)))
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            Ok(Response::data(v))
+        }
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+async fn register(a: &Active, b: &str, req: &Request) -> ApiResult<Response> {
+    let raw = match req.data.get("bundle") {
+        Some(Value::String(s)) => s.as_bytes().to_vec(),
+        Some(v @ Value::Object(_)) => serde_json::to_vec(v)?,
+        _ => {
+            return Err(ApiError::bad(
+                "bundle: a provenance bundle (JSON object or string) is required",
+            ))
+        }
+    };
+    let bundle = Bundle::parse(&raw).map_err(|e| ApiError::bad(format!("bundle: {e}")))?;
+    let rec = Record::from_bundle(&bundle).map_err(|e| ApiError::bad(format!("bundle: {e}")))?;
+    let d = rec.sha256().to_string();
+    let now = crate::core::rfc3339(crate::core::now_unix());
+    let _g = a.provenance_lock.lock().await;
+    let mut bundles: Vec<Value> = a
+        .get_json(&format!("{b}bundle/{d}"))
+        .await?
+        .unwrap_or_default();
+    let this = serde_json::to_value(&bundle)?;
+    if bundles.contains(&this) {
+        return Ok(Response::data(
+            json!({"sha256": d, "registered": false, "reason": "already registered"}),
+        ));
+    }
+    if let Some(existing) = a.get_json::<Summary>(&format!("{b}image/{d}")).await? {
+        if existing != rec.summary {
+            return Err(ApiError::bad(format!(
+                "bundle: image {d} is already registered with other facts (device class {}, version {}, security version {})",
+                existing.device_class, existing.version, existing.security_version
+            )));
+        }
+    }
+    if bundles.len() >= MAX_BUNDLES {
+        return Err(ApiError::bad(format!(
+            "bundle: image {d} already has {MAX_BUNDLES} bundles"
+        )));
+    }
+    bundles.push(this);
+    let mut ops = vec![
+        Plain::Put(format!("{b}image/{d}"), serde_json::to_vec(&rec.summary)?),
+        Plain::Put(format!("{b}detail/{d}"), serde_json::to_vec(&rec.details)?),
+        Plain::Put(format!("{b}bundle/{d}"), serde_json::to_vec(&bundles)?),
+    ];
+    let event = Event {
+        image: d.clone(),
+        version: rec.summary.version.clone(),
+        device_class: rec.summary.device_class.clone(),
+        signed_at: rec.details.signed_at.clone(),
+        registered_at: now,
+    };
+    for id in rec.signer_ids() {
+        let key = format!("{b}signer/{}", signer_key(&id));
+        let mut v: Value = a
+            .get_json(&key)
+            .await?
+            .unwrap_or_else(|| json!({"id": id, "events": []}));
+        if let Some(ev) = v["events"].as_array_mut() {
+            ev.push(serde_json::to_value(&event)?);
+        }
+        ops.push(Plain::Put(key, serde_json::to_vec(&v)?));
+    }
+    // One atomic, durable write: the image, its details, its bundles and the events.
+    a.write(ops).await?;
+    tracing::info!(image = %d, "provenance bundle registered");
+    Ok(Response::data(json!({"sha256": d, "registered": true})))
+}
+
+/// image → parents → components, by digest; registered nodes carry their summary facts.
+fn lineage<'a>(
+    a: &'a Active,
+    b: &'a str,
+    d: &'a str,
+    depth: usize,
+    seen: &'a mut Vec<String>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ApiResult<Value>> + Send + 'a>> {
+    Box::pin(async move {
+        let s: Option<Summary> = a.get_json(&format!("{b}image/{d}")).await?;
+        let Some(s) = s else {
+            return Ok(json!({"sha256": d, "registered": false}));
+        };
+        let mut node = json!({
+            "sha256": d, "registered": true, "device_class": s.device_class,
+            "version": s.version, "security_version": s.security_version,
+        });
+        if seen.iter().any(|x| x == d) {
+            node["cycle"] = json!(true);
+            return Ok(node);
+        }
+        seen.push(d.to_string());
+        if depth >= MAX_DEPTH {
+            node["truncated"] = json!(true);
+            return Ok(node);
+        }
+        let mut parents = Vec::new();
+        for p in &s.parents {
+            parents.push(lineage(a, b, p, depth + 1, seen).await?);
+        }
+        node["parents"] = Value::Array(parents);
+        Ok(node)
+    })
+}
