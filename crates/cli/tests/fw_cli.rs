@@ -404,49 +404,23 @@ fn file_keys_sign_verify_install_and_every_attack_is_denied_with_the_state_untou
 /// certificate for a key generated in the signing process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyless_signature_verifies_and_a_revoked_signing_certificate_is_denied() {
-    use custos_testkit::{dev_server, ok};
+    use custos_testkit::{dev_server, ok, pki_root, policy_token};
     let srv = dev_server().await;
     let (api, root) = (&srv.api, srv.root_token.as_str());
-    ok(
-        api,
-        root,
-        "POST",
-        "sys/mounts/pki",
-        json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}}),
-    )
-    .await;
-    let ca = ok(
-        api,
-        root,
-        "POST",
-        "pki/root/generate/internal",
-        json!({"common_name": "Acme code signing CA", "key_type": "ec", "ttl": "8760h"}),
-    )
-    .await;
-    let ca_pem = ca["data"]["certificate"].as_str().unwrap().to_string();
+    let ca_pem = pki_root(api, root, "Acme code signing CA").await;
     ok(api, root, "POST", "pki/roles/codesign", json!({
         "key_type": "ec", "allow_any_name": true, "require_cn": false, "enforce_hostnames": false,
         "server_flag": false, "client_flag": false, "code_signing_flag": true,
         "allowed_uri_sans": BUILDER, "max_ttl": "10m", "ttl": "10m", "no_store": false,
     })).await;
     // The build system's token may only sign with that role.
-    ok(
+    let token = policy_token(
         api,
         root,
-        "PUT",
-        "sys/policies/acl/builder",
-        json!({"policy": "path \"pki/sign/codesign\" { capabilities = [\"update\"] }"}),
+        "builder",
+        "path \"pki/sign/codesign\" { capabilities = [\"update\"] }",
     )
     .await;
-    let t = ok(
-        api,
-        root,
-        "POST",
-        "auth/token/create",
-        json!({"policies": ["builder"]}),
-    )
-    .await;
-    let token = t["auth"]["client_token"].as_str().unwrap().to_string();
 
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().to_path_buf();
@@ -508,18 +482,7 @@ async fn keyless_signature_verifies_and_a_revoked_signing_certificate_is_denied(
         std::fs::write(dir.join("crl.der"), r.bytes().await.unwrap()).unwrap();
     };
     fetch_crl().await;
-    let o = run(vec![
-        "fw".into(),
-        "verify".into(),
-        "fw.img".into(),
-        "--bundle".into(),
-        "keyless.bundle".into(),
-        "--policy".into(),
-        "policy.toml".into(),
-        "--state".into(),
-        "state.json".into(),
-    ])
-    .await;
+    let o = run(verify_keyless()).await;
     assert_eq!(code(&o), 0, "{}", text(&o));
     assert!(text(&o).contains("signed keyless"), "{}", text(&o));
 
@@ -539,18 +502,7 @@ async fn keyless_signature_verifies_and_a_revoked_signing_certificate_is_denied(
     )
     .await;
     fetch_crl().await;
-    let o = run(vec![
-        "fw".into(),
-        "verify".into(),
-        "fw.img".into(),
-        "--bundle".into(),
-        "keyless.bundle".into(),
-        "--policy".into(),
-        "policy.toml".into(),
-        "--state".into(),
-        "state.json".into(),
-    ])
-    .await;
+    let o = run(verify_keyless()).await;
     denied_by(&o, "signer.revoked");
 
     // A builder identity the role does not allow gets no certificate at all.
@@ -594,6 +546,23 @@ fn sign_args(out: &str) -> Vec<String> {
         "x",
         "--commit",
         "y",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn verify_keyless() -> Vec<String> {
+    [
+        "fw",
+        "verify",
+        "fw.img",
+        "--bundle",
+        "keyless.bundle",
+        "--policy",
+        "policy.toml",
+        "--state",
+        "state.json",
     ]
     .iter()
     .map(|s| s.to_string())

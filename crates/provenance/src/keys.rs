@@ -154,15 +154,7 @@ impl PublicKey {
 
     /// PEM `PUBLIC KEY`.
     pub fn to_pem(&self) -> String {
-        use base64::Engine as _;
-        let b = base64::engine::general_purpose::STANDARD.encode(&self.spki);
-        let mut out = String::from("-----BEGIN PUBLIC KEY-----\n");
-        for line in b.as_bytes().chunks(64) {
-            out.push_str(std::str::from_utf8(line).unwrap_or_default());
-            out.push('\n');
-        }
-        out.push_str("-----END PUBLIC KEY-----\n");
-        out
+        pem("PUBLIC KEY", &self.spki).to_string()
     }
 
     /// Lower-case hex SHA-256 of the DER SubjectPublicKeyInfo.
@@ -288,13 +280,18 @@ impl Signer for FileSigner {
 
 /// PEM-encodes a PKCS#8 private key.
 pub fn pkcs8_pem(der: &[u8]) -> zeroize::Zeroizing<String> {
+    pem("PRIVATE KEY", der)
+}
+
+/// PEM with 64-column base64; every intermediate buffer is zeroized (private keys pass here).
+fn pem(label: &str, der: &[u8]) -> zeroize::Zeroizing<String> {
     use base64::Engine as _;
     let b = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(der));
-    let mut out = zeroize::Zeroizing::new(String::from("-----BEGIN PRIVATE KEY-----\n"));
+    let mut out = zeroize::Zeroizing::new(format!("-----BEGIN {label}-----\n"));
     for line in b.as_bytes().chunks(64) {
         out.push_str(std::str::from_utf8(line).unwrap_or_default());
         out.push('\n');
     }
-    out.push_str("-----END PRIVATE KEY-----\n");
+    out.push_str(&format!("-----END {label}-----\n"));
     out
 }

@@ -4,7 +4,7 @@
 //! issued.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use custos_testkit::{config_server, ok, sba_pki, Api, SBA_DOMAIN as DOMAIN};
+use custos_testkit::{config_server, ok, policy_token, sba_pki, Api, SBA_DOMAIN as DOMAIN};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -747,23 +747,13 @@ async fn signing_key_rotation_keeps_the_old_key_published_until_its_last_token_e
     let k1 = kid(&old);
 
     // Without sudo, no rotation.
-    ok(
+    let t = policy_token(
         &n.api,
         &n.root,
-        "PUT",
-        "sys/policies/acl/nrf-read",
-        json!({"policy": "path \"sys/nrf/*\" { capabilities = [\"read\", \"update\"] }"}),
+        "nrf-read",
+        "path \"sys/nrf/*\" { capabilities = [\"read\", \"update\"] }",
     )
     .await;
-    let t = ok(
-        &n.api,
-        &n.root,
-        "POST",
-        "auth/token/create",
-        json!({"policies": ["nrf-read"]}),
-    )
-    .await;
-    let t = t["auth"]["client_token"].as_str().unwrap().to_string();
     let (st, _) = n
         .api
         .call("POST", "sys/nrf/keys/rotate", Some(&t), Some(json!({})))
@@ -813,31 +803,14 @@ async fn administrative_policy_overrides_profile_ownership() {
     let n = nrf("60s").await;
     let (amf, smf) = (n.nf("AMF", AMF, "1h").await, n.nf("SMF", SMF, "1h").await);
     register_amf_smf(&n, &amf, &smf, json!({})).await;
-    ok(&n.api, &n.root, "PUT", "sys/policies/acl/nrf-admin", json!({"policy": "path \"sys/nrf/nf-instances/*\" { capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\"] }"})).await;
-    ok(
+    let admin = policy_token(&n.api, &n.root, "nrf-admin", "path \"sys/nrf/nf-instances/*\" { capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\"] }").await;
+    let other = policy_token(
         &n.api,
         &n.root,
-        "PUT",
-        "sys/policies/acl/other",
-        json!({"policy": "path \"secret/*\" { capabilities = [\"read\"] }"}),
+        "other",
+        "path \"secret/*\" { capabilities = [\"read\"] }",
     )
     .await;
-    let token_for = |p: &'static str| {
-        let api = &n.api;
-        let root = &n.root;
-        async move {
-            let t = ok(
-                api,
-                root,
-                "POST",
-                "auth/token/create",
-                json!({"policies": [p]}),
-            )
-            .await;
-            t["auth"]["client_token"].as_str().unwrap().to_string()
-        }
-    };
-    let (admin, other) = (token_for("nrf-admin").await, token_for("other").await);
     let discover_smf = || async {
         let (st, v, _) = send(
             amf.get(n.url("/nnrf-disc/v1/nf-instances"))

@@ -7,7 +7,7 @@
 use custos_provenance::keys::{FileSigner, KeyAlg, Signer};
 use custos_provenance::statement::{Firmware, ResourceDescriptor, SlsaInputs};
 use custos_provenance::{sign_bundle, SignRequest};
-use custos_testkit::{dev_server, ok};
+use custos_testkit::{dev_server, ok, policy_token};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -143,27 +143,14 @@ async fn bundles_register_and_are_found_by_digest_with_lineage_signers_and_priva
     assert_eq!(st, 404);
 
     // An operational consumer: digests, device class and versions; no supplier details.
-    ok(api, root, "PUT", "sys/policies/acl/fleet", json!({"policy": "path \"provenance/images\" { capabilities = [\"list\"] }\npath \"provenance/images/*\" { capabilities = [\"read\"] }\npath \"provenance/lineage/*\" { capabilities = [\"read\"] }"})).await;
-    ok(
+    let fleet = policy_token(api, root, "fleet", "path \"provenance/images\" { capabilities = [\"list\"] }\npath \"provenance/images/*\" { capabilities = [\"read\"] }\npath \"provenance/lineage/*\" { capabilities = [\"read\"] }").await;
+    let sc = policy_token(
         api,
         root,
-        "PUT",
-        "sys/policies/acl/supply-chain",
-        json!({"policy": "path \"provenance/details/*\" { capabilities = [\"read\", \"list\"] }"}),
+        "supply-chain",
+        "path \"provenance/details/*\" { capabilities = [\"read\", \"list\"] }",
     )
     .await;
-    let token = |p: &'static str| async move {
-        let t = ok(
-            api,
-            root,
-            "POST",
-            "auth/token/create",
-            json!({"policies": [p]}),
-        )
-        .await;
-        t["auth"]["client_token"].as_str().unwrap().to_string()
-    };
-    let (fleet, sc) = (token("fleet").await, token("supply-chain").await);
     let v = ok(
         api,
         &fleet,

@@ -295,9 +295,29 @@ pub async fn ok(api: &Api, token: &str, method: &str, path: &str, body: Value) -
     v
 }
 
-/// A `pki` mount with an EC root, a CRL distribution point and a `3gpp-sba` role `sba`
-/// (certificates of `role_ttl`, not backdated). Returns the CA certificate (PEM).
-pub async fn sba_pki(api: &Api, root: &str, role_ttl: &str) -> String {
+/// Writes the ACL policy `name` (HCL) and returns a new token that carries only it.
+pub async fn policy_token(api: &Api, root: &str, name: &str, hcl: &str) -> String {
+    ok(
+        api,
+        root,
+        "PUT",
+        &format!("sys/policies/acl/{name}"),
+        json!({ "policy": hcl }),
+    )
+    .await;
+    let t = ok(
+        api,
+        root,
+        "POST",
+        "auth/token/create",
+        json!({"policies": [name]}),
+    )
+    .await;
+    t["auth"]["client_token"].as_str().unwrap().to_string()
+}
+
+/// A `pki` mount (max TTL 10 years) with an EC root CA named `cn`; returns its certificate.
+pub async fn pki_root(api: &Api, root: &str, cn: &str) -> String {
     ok(
         api,
         root,
@@ -311,9 +331,16 @@ pub async fn sba_pki(api: &Api, root: &str, role_ttl: &str) -> String {
         root,
         "POST",
         "pki/root/generate/internal",
-        json!({"common_name": "NF CA", "key_type": "ec", "ttl": "8760h"}),
+        json!({"common_name": cn, "key_type": "ec", "ttl": "8760h"}),
     )
     .await;
+    v["data"]["certificate"].as_str().unwrap().to_string()
+}
+
+/// A `pki` mount with an EC root, a CRL distribution point and a `3gpp-sba` role `sba`
+/// (certificates of `role_ttl`, not backdated). Returns the CA certificate (PEM).
+pub async fn sba_pki(api: &Api, root: &str, role_ttl: &str) -> String {
+    let ca = pki_root(api, root, "NF CA").await;
     ok(
         api,
         root,
@@ -323,5 +350,5 @@ pub async fn sba_pki(api: &Api, root: &str, role_ttl: &str) -> String {
     )
     .await;
     ok(api, root, "POST", "pki/roles/sba", json!({"profile": "3gpp-sba", "key_type": "ec", "allowed_domains": SBA_DOMAIN, "allow_subdomains": true, "country": "DE", "organization": SBA_DOMAIN, "ttl": role_ttl, "max_ttl": "1h", "not_before_duration": "0s"})).await;
-    v["data"]["certificate"].as_str().unwrap().to_string()
+    ca
 }
