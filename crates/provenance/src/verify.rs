@@ -199,7 +199,8 @@ fn keyed<'a>(ev: &Evidence<'a>, o: &mut Out) -> Vec<&'a Envelope> {
             );
             continue;
         }
-        if let Ok(v) = env.verify(&revoked_keys, 1) {
+        let by_revoked = env.verify(&revoked_keys, 1).ok();
+        if let Some(v) = &by_revoked {
             o.fail(
                 "signer.revoked",
                 format!(
@@ -217,6 +218,8 @@ fn keyed<'a>(ev: &Evidence<'a>, o: &mut Out) -> Vec<&'a Envelope> {
                 }
                 ok.push(env);
             }
+            // Signed only by revoked keys: that is the failure, already named.
+            Err(crate::dsse::DsseError::Threshold { valid: 0, .. }) if by_revoked.is_some() => {}
             Err(crate::dsse::DsseError::Threshold { valid: 0, .. }) => o.fail(
                 "signer.pinned",
                 format!(
