@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const CLASS: &str = "gnb-du-x1";
-const BUILDER: &str = "https://ci.acme.example/builders/firmware@v1";
+mod common;
+use common::{sign_args, BUILDER, CLASS};
 
 fn custos(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_custos"));
@@ -42,39 +42,14 @@ fn keygen(dir: &Path, alg: &str, name: &str) -> String {
         .to_string()
 }
 
-fn sign(dir: &Path, image: &str, out: &str, key: &[&str], extra: &[&str]) -> Output {
-    let mut args = vec![
-        "fw",
-        "sign",
-        image,
-        "--out",
-        out,
-        "--vendor",
-        "acme",
-        "--device-class",
-        CLASS,
-        "--hardware-id",
-        "rev-b",
-        "--version",
-        "5.2.0",
-        "--security-version",
-        "5",
-        "--not-after",
-        "180d",
-        "--builder-id",
-        BUILDER,
-        "--source-repo",
-        "git+https://git.acme.example/ran/du-firmware",
-        "--commit",
-        "7d2c9b1e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c",
-        "--internal",
-        "{\"buildHost\": \"b7.build.acme.internal\"}",
-    ];
-    args.extend_from_slice(key);
-    // Later flags override earlier ones of the same name in clap only for single values;
-    // tests pass the overriding values in `extra` for flags not listed above.
-    args.extend_from_slice(extra);
-    custos(dir, &args, &[])
+fn sign(dir: &Path, image: &str, out: &str, key: &[&str], overrides: &[(&str, &str)]) -> Output {
+    let mut args = sign_args(image, out, key, overrides);
+    args.extend(["--hardware-id".to_string(), "rev-b".to_string()]);
+    custos(
+        dir,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[],
+    )
 }
 
 fn policy(dir: &Path, keys: &[&str], extra: &str) -> PathBuf {
@@ -221,38 +196,12 @@ fn file_keys_sign_verify_install_and_every_attack_is_denied_with_the_state_untou
     denied_by(&verify(dir, "fw.img", "rogue.bundle", &[]), "signer.pinned");
     let _ = rogue;
     // A builder not allowed for the device class.
-    let mut args: Vec<String> = Vec::new();
-    for a in [
-        "fw",
-        "sign",
-        "fw.img",
-        "--out",
-        "builder.bundle",
-        "--key",
-        "ed.pem",
-        "--vendor",
-        "acme",
-        "--device-class",
-        CLASS,
-        "--version",
-        "5.2.0",
-        "--security-version",
-        "5",
-        "--not-after",
-        "180d",
-        "--builder-id",
-        "https://laptop.example/alice",
-        "--source-repo",
-        "x",
-        "--commit",
-        "y",
-    ] {
-        args.push(a.into());
-    }
-    let o = custos(
+    let o = sign(
         dir,
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        &[],
+        "fw.img",
+        "builder.bundle",
+        &["--key", "ed.pem"],
+        &[("--builder-id", "https://laptop.example/alice")],
     );
     assert_eq!(code(&o), 0, "{}", text(&o));
     denied_by(
@@ -275,34 +224,7 @@ fn file_keys_sign_verify_install_and_every_attack_is_denied_with_the_state_untou
             "image.expired",
         ),
     ] {
-        let mut args: Vec<&str> = vec![
-            "fw",
-            "sign",
-            "fw.img",
-            "--out",
-            file,
-            "--key",
-            "ed.pem",
-            "--vendor",
-            "acme",
-            "--version",
-            "5.2.0",
-            "--builder-id",
-            BUILDER,
-            "--source-repo",
-            "x",
-            "--commit",
-            "y",
-        ];
-        for (f, v) in [
-            ("--device-class", CLASS),
-            ("--security-version", "5"),
-            ("--not-after", "180d"),
-        ] {
-            args.push(f);
-            args.push(if f == flag { value } else { v });
-        }
-        let o = custos(dir, &args, &[]);
+        let o = sign(dir, "fw.img", file, &["--key", "ed.pem"], &[(flag, value)]);
         assert_eq!(code(&o), 0, "{}", text(&o));
         denied_by(&verify(dir, "fw.img", file, &[]), rule);
     }
@@ -443,7 +365,7 @@ async fn keyless_signature_verifies_and_a_revoked_signing_certificate_is_denied(
             .unwrap()
         }
     };
-    let o = run(sign_args("keyless.bundle")).await;
+    let o = run(keyless_sign_args("keyless.bundle")).await;
     assert_eq!(code(&o), 0, "{}", text(&o));
     let b: Value =
         serde_json::from_slice(&std::fs::read(dir.join("keyless.bundle")).unwrap()).unwrap();
@@ -506,7 +428,7 @@ async fn keyless_signature_verifies_and_a_revoked_signing_certificate_is_denied(
     denied_by(&o, "signer.revoked");
 
     // A builder identity the role does not allow gets no certificate at all.
-    let mut args = sign_args("other.bundle");
+    let mut args = keyless_sign_args("other.bundle");
     let i = args.iter().position(|a| a == BUILDER).unwrap();
     args[i] = "https://ci.acme.example/builders/other@v1".into();
     let o = run(args).await;
@@ -518,38 +440,13 @@ fn api_base(api: &custos_testkit::Api) -> String {
     api.base.clone()
 }
 
-fn sign_args(out: &str) -> Vec<String> {
-    [
-        "fw",
-        "sign",
+fn keyless_sign_args(out: &str) -> Vec<String> {
+    sign_args(
         "fw.img",
-        "--out",
         out,
-        "--keyless",
-        "--mount",
-        "pki",
-        "--role",
-        "codesign",
-        "--vendor",
-        "acme",
-        "--device-class",
-        CLASS,
-        "--version",
-        "5.2.0",
-        "--security-version",
-        "5",
-        "--not-after",
-        "180d",
-        "--builder-id",
-        BUILDER,
-        "--source-repo",
-        "x",
-        "--commit",
-        "y",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+        &["--keyless", "--mount", "pki", "--role", "codesign"],
+        &[],
+    )
 }
 
 fn verify_keyless() -> Vec<String> {

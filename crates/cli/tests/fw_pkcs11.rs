@@ -4,6 +4,8 @@
 //! is an error naming the problem.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -86,36 +88,25 @@ fn softhsm2_key_signs_and_verify_accepts() {
 
     std::fs::write(dir.join("fw.img"), vec![0x5a; 1 << 20]).unwrap();
     let sign = |pin: &str, key: &str| {
-        let mut a = vec![
-            "fw",
-            "sign",
+        let a = common::sign_args(
             "fw.img",
-            "--out",
             "b.json",
-            "--vendor",
-            "acme",
-            "--device-class",
-            "gnb-du-x1",
-            "--version",
-            "5.2.0",
-            "--security-version",
-            "5",
-            "--not-after",
-            "180d",
-            "--builder-id",
-            "https://ci.acme.example/builders/firmware@v1",
-            "--source-repo",
-            "x",
-            "--commit",
-            "y",
-            "--pkcs11-module",
-            MODULE,
-            "--pkcs11-token",
-            "custos-fw",
-            "--pkcs11-key",
-        ];
-        a.push(key);
-        run(dir, custos, &a, pin)
+            &[
+                "--pkcs11-module",
+                MODULE,
+                "--pkcs11-token",
+                "custos-fw",
+                "--pkcs11-key",
+                key,
+            ],
+            &[],
+        );
+        run(
+            dir,
+            custos,
+            &a.iter().map(String::as_str).collect::<Vec<_>>(),
+            pin,
+        )
     };
     let o = sign("000000", "release-2026");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -133,7 +124,7 @@ fn softhsm2_key_signs_and_verify_accepts() {
 
     std::fs::write(
         dir.join("policy.toml"),
-        format!("[[suppliers]]\nname = \"acme\"\nkeys = [\"{key_id}\"]\n[[device_classes]]\nname = \"gnb-du-x1\"\nsuppliers = [\"acme\"]\nbuilders = [\"https://ci.acme.example/builders/firmware@v1\"]\n"),
+        format!("[[suppliers]]\nname = \"acme\"\nkeys = [\"{key_id}\"]\n[[device_classes]]\nname = \"{}\"\nsuppliers = [\"acme\"]\nbuilders = [\"{}\"]\n", common::CLASS, common::BUILDER),
     )
     .unwrap();
     let o = run(

@@ -213,29 +213,20 @@ pub struct FileSigner {
 impl FileSigner {
     /// From a PKCS#8 DER document (Ed25519 v1 or v2, or ECDSA P-256).
     pub fn from_pkcs8_der(der: &[u8]) -> Result<FileSigner, KeyError> {
-        if let Ok(k) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
-            let spki = k
-                .public_key()
-                .as_der()
-                .map_err(|_| KeyError::BadPrivateKey)?;
-            let public = PublicKey::from_spki_der(spki.as_ref())?;
-            return Ok(FileSigner {
-                key: FileKey::Ed25519(k),
-                public,
-            });
-        }
-        if let Ok(k) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der) {
-            let spki = k
-                .public_key()
-                .as_der()
-                .map_err(|_| KeyError::BadPrivateKey)?;
-            let public = PublicKey::from_spki_der(spki.as_ref())?;
-            return Ok(FileSigner {
-                key: FileKey::P256(k),
-                public,
-            });
-        }
-        Err(KeyError::BadPrivateKey)
+        let (key, spki) = if let Ok(k) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
+            let spki = k.public_key().as_der().map(|d| d.as_ref().to_vec());
+            (FileKey::Ed25519(k), spki)
+        } else if let Ok(k) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der) {
+            let spki = k.public_key().as_der().map(|d| d.as_ref().to_vec());
+            (FileKey::P256(k), spki)
+        } else {
+            return Err(KeyError::BadPrivateKey);
+        };
+        let spki = spki.map_err(|_| KeyError::BadPrivateKey)?;
+        Ok(FileSigner {
+            key,
+            public: PublicKey::from_spki_der(&spki)?,
+        })
     }
 
     /// From a PEM `PRIVATE KEY` (PKCS#8) block.
