@@ -330,6 +330,15 @@ async fn keyless_signature_verifies_and_a_revoked_signing_certificate_is_denied(
     let srv = dev_server().await;
     let (api, root) = (&srv.api, srv.root_token.as_str());
     let ca_pem = pki_root(api, root, "Acme code signing CA").await;
+    // Certificates name the OCSP responder (AIA), which `fw verify` asks with fetch_ocsp.
+    ok(
+        api,
+        root,
+        "POST",
+        "pki/config/urls",
+        json!({"ocsp_servers": format!("{}/v1/pki/ocsp", api.base)}),
+    )
+    .await;
     ok(api, root, "POST", "pki/roles/codesign", json!({
         "key_type": "ec", "allow_any_name": true, "require_cn": false, "enforce_hostnames": false,
         "server_flag": false, "client_flag": false, "code_signing_flag": true,
@@ -407,6 +416,24 @@ async fn keyless_signature_verifies_and_a_revoked_signing_certificate_is_denied(
     let o = run(verify_keyless()).await;
     assert_eq!(code(&o), 0, "{}", text(&o));
     assert!(text(&o).contains("signed keyless"), "{}", text(&o));
+    // The same decision from OCSP alone: the CLI asks the responder in the certificate.
+    let ocsp_policy = |dir: &std::path::Path| {
+        let p = std::fs::read_to_string(dir.join("policy.toml")).unwrap();
+        let p = p.replace(
+            "require_crl = true\ncrl_files = [\"crl.der\"]\n",
+            "require_ocsp = true\nfetch_ocsp = true\n",
+        );
+        std::fs::write(dir.join("ocsp-policy.toml"), p).unwrap();
+    };
+    ocsp_policy(&dir);
+    let verify_ocsp = || {
+        let mut a = verify_keyless();
+        let i = a.iter().position(|x| x == "policy.toml").unwrap();
+        a[i] = "ocsp-policy.toml".into();
+        a
+    };
+    let o = run(verify_ocsp()).await;
+    assert_eq!(code(&o), 0, "{}", text(&o));
 
     // Revoke the signing certificate: the same bundle is now denied.
     let serial = leaf
@@ -426,6 +453,9 @@ async fn keyless_signature_verifies_and_a_revoked_signing_certificate_is_denied(
     fetch_crl().await;
     let o = run(verify_keyless()).await;
     denied_by(&o, "signer.revoked");
+    let o = run(verify_ocsp()).await;
+    denied_by(&o, "signer.revoked");
+    assert!(text(&o).contains("OCSP"), "{}", text(&o));
 
     // A builder identity the role does not allow gets no certificate at all.
     let mut args = keyless_sign_args("other.bundle");

@@ -175,6 +175,14 @@ pub fn sign_leaf(
         e.set_criticality(false);
         p.custom_extensions.push(e);
     }
+    for (n, v) in &a.identity_extensions {
+        let mut e = CustomExtension::from_oid_content(
+            &crate::identity::oid(*n),
+            crate::identity::value_der(v),
+        );
+        e.set_criticality(false);
+        p.custom_extensions.push(e);
+    }
     p.signed_by(public_key, issuer).map_err(rc)
 }
 

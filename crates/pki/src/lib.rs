@@ -13,6 +13,7 @@
 pub mod csr;
 pub mod der;
 pub mod fields;
+pub mod identity;
 pub mod issue;
 pub mod lint;
 pub mod ocsp;

@@ -292,6 +292,255 @@ pub fn build_response(
     Ok(seq(&[tlv(0x0a, &[0]), tlv(0xa0, &bytes)]))
 }
 
+/// A DER OCSPRequest (no nonce) asking about `leaf`, issued by `issuer` (DER certificates),
+/// with a SHA-256 CertID.
+pub fn build_request(leaf: &[u8], issuer: &[u8]) -> Result<Vec<u8>, PkiError> {
+    let (Ok((_, leaf)), Ok((_, issuer))) = (
+        x509_parser::parse_x509_certificate(leaf),
+        x509_parser::parse_x509_certificate(issuer),
+    ) else {
+        return Err(malformed("the certificates are not X.509"));
+    };
+    let h = HashAlg::Sha256;
+    let cert_id = seq(&[
+        seq(&[oid(&[2, 16, 840, 1, 101, 3, 4, 2, 1]), vec![0x05, 0x00]]),
+        tlv(0x04, &h.digest(issuer.subject().as_raw())),
+        tlv(
+            0x04,
+            &h.digest(&issuer.public_key().subject_public_key.data),
+        ),
+        tlv(0x02, leaf.raw_serial()),
+    ]);
+    Ok(seq(&[seq(&[seq(&[seq(&[cert_id])])])]))
+}
+
+/// Why an OCSP response cannot be used as evidence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("OCSP response: {0}")]
+pub struct ResponseError(pub String);
+
+fn rerr(m: impl Into<String>) -> ResponseError {
+    ResponseError(m.into())
+}
+
+/// A verified answer about one certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    pub status: CertStatus,
+    /// `thisUpdate`, unix seconds.
+    pub this_update: i64,
+    /// `nextUpdate`, unix seconds, if the responder gave one.
+    pub next_update: Option<i64>,
+}
+
+/// Largest response examined.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// How long a response without `nextUpdate` counts as fresh after its `thisUpdate`.
+pub const FRESH_WITHOUT_NEXT_UPDATE: i64 = 3600;
+
+/// Clock skew tolerated on `thisUpdate`.
+const SKEW: i64 = 300;
+
+fn expect<'a>(d: &'a [u8], tag: u8, what: &str) -> Result<(&'a [u8], &'a [u8]), ResponseError> {
+    match read_tlv(d) {
+        Some((t, body, rest)) if t == tag => Ok((body, rest)),
+        _ => Err(rerr(format!("{what}: malformed"))),
+    }
+}
+
+/// Parses a DER GeneralizedTime body (`YYYYMMDDHHMMSS[.f]Z`) into unix seconds.
+fn parse_generalized_time(body: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(body).ok()?;
+    let s = s.strip_suffix('Z')?;
+    let whole = s.split('.').next()?;
+    if whole.len() != 14 || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = |a: usize, b: usize| whole[a..b].parse::<u32>().ok();
+    let month = time::Month::try_from(u8::try_from(n(4, 6)?).ok()?).ok()?;
+    let date = time::Date::from_calendar_date(i32::try_from(n(0, 4)?).ok()?, month, n(6, 8)? as u8)
+        .ok()?;
+    let t = time::Time::from_hms(n(8, 10)? as u8, n(10, 12)? as u8, n(12, 14)? as u8).ok()?;
+    Some(
+        time::PrimitiveDateTime::new(date, t)
+            .assume_utc()
+            .unix_timestamp(),
+    )
+}
+
+fn verify_with(
+    spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>,
+    sig_alg_oid: &str,
+    tbs: &[u8],
+    sig: &[u8],
+) -> bool {
+    use aws_lc_rs::signature as s;
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|o| o.to_id_string());
+    let alg: &dyn s::VerificationAlgorithm = match (sig_alg_oid, curve.as_deref()) {
+        ("1.2.840.10045.4.3.2", Some("1.2.840.10045.3.1.7")) => &s::ECDSA_P256_SHA256_ASN1,
+        ("1.2.840.10045.4.3.3", Some("1.3.132.0.34")) => &s::ECDSA_P384_SHA384_ASN1,
+        ("1.2.840.10045.4.3.2", Some("1.3.132.0.34")) => &s::ECDSA_P384_SHA256_ASN1,
+        ("1.2.840.113549.1.1.11", _) => &s::RSA_PKCS1_2048_8192_SHA256,
+        ("1.2.840.113549.1.1.12", _) => &s::RSA_PKCS1_2048_8192_SHA384,
+        ("1.2.840.113549.1.1.13", _) => &s::RSA_PKCS1_2048_8192_SHA512,
+        ("1.3.101.112", _) => &s::ED25519,
+        _ => return false,
+    };
+    s::UnparsedPublicKey::new(alg, &spki.subject_public_key.data)
+        .verify(tbs, sig)
+        .is_ok()
+}
+
+/// Checks a DER OCSPResponse as evidence about `leaf`, issued by `issuer` (both DER
+/// certificates): the response must be signed by the issuer or by a responder certificate
+/// the issuer delegated with id-kp-OCSPSigning (RFC 6960 4.2.2.2), must answer for the leaf's
+/// CertID, and must be fresh at `now`. Returns the leaf's status.
+pub fn check_response(
+    der: &[u8],
+    leaf: &[u8],
+    issuer: &[u8],
+    now: i64,
+) -> Result<Checked, ResponseError> {
+    if der.len() > MAX_RESPONSE_BYTES {
+        return Err(rerr("larger than 64 KiB"));
+    }
+    let (leaf, issuer) = match (
+        x509_parser::parse_x509_certificate(leaf),
+        x509_parser::parse_x509_certificate(issuer),
+    ) {
+        (Ok((_, l)), Ok((_, i))) => (l, i),
+        _ => return Err(rerr("the certificates to check are not X.509")),
+    };
+    let (body, rest) = expect(der, 0x30, "OCSPResponse")?;
+    if !rest.is_empty() {
+        return Err(rerr("trailing bytes"));
+    }
+    let (status, body) = expect(body, 0x0a, "responseStatus")?;
+    if status != [0] {
+        return Err(rerr(format!(
+            "the responder answered status {} instead of successful",
+            status.first().copied().unwrap_or(0xff)
+        )));
+    }
+    let (rb, _) = expect(body, 0xa0, "responseBytes")?;
+    let (rb, _) = expect(rb, 0x30, "responseBytes")?;
+    let (ty, rb) = expect(rb, 0x06, "responseType")?;
+    if oid_string(ty) != "1.3.6.1.5.5.7.48.1.1" {
+        return Err(rerr("not an id-pkix-ocsp-basic response"));
+    }
+    let (basic, _) = expect(rb, 0x04, "response")?;
+    let (basic, _) = expect(basic, 0x30, "BasicOCSPResponse")?;
+    let (_, _, after_tbs) = read_tlv(basic).ok_or_else(|| rerr("tbsResponseData: malformed"))?;
+    let tbs_full = &basic[..basic.len() - after_tbs.len()];
+    let (tbs, _) = expect(tbs_full, 0x30, "tbsResponseData")?;
+    let (alg, rest) = expect(after_tbs, 0x30, "signatureAlgorithm")?;
+    let (alg_oid, _) = expect(alg, 0x06, "signatureAlgorithm")?;
+    let alg_oid = oid_string(alg_oid);
+    let (bits, rest) = expect(rest, 0x03, "signature")?;
+    let sig = match bits.split_first() {
+        Some((0, sig)) => sig,
+        _ => return Err(rerr("signature: malformed BIT STRING")),
+    };
+    // The signer: the issuer itself, or a delegated responder certificate in `certs`.
+    let mut signed = verify_with(issuer.public_key(), &alg_oid, tbs_full, sig);
+    if !signed && !rest.is_empty() {
+        let (certs, _) = expect(rest, 0xa0, "certs")?;
+        let (certs, _) = expect(certs, 0x30, "certs")?;
+        for c in elements(certs).map_err(|_| rerr("certs: malformed"))? {
+            let Ok((_, rc)) = x509_parser::parse_x509_certificate(c) else {
+                continue;
+            };
+            let delegated = rc.verify_signature(Some(issuer.public_key())).is_ok()
+                && rc
+                    .extended_key_usage()
+                    .ok()
+                    .flatten()
+                    .is_some_and(|e| e.value.ocsp_signing)
+                && rc.validity().not_before.timestamp() <= now
+                && now <= rc.validity().not_after.timestamp();
+            if delegated && verify_with(rc.public_key(), &alg_oid, tbs_full, sig) {
+                signed = true;
+                break;
+            }
+        }
+    }
+    if !signed {
+        return Err(rerr(
+            "not signed by the issuing CA or a responder it delegated",
+        ));
+    }
+    // tbsResponseData: [0] version?, responderID, producedAt, responses, [1] extensions?
+    let mut d = tbs;
+    if let Some((0xa0, _, r)) = read_tlv(d) {
+        d = r;
+    }
+    let (_, _, d) = read_tlv(d).ok_or_else(|| rerr("responderID: malformed"))?;
+    let (_, d) = expect(d, 0x18, "producedAt")?;
+    let (responses, _) = expect(d, 0x30, "responses")?;
+    let name_hash = |h: HashAlg| h.digest(issuer.subject().as_raw());
+    let key_hash = |h: HashAlg| h.digest(&issuer.public_key().subject_public_key.data);
+    let serial = leaf
+        .raw_serial()
+        .strip_prefix(&[0u8])
+        .filter(|s| !s.is_empty())
+        .unwrap_or(leaf.raw_serial());
+    for single in elements(responses).map_err(|_| rerr("responses: malformed"))? {
+        let (sb, _) = expect(single, 0x30, "SingleResponse")?;
+        let (_, _, after_id) = read_tlv(sb).ok_or_else(|| rerr("certID: malformed"))?;
+        let cid = parse_cert_id(&sb[..sb.len() - after_id.len()])
+            .map_err(|e| rerr(format!("certID: {e}")))?;
+        if cid.serial != serial
+            || cid.issuer_name_hash != name_hash(cid.hash)
+            || cid.issuer_key_hash != key_hash(cid.hash)
+        {
+            continue;
+        }
+        let (t, st, d) = read_tlv(after_id).ok_or_else(|| rerr("certStatus: malformed"))?;
+        let status = match t {
+            0x80 => CertStatus::Good,
+            0xa1 => {
+                let (gt, _) = expect(st, 0x18, "revocationTime")?;
+                CertStatus::Revoked(
+                    parse_generalized_time(gt).ok_or_else(|| rerr("revocationTime: malformed"))?,
+                )
+            }
+            0x82 => CertStatus::Unknown,
+            _ => return Err(rerr("certStatus: malformed")),
+        };
+        let (tu, d) = expect(d, 0x18, "thisUpdate")?;
+        let this_update =
+            parse_generalized_time(tu).ok_or_else(|| rerr("thisUpdate: malformed"))?;
+        let next_update = match read_tlv(d) {
+            Some((0xa0, nu, _)) => {
+                let (gt, _) = expect(nu, 0x18, "nextUpdate")?;
+                Some(parse_generalized_time(gt).ok_or_else(|| rerr("nextUpdate: malformed"))?)
+            }
+            _ => None,
+        };
+        if this_update > now + SKEW {
+            return Err(rerr("thisUpdate is in the future"));
+        }
+        let fresh_until = next_update.unwrap_or(this_update + FRESH_WITHOUT_NEXT_UPDATE);
+        if fresh_until < now {
+            return Err(rerr(format!(
+                "stale: it was good until {fresh_until} (unix), now is {now}"
+            )));
+        }
+        return Ok(Checked {
+            status,
+            this_update,
+            next_update,
+        });
+    }
+    Err(rerr("it does not answer for this certificate"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

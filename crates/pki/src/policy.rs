@@ -10,6 +10,7 @@ use crate::role::{Profile, Role, SBA_MAX_VALIDITY};
 use crate::sba;
 use crate::PkiError;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// What the issuer allows and the mount defaults.
@@ -29,6 +30,8 @@ pub struct Context {
     pub max_ttl: u64,
     /// CRL distribution point URLs (`config/urls`).
     pub crl_urls: Vec<String>,
+    /// The caller's login metadata (token `meta`), for roles with `provenance_extensions`.
+    pub identity: BTreeMap<String, String>,
 }
 
 /// An approved certificate request.
@@ -50,6 +53,8 @@ pub struct Approved {
     pub key_usage: Vec<String>,
     /// nfTypes extension content (SBA only).
     pub nf_types: Option<Vec<String>>,
+    /// Signer-identity extensions (last OID arc under [`crate::identity::ARC`], value).
+    pub identity_extensions: Vec<(u64, String)>,
     /// The profile applied.
     pub profile: Profile,
     /// Warnings for the response.
@@ -249,6 +254,27 @@ pub fn evaluate(
             uris.extend(c.uris.iter().cloned());
         }
     }
+    let identity_extensions = if role.provenance_extensions {
+        if let Some(b) = ctx
+            .identity
+            .get("build_signer_uri")
+            .filter(|b| !b.is_empty())
+        {
+            // The builder identity comes from the login, not the request.
+            if let Some(u) = uris.iter().find(|u| *u != b) {
+                return Err(PkiError::NotAllowed(format!(
+                    "URI SAN {u:?} is not the caller's build_signer_uri {b:?} \
+                     (provenance_extensions=true)"
+                )));
+            }
+            if uris.is_empty() {
+                uris.push(b.clone());
+            }
+        }
+        crate::identity::from_metadata(&ctx.identity)?
+    } else {
+        Vec::new()
+    };
     let exclude_cn = bool_of(d, "exclude_cn_from_sans", false)?;
     if cn.is_empty() && role.require_cn && role.profile != Profile::Sba {
         return Err(PkiError::field("common_name", "is required by this role"));
@@ -374,6 +400,7 @@ pub fn evaluate(
         ext_key_usage: eku,
         key_usage: role.key_usage.clone(),
         nf_types,
+        identity_extensions,
         profile: role.profile,
         warnings,
     })

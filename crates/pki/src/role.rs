@@ -117,6 +117,10 @@ pub struct Role {
     pub street_address: Vec<String>,
     pub postal_code: Vec<String>,
     pub profile: Profile,
+    /// Custos: copy the caller's login identity into Fulcio-format extensions
+    /// ([`crate::identity`]); a `build_signer_uri` in it becomes the only allowed URI SAN.
+    #[serde(default)]
+    pub provenance_extensions: bool,
 }
 
 /// Key usages a role may name (Vault's spelling).
@@ -178,6 +182,7 @@ const FIELDS: &[&str] = &[
     "street_address",
     "postal_code",
     "profile",
+    "provenance_extensions",
 ];
 
 fn norm_case(list: Vec<String>, allowed: &[&str], field: &str) -> Result<Vec<String>, PkiError> {
@@ -302,6 +307,7 @@ impl Role {
             street_address: pick_list("street_address", &b.street_address)?,
             postal_code: pick_list("postal_code", &b.postal_code)?,
             profile,
+            provenance_extensions: pick_bool("provenance_extensions", b.provenance_extensions)?,
         };
         if role.profile == Profile::Sba && !has("key_usage") {
             role.key_usage = vec!["DigitalSignature".into()];
@@ -426,6 +432,7 @@ impl Default for Role {
             street_address: vec![],
             postal_code: vec![],
             profile: Profile::None,
+            provenance_extensions: false,
         }
     }
 }

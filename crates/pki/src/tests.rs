@@ -65,6 +65,7 @@ fn ctx() -> Context {
         default_ttl: 768 * 3600,
         max_ttl: 768 * 3600,
         crl_urls: vec!["http://pki.example/v1/pki/crl".into()],
+        identity: Default::default(),
     }
 }
 
@@ -400,4 +401,79 @@ fn every_sba_certificate_custos_issues_passes_lint() {
         let v = lint_sba(cert.der()).unwrap();
         assert!(v.is_empty(), "request {req:?} produced {v:#?}");
     }
+}
+
+/// Fulcio-style keyless certificates: the login identity, not the request, fills the
+/// extensions and the URI SAN.
+#[test]
+fn provenance_extensions_come_from_the_login_identity_and_bind_the_uri_san() {
+    let role = Role::from_fields(
+        None,
+        &map(json!({
+            "key_type": "ec", "allow_any_name": true, "require_cn": false,
+            "server_flag": false, "client_flag": false, "code_signing_flag": true,
+            "allowed_uri_sans": "https://ci.acme.example/*", "ttl": "10m",
+            "provenance_extensions": true,
+        })),
+    )
+    .unwrap()
+    .0;
+    let builder = "https://ci.acme.example/builders/fw@v1";
+    let mut cx = ctx();
+    for (k, v) in [
+        ("issuer", "https://idp.acme.example"),
+        ("build_signer_uri", builder),
+        ("source_repository_uri", "https://git.acme.example/fw"),
+        ("source_repository_digest", "7d2c9b1e"),
+        ("role", "builder"),
+    ] {
+        cx.identity.insert(k.into(), v.into());
+    }
+    // No URI SAN asked: the login's builder identity is used.
+    let a = evaluate(&role, &map(json!({})), None, &cx).unwrap();
+    assert_eq!(a.sans, vec![crate::der::GeneralName::Uri(builder.into())]);
+    assert_eq!(
+        a.identity_extensions,
+        vec![
+            (8, "https://idp.acme.example".to_string()),
+            (9, builder.to_string()),
+            (12, "https://git.acme.example/fw".to_string()),
+            (13, "7d2c9b1e".to_string()),
+        ]
+    );
+    // The certificate carries them, readable by a generic X.509 parser.
+    let (ca, key) = root();
+    let leaf_key = generate_key(KeyType::Ec, 256).unwrap();
+    let cert = sign_leaf(&a, &leaf_key, &issuer(&ca, key), &urls(), &[1, 2, 3]).unwrap();
+    let (_, x) = x509_parser::parse_x509_certificate(cert.der()).unwrap();
+    let found: Vec<(String, String)> = x
+        .extensions()
+        .iter()
+        .filter_map(|e| {
+            let k = crate::identity::key_of(&e.oid.to_id_string())?;
+            Some((k.to_string(), crate::identity::parse_value(e.value)?))
+        })
+        .collect();
+    assert_eq!(found.len(), 4);
+    assert!(x
+        .extensions()
+        .iter()
+        .filter(|e| crate::identity::key_of(&e.oid.to_id_string()).is_some())
+        .all(|e| !e.critical));
+    // Asking for another builder identity than the login proved is refused.
+    let e = evaluate(
+        &role,
+        &map(json!({"uri_sans": "https://ci.acme.example/builders/other@v1"})),
+        None,
+        &cx,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("build_signer_uri"), "{e}");
+    // Without provenance_extensions nothing from the login reaches the certificate.
+    let plain = Role {
+        provenance_extensions: false,
+        ..role
+    };
+    let a = evaluate(&plain, &map(json!({"uri_sans": builder})), None, &cx).unwrap();
+    assert!(a.identity_extensions.is_empty());
 }

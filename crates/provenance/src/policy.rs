@@ -32,9 +32,47 @@ pub struct Supplier {
     /// Pinned CAs for keyless signing: hex SHA-256 of the CA certificate (DER).
     #[serde(default)]
     pub ca_certificates: Vec<String>,
-    /// Keyless: the signing certificate's SAN URI must be one of these (builder identities).
+    /// Keyless: the signing certificate must match one of these (builder identities). An entry
+    /// is a SAN URI, or a table that also pins login-identity extensions of the certificate.
     #[serde(default)]
-    pub identities: Vec<String>,
+    pub identities: Vec<Identity>,
+}
+
+/// An allowed keyless signer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Identity {
+    /// The certificate's SAN URI.
+    Uri(String),
+    /// The SAN URI plus extension values that must match exactly.
+    Pinned(PinnedIdentity),
+}
+
+/// A SAN URI with the login-identity extensions (Fulcio names: `issuer`,
+/// `source_repository_uri`, `source_repository_ref`, `runner_environment`, …) it must carry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedIdentity {
+    /// The certificate's SAN URI.
+    pub uri: String,
+    /// Extension name → required value.
+    #[serde(default)]
+    pub extensions: BTreeMap<String, String>,
+}
+
+impl Identity {
+    /// Whether a certificate with these SAN URIs and identity extensions matches.
+    pub fn matches(&self, uris: &[String], ext: &BTreeMap<String, String>) -> bool {
+        match self {
+            Identity::Uri(u) => uris.contains(u),
+            Identity::Pinned(p) => {
+                uris.contains(&p.uri)
+                    && p.extensions
+                        .iter()
+                        .all(|(k, v)| ext.get(k).is_some_and(|x| x == v))
+            }
+        }
+    }
 }
 
 /// What one device class accepts.
@@ -113,6 +151,13 @@ pub struct Revocation {
     /// Deny keyless signatures when no CRL from the signing CA is available.
     #[serde(default)]
     pub require_crl: bool,
+    /// Deny keyless signatures without a fresh OCSP answer (good or revoked) from the signing
+    /// CA or its delegated responder.
+    #[serde(default)]
+    pub require_ocsp: bool,
+    /// The CLI asks the OCSP responder named in the signing certificate (AIA) at verify time.
+    #[serde(default)]
+    pub fetch_ocsp: bool,
 }
 
 /// The install policy.
@@ -155,6 +200,20 @@ impl Policy {
                     &format!("suppliers[{i}]"),
                     "pins no keys and no CA certificates",
                 ));
+            }
+            for id in &s.identities {
+                if let Identity::Pinned(p) = id {
+                    if let Some(k) = p
+                        .extensions
+                        .keys()
+                        .find(|k| !custos_pki::identity::EXTENSIONS.iter().any(|(n, _)| n == k))
+                    {
+                        return Err(bad(
+                            &format!("suppliers[{i}].identities"),
+                            format!("{k:?} is not a certificate identity extension"),
+                        ));
+                    }
+                }
             }
             for k in s.keys.iter().chain(&s.ca_certificates) {
                 if !is_hex64(k) {

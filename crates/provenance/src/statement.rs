@@ -204,6 +204,10 @@ pub struct SlsaFacts {
     pub builder_id: String,
     /// `runDetails.metadata.finishedOn`, unix seconds, if present.
     pub finished_on: Option<i64>,
+    /// `buildDefinition.externalParameters.source.uri`, if present.
+    pub source_repo: Option<String>,
+    /// `…source.digest.gitCommit`, if present.
+    pub commit: Option<String>,
 }
 
 /// Reads the builder ID and finish time of a SLSA Provenance v1 predicate.
@@ -223,9 +227,12 @@ pub fn slsa_facts(p: &Value) -> Result<SlsaFacts, StatementError> {
                 .ok_or_else(|| bad("runDetails.metadata.finishedOn", "must be an RFC 3339 time"))?,
         ),
     };
+    let source = &p["buildDefinition"]["externalParameters"]["source"];
     Ok(SlsaFacts {
         builder_id,
         finished_on,
+        source_repo: source["uri"].as_str().map(str::to_string),
+        commit: source["digest"]["gitCommit"].as_str().map(str::to_string),
     })
 }
 

@@ -193,6 +193,7 @@ fn judge(image: &[u8], b: &Bundle, p: &Policy, st: Option<&DeviceState>) -> Verd
         policy: p,
         state: st,
         crls: &[],
+        ocsp: &[],
         now: NOW,
         emergency: false,
     })
@@ -306,6 +307,7 @@ fn attacks_are_denied_by_the_named_rule() {
             policy: &p,
             state: Some(&state(5)),
             crls: &[],
+            ocsp: &[],
             now: NOW,
             emergency: true,
         })
@@ -432,6 +434,17 @@ mod keyless {
 
     /// A leaf valid from `nb` for 10 minutes; returns (signer, leaf PEM, serial).
     fn leaf(ca: &Ca, nb: i64, code_signing: bool) -> (FileSigner, String, Vec<u8>) {
+        leaf_with(ca, nb, code_signing, &[])
+    }
+
+    /// A leaf that also carries Fulcio-format identity extensions (last arc, value), encoded by
+    /// the PKI's own writer.
+    fn leaf_with(
+        ca: &Ca,
+        nb: i64,
+        code_signing: bool,
+        ext: &[(u64, &str)],
+    ) -> (FileSigner, String, Vec<u8>) {
         let der = FileSigner::generate(KeyAlg::EcdsaP256).unwrap();
         let s = FileSigner::from_pkcs8_der(&der).unwrap();
         let kp = KeyPair::try_from(der.as_slice()).unwrap();
@@ -442,6 +455,13 @@ mod keyless {
         }
         p.not_before = time::OffsetDateTime::from_unix_timestamp(nb).unwrap();
         p.not_after = time::OffsetDateTime::from_unix_timestamp(nb + 600).unwrap();
+        for (n, v) in ext {
+            p.custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(
+                    &custos_pki::identity::oid(*n),
+                    custos_pki::identity::value_der(v),
+                ));
+        }
         let serial = vec![0x42, (nb % 251) as u8, 7];
         p.serial_number = Some(SerialNumber::from_slice(&serial));
         let issuer = rcgen::Issuer::from_ca_cert_der(ca.cert.der(), &ca.key).unwrap();
@@ -484,12 +504,17 @@ mod keyless {
     }
 
     fn run(b: &Bundle, p: &Policy, crls: &[Vec<u8>]) -> Verdict {
+        run_ocsp(b, p, crls, &[])
+    }
+
+    fn run_ocsp(b: &Bundle, p: &Policy, crls: &[Vec<u8>], ocsp: &[Vec<u8>]) -> Verdict {
         evaluate(&Evidence {
             image: &digests(IMAGE),
             bundle: b,
             policy: p,
             state: None,
             crls,
+            ocsp,
             now: NOW,
             emergency: false,
         })
@@ -565,6 +590,133 @@ mod keyless {
         let b = sign_bundle(&r, &[&s], vec![leaf_pem, pem(&ca.der)]).unwrap();
         let v = run(&b, &p, &[]);
         assert!(rules(&v).contains(&"builder.identity"), "{:?}", v.failures);
+    }
+
+    /// An OCSP response about `leaf_pem` signed by `ca` with the PKI's own responder code.
+    fn ocsp(ca: &Ca, leaf_pem: &str, status: custos_pki::ocsp::CertStatus, at: i64) -> Vec<u8> {
+        use custos_pki::ocsp as o;
+        let leaf = x509_parser::pem::parse_x509_pem(leaf_pem.as_bytes())
+            .unwrap()
+            .1
+            .contents;
+        let req = o::parse_request(&o::build_request(&leaf, &ca.der).unwrap()).unwrap();
+        let (_, x) = x509_parser::parse_x509_certificate(&ca.der).unwrap();
+        let r = o::Responder {
+            issuer_der: &ca.der,
+            key_hash_sha1: o::HashAlg::Sha1.digest(&x.public_key().subject_public_key.data),
+            key: &ca.key,
+            sig_alg: o::signature_algorithm(custos_pki::csr::KeyInfo::Ec(256)).unwrap(),
+        };
+        o::build_response(&[(&req.cert_ids[0], status)], at, at + 3600, None, &r).unwrap()
+    }
+
+    /// RFC 6960 evidence for a keyless certificate: good accepts, revoked denies, and a stale
+    /// or foreign answer is no answer when the policy requires one.
+    #[test]
+    fn ocsp_answers_about_the_signing_certificate_decide_revocation() {
+        use custos_pki::ocsp::CertStatus;
+        let ca = ca();
+        let (s, leaf_pem, _) = leaf(&ca, NOW - 400, true);
+        let b = sign_bundle(
+            &request(IMAGE, 5),
+            &[&s],
+            vec![leaf_pem.clone(), pem(&ca.der)],
+        )
+        .unwrap();
+        let mut p = keyless_policy(&ca, false);
+        p.revocation.require_ocsp = true;
+        let good = ocsp(&ca, &leaf_pem, CertStatus::Good, NOW - 60);
+        let v = run_ocsp(&b, &p, &[], std::slice::from_ref(&good));
+        assert!(v.accept, "{:?}", v.failures);
+        let revoked = ocsp(&ca, &leaf_pem, CertStatus::Revoked(NOW - 100), NOW - 60);
+        assert_eq!(
+            rules(&run_ocsp(&b, &p, &[], &[revoked])),
+            ["signer.revoked"]
+        );
+        let stale = ocsp(&ca, &leaf_pem, CertStatus::Good, NOW - 7200);
+        let v = run_ocsp(&b, &p, &[], &[stale]);
+        assert_eq!(rules(&v), ["revocation.unavailable"]);
+        assert!(v.failures[0].detail.contains("stale"), "{:?}", v.failures);
+        let other = ca_other();
+        let foreign = ocsp(&other, &leaf_pem, CertStatus::Good, NOW - 60);
+        assert_eq!(
+            rules(&run_ocsp(&b, &p, &[], &[foreign])),
+            ["revocation.unavailable"]
+        );
+        assert_eq!(
+            rules(&run_ocsp(&b, &p, &[], &[])),
+            ["revocation.unavailable"]
+        );
+        // Not required: no answer is fine, but a revoked answer still denies.
+        p.revocation.require_ocsp = false;
+        assert!(run_ocsp(&b, &p, &[], &[]).accept);
+    }
+
+    const SOURCE: &str = "git+https://git.acme.example/ran/du-firmware";
+    const COMMIT: &str = "7d2c9b1e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c";
+    const IDP: &str = "https://idp.acme.example";
+
+    fn pinned_policy(ca: &Ca, extensions: &str) -> Policy {
+        Policy::parse(&format!(
+            "[[suppliers]]\nname = \"acme\"\nca_certificates = [\"{}\"]\nidentities = [{{ uri = \"{BUILDER}\", extensions = {{ {extensions} }} }}]\n[[device_classes]]\nname = \"{CLASS}\"\nsuppliers = [\"acme\"]\nbuilders = [\"{BUILDER}\"]\n",
+            hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &ca.der))
+        ))
+        .unwrap()
+    }
+
+    /// Fulcio-style: the CA records the login identity (OIDC issuer, source repository and
+    /// commit) in the certificate; a policy can pin it, and the builder's own provenance must
+    /// agree with it.
+    #[test]
+    fn login_identity_extensions_are_pinned_and_outrank_the_builders_provenance() {
+        let ca = ca();
+        let ext = [
+            (8, IDP),
+            (12, SOURCE),
+            (13, COMMIT),
+            (14, "refs/heads/main"),
+        ];
+        let (s, leaf_pem, _) = leaf_with(&ca, NOW - 400, true, &ext);
+        let b = sign_bundle(
+            &request(IMAGE, 5),
+            &[&s],
+            vec![leaf_pem.clone(), pem(&ca.der)],
+        )
+        .unwrap();
+        let p = pinned_policy(
+            &ca,
+            &format!("issuer = \"{IDP}\", source_repository_ref = \"refs/heads/main\""),
+        );
+        let v = run(&b, &p, &[]);
+        assert!(v.accept, "{:?}", v.failures);
+        assert_eq!(v.facts.signer_extensions["issuer"], IDP);
+        assert_eq!(
+            v.facts.signer_extensions["source_repository_digest"],
+            COMMIT
+        );
+        // Another ref (or another identity provider) than the policy pins.
+        let p = pinned_policy(&ca, "source_repository_ref = \"refs/heads/dev\"");
+        assert_eq!(rules(&run(&b, &p, &[])), ["certificate.identity"]);
+        let p = pinned_policy(&ca, "issuer = \"https://evil.example\"");
+        assert_eq!(rules(&run(&b, &p, &[])), ["certificate.identity"]);
+        // A certificate without the extensions does not satisfy a pinned identity.
+        let (s2, bare, _) = leaf(&ca, NOW - 400, true);
+        let b2 = sign_bundle(&request(IMAGE, 5), &[&s2], vec![bare, pem(&ca.der)]).unwrap();
+        let p = pinned_policy(&ca, &format!("issuer = \"{IDP}\""));
+        assert_eq!(rules(&run(&b2, &p, &[])), ["certificate.identity"]);
+        // The builder claims another commit than the one the login proved: denied.
+        let mut r = request(IMAGE, 5);
+        r.slsa.commit = "0".repeat(40);
+        let forged = sign_bundle(&r, &[&s], vec![leaf_pem, pem(&ca.der)]).unwrap();
+        let p = pinned_policy(&ca, "");
+        assert_eq!(rules(&run(&forged, &p, &[])), ["source.identity"]);
+        // An unknown extension name in the policy is refused, naming the setting.
+        let e = Policy::parse(&format!(
+            "[[suppliers]]\nname = \"a\"\nca_certificates = [\"{}\"]\nidentities = [{{ uri = \"x\", extensions = {{ hostname = \"h\" }} }}]\n",
+            "ab".repeat(32)
+        ))
+        .unwrap_err();
+        assert_eq!(e.what, "suppliers[0].identities");
     }
 }
 

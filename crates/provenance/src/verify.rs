@@ -33,6 +33,10 @@ pub struct Facts {
     pub signer_identity: Option<String>,
     /// Keyless certificate serial, hex.
     pub signer_serial: Option<String>,
+    /// Keyless: the certificate's login-identity extensions (Fulcio names), as the CA recorded
+    /// them from the signer's login.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub signer_extensions: BTreeMap<String, String>,
     /// SLSA builder ID.
     pub builder_id: Option<String>,
     /// Device class of the image.
@@ -70,6 +74,8 @@ pub struct Evidence<'a> {
     pub state: Option<&'a DeviceState>,
     /// CRLs (DER) of keyless signing CAs.
     pub crls: &'a [Vec<u8>],
+    /// OCSP responses (DER) about keyless signing certificates, fetched or stapled.
+    pub ocsp: &'a [Vec<u8>],
     /// Now, unix seconds.
     pub now: i64,
     /// Install below the installed security version, down to the policy's emergency floor.
@@ -302,6 +308,14 @@ fn keyless<'a>(ev: &Evidence<'a>, signed_at: i64, o: &mut Out) -> Vec<&'a Envelo
         })
         .unwrap_or_default();
     o.facts.signer_identity = uris.first().cloned();
+    o.facts.signer_extensions = leaf
+        .extensions()
+        .iter()
+        .filter_map(|e| {
+            let key = custos_pki::identity::key_of(&e.oid.to_id_string())?;
+            Some((key.to_string(), custos_pki::identity::parse_value(e.value)?))
+        })
+        .collect();
     o.facts.signer_serial = Some(hex::encode(leaf.raw_serial()));
     let ca_fp = sha256_hex(ca_der);
     let supplier = p
@@ -319,7 +333,8 @@ fn keyless<'a>(ev: &Evidence<'a>, signed_at: i64, o: &mut Out) -> Vec<&'a Envelo
         }
         Some(s) => {
             o.facts.supplier = Some(s.name.clone());
-            if !s.identities.is_empty() && !uris.iter().any(|u| s.identities.contains(u)) {
+            let ext = &o.facts.signer_extensions;
+            if !s.identities.is_empty() && !s.identities.iter().any(|i| i.matches(&uris, ext)) {
                 o.fail(
                     "certificate.identity",
                     format!(
@@ -391,6 +406,42 @@ fn keyless<'a>(ev: &Evidence<'a>, signed_at: i64, o: &mut Out) -> Vec<&'a Envelo
         o.fail(
             "revocation.unavailable",
             "no CRL signed by the issuing CA was provided",
+        );
+    }
+    // Revocation: OCSP answers from the CA or its delegated responder. Unusable responses
+    // (forged, stale, about another certificate) are not evidence either way.
+    let mut have_ocsp = false;
+    let mut unusable = Vec::new();
+    for der in ev.ocsp {
+        match custos_pki::ocsp::check_response(der, leaf_der, ca_der, ev.now) {
+            Ok(c) => match c.status {
+                custos_pki::ocsp::CertStatus::Good => have_ocsp = true,
+                custos_pki::ocsp::CertStatus::Revoked(at) => {
+                    have_ocsp = true;
+                    o.fail(
+                        "signer.revoked",
+                        format!(
+                            "OCSP: the signing certificate {} was revoked at {}",
+                            hex::encode(leaf.raw_serial()),
+                            statement::to_rfc3339(at)
+                        ),
+                    );
+                }
+                custos_pki::ocsp::CertStatus::Unknown => {
+                    unusable.push("the responder does not know the certificate".to_string())
+                }
+            },
+            Err(e) => unusable.push(e.to_string()),
+        }
+    }
+    if !have_ocsp && p.revocation.require_ocsp {
+        o.fail(
+            "revocation.unavailable",
+            if unusable.is_empty() {
+                "no OCSP response about the signing certificate was available".to_string()
+            } else {
+                format!("no usable OCSP response: {}", unusable.join("; "))
+            },
         );
     }
     let mut ok = Vec::new();
@@ -471,6 +522,24 @@ fn content(ev: &Evidence, envs: &[&Envelope], signed_at: i64, o: &mut Out) {
         None => None,
     };
     if let Some(s) = &slsa {
+        // The login identity recorded by the CA outranks what the builder wrote.
+        let ext = o.facts.signer_extensions.clone();
+        for (key, claimed) in [
+            ("source_repository_uri", &s.source_repo),
+            ("source_repository_digest", &s.commit),
+        ] {
+            if let Some(v) = ext.get(key) {
+                if claimed.as_deref() != Some(v.as_str()) {
+                    o.fail(
+                        "source.identity",
+                        format!(
+                            "the provenance claims {key} {claimed:?} but the signing \
+                             certificate records {v:?}"
+                        ),
+                    );
+                }
+            }
+        }
         o.facts.builder_id = Some(s.builder_id.clone());
         if let Some(id) = o.facts.signer_identity.clone() {
             if id != s.builder_id {

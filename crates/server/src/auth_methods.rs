@@ -308,10 +308,13 @@ pub(crate) async fn login(
             rules.bound_issuer = cfg.bound_issuer.clone();
             rules.require_exp = true;
             let id = jwt::check_claims(&claims, &rules, now_unix())?;
-            let mut meta = meta_map([("role", name.clone())]);
-            meta.extend(meta_map(
-                id.metadata.iter().map(|(k, v)| (k.as_str(), v.clone())),
-            ));
+            // Claim mappings first; the role name and the verified issuer are set last so that
+            // no claim can stand in for them (PKI `provenance_extensions` copies `issuer`).
+            let mut meta = meta_map(id.metadata.iter().map(|(k, v)| (k.as_str(), v.clone())));
+            meta.insert("role".into(), json!(name.clone()));
+            if let Some(iss) = claims.get("iss").and_then(|v| v.as_str()) {
+                meta.insert("issuer".into(), json!(iss));
+            }
             login_token(
                 core,
                 a,

@@ -19,7 +19,7 @@ use custos_pki::{csr, fields, PkiError};
 use custos_store::CertRow;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use zeroize::Zeroizing;
 
@@ -399,7 +399,7 @@ pub(crate) async fn issue_internal(
         raw_body: None,
         peer_certs: Vec::new(),
     };
-    let r = issue_or_sign(core, a, &m, role, None, &req, false).await?;
+    let r = issue_or_sign(core, a, &m, role, None, &req, false, &BTreeMap::new()).await?;
     r.data
         .ok_or_else(|| ApiError::internal(std::io::Error::other("issue returned no data")))
 }
@@ -518,8 +518,19 @@ pub(crate) async fn handle(
     m: &MountEntry,
     sub: &str,
     req: &Request,
+    caller: Option<&crate::token::TokenEntry>,
 ) -> ApiResult<Response> {
     let a: &Active = active;
+    // The caller's login metadata: the signer identity for `provenance_extensions` roles.
+    let identity: BTreeMap<String, String> = caller
+        .map(|c| {
+            c.meta
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let id = &identity;
     let parts: Vec<&str> = sub.split('/').collect();
     match (parts.as_slice(), req.op) {
         (["tidy"], _) => crate::pki_tidy::start(active, m, &req.data, false).await,
@@ -588,16 +599,16 @@ pub(crate) async fn handle(
             Ok(Response::empty())
         }
         (["roles", name], _) => write_role(a, m, name, req).await,
-        (["issue", role], _) => issue_or_sign(core, a, m, role, None, req, false).await,
-        (["sign", role], _) => issue_or_sign(core, a, m, role, None, req, true).await,
+        (["issue", role], _) => issue_or_sign(core, a, m, role, None, req, false, id).await,
+        (["sign", role], _) => issue_or_sign(core, a, m, role, None, req, true, id).await,
         (["issuer", iref, "issue", role], _) => {
-            issue_or_sign(core, a, m, role, Some(iref), req, false).await
+            issue_or_sign(core, a, m, role, Some(iref), req, false, id).await
         }
         (["issuer", iref, "sign", role], _) => {
-            issue_or_sign(core, a, m, role, Some(iref), req, true).await
+            issue_or_sign(core, a, m, role, Some(iref), req, true, id).await
         }
         (["sign-verbatim"] | ["sign-verbatim", _], _) => {
-            sign_verbatim(core, a, m, parts.get(1).copied(), req).await
+            sign_verbatim(core, a, m, parts.get(1).copied(), req, id).await
         }
         (["revoke"], _) => revoke(a, m, req).await,
         (["certs"], _) => list_certs(a, m, false, req).await,
@@ -981,6 +992,7 @@ async fn issue_or_sign(
     issuer_ref: Option<&str>,
     req: &Request,
     sign: bool,
+    identity: &BTreeMap<String, String>,
 ) -> ApiResult<Response> {
     let role = cached_role(a, m, role_name).await?;
     let csr_info = if sign {
@@ -1001,9 +1013,10 @@ async fn issue_or_sign(
     };
     let issuer = load_issuer(a, m, issuer_ref.unwrap_or(&role.issuer_ref)).await?;
     require_usage(&issuer, "issuing-certificates")?;
-    issue_with(core, a, m, &role, &issuer, csr_info, req).await
+    issue_with(core, a, m, &role, &issuer, csr_info, req, identity).await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn issue_with(
     core: &Core,
     a: &Active,
@@ -1012,6 +1025,7 @@ async fn issue_with(
     issuer: &Arc<Loaded>,
     csr_info: Option<csr::CsrInfo>,
     req: &Request,
+    identity: &BTreeMap<String, String>,
 ) -> ApiResult<Response> {
     let u = urls(a, m).await?;
     let (default_ttl, max_ttl) = mount_ttls(core, m);
@@ -1023,6 +1037,7 @@ async fn issue_with(
         default_ttl,
         max_ttl,
         crl_urls: u.crl_distribution_points.clone(),
+        identity: identity.clone(),
     };
     let approved = custos_pki::policy::evaluate(role, &req.data, csr_info.as_ref(), &ctx)?;
     let format = fields::str_of(&req.data, "format")?;
@@ -1114,6 +1129,7 @@ async fn sign_verbatim(
     m: &MountEntry,
     role_name: Option<&str>,
     req: &Request,
+    identity: &BTreeMap<String, String>,
 ) -> ApiResult<Response> {
     // Without a role: Vault's sign-verbatim takes the CSR's names as they are (any name), with
     // server and client usage; a role, if named, still bounds TTL and usages.
@@ -1142,7 +1158,7 @@ async fn sign_verbatim(
     };
     check_csr_key(&role, info.key)?;
     let issuer = load_issuer(a, m, &role.issuer_ref).await?;
-    issue_with(core, a, m, &role, &issuer, Some(info), req).await
+    issue_with(core, a, m, &role, &issuer, Some(info), req, identity).await
 }
 
 async fn revoke(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Response> {

@@ -459,7 +459,7 @@ async fn run_unauth(core: &Arc<Core>, e: &Ep, req: &Request) -> ApiResult<Respon
         Ep::Metrics => metrics(core, req).await,
         Ep::Pki(m, sub) => {
             let a = core.active().ok_or(ApiError::Sealed)?;
-            crate::pki::handle(core, &a, m, sub, req).await
+            crate::pki::handle(core, &a, m, sub, req, None).await
         }
         Ep::AuthLogin(m) => audited_login(core, m, req).await,
         _ => Err(ApiError::MethodNotAllowed),
@@ -718,7 +718,7 @@ async fn run(
             _ => token::revoke(a, req, caller, which).await,
         },
         Ep::Kv(m, key) => a.kv(m, key, req).await,
-        Ep::Pki(m, sub) => crate::pki::handle(core, a, m, sub, req).await,
+        Ep::Pki(m, sub) => crate::pki::handle(core, a, m, sub, req, Some(caller)).await,
         Ep::Provenance(m, sub) => crate::provenance::handle(a, m, sub, req).await,
         Ep::Init
         | Ep::SealStatus

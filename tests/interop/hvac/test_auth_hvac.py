@@ -234,3 +234,68 @@ def test_kubernetes_login_validated_offline_with_the_clusters_jwks(server, polic
     for token in [_sa_token(other, "5gc", "amf"), _sa_token(key, "kube-system", "amf")]:
         with pytest.raises((hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden)):
             c.auth.kubernetes.login("amf", token, mount_point="k8s-jwks")
+
+
+FULCIO = "1.3.6.1.4.1.57264.1."
+
+
+def _fulcio_extensions(cert):
+    """Fulcio's v2 extensions (DER UTF8String values), by last OID arc."""
+    out = {}
+    for e in cert.extensions:
+        if e.oid.dotted_string.startswith(FULCIO):
+            raw = e.value.value
+            assert raw[0] == 0x0C and raw[1] == len(raw) - 2, raw  # short-form UTF8String
+            assert not e.critical
+            out[int(e.oid.dotted_string[len(FULCIO):])] = raw[2:].decode()
+    return out
+
+
+def test_keyless_code_signing_certificate_carries_the_jwt_login_identity(server, jwks):
+    """A CI job logs in with its OIDC token (PyJWT-signed); the 10-minute code-signing
+    certificate carries the verified issuer and the mapped claims in Fulcio's extensions, and
+    the URI SAN is the workflow identity from the token, whatever the request asks."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    _Jwks.doc = {"keys": [_jwk(key.public_key(), "ES256", "ci")]}
+    root = _client(server, server["root"])
+    root.sys.enable_auth_method("jwt", path="jwt-ci")
+    root.auth.jwt.configure(jwks_url=jwks, bound_issuer=ISS, path="jwt-ci")
+    root.sys.create_or_update_policy("codesign", 'path "pki-ci/sign/codesign" { capabilities = ["update"] }')
+    root.auth.jwt.create_role(
+        "builder", allowed_redirect_uris=[], user_claim="sub", bound_audiences=["custos"],
+        role_type="jwt", token_policies=["codesign"], token_ttl="5m", path="jwt-ci",
+        claim_mappings={"job_workflow_ref": "build_signer_uri", "repository_url": "source_repository_uri",
+                        "sha": "source_repository_digest", "ref": "source_repository_ref",
+                        "iss_spoof": "issuer"})
+    root.sys.enable_secrets_engine("pki", path="pki-ci")
+    root.secrets.pki.generate_root("internal", "Custos CI code signing", mount_point="pki-ci")
+    root.write_data("pki-ci/roles/codesign", data={
+        "key_type": "ec", "allow_any_name": True, "require_cn": False, "enforce_hostnames": False,
+        "server_flag": False, "client_flag": False, "code_signing_flag": True,
+        "allowed_uri_sans": "https://ci.acme.example/*", "ttl": "10m", "max_ttl": "10m",
+        "provenance_extensions": True})
+    workflow = "https://ci.acme.example/fw/.ci/release.yml@refs/heads/main"
+    claims = _claims(sub="ci-job-17", job_workflow_ref=workflow,
+                     repository_url="https://git.acme.example/ran/du-firmware",
+                     sha="7d2c9b1e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c", ref="refs/heads/main",
+                     iss_spoof="https://evil.example")
+    login = hvac.Client(url=server["url"]).auth.jwt.jwt_login(
+        "builder", jwt.encode(claims, key, "ES256", headers={"kid": "ci"}), path="jwt-ci")
+    assert login["auth"]["metadata"]["issuer"] == ISS, "the verified iss, not a mapped claim"
+    c = _client(server, login["auth"]["client_token"])
+    signer = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+           .sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode())
+    r = c.write_data("pki-ci/sign/codesign", data={"csr": csr, "ttl": "10m"})
+    cert = x509.load_pem_x509_certificate(r["data"]["certificate"].encode())
+    assert _fulcio_extensions(cert) == {
+        8: ISS, 9: workflow, 12: "https://git.acme.example/ran/du-firmware",
+        13: "7d2c9b1e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c", 14: "refs/heads/main"}
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [workflow]
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [x509.oid.ExtendedKeyUsageOID.CODE_SIGNING]
+    # Another builder identity than the token proves: refused, nothing issued.
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="build_signer_uri"):
+        c.write_data("pki-ci/sign/codesign",
+                     data={"csr": csr, "uri_sans": "https://ci.acme.example/other.yml@refs/heads/main"})

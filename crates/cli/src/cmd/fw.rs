@@ -168,6 +168,10 @@ pub struct VerifyArgs {
     /// Extra CRL files (DER or PEM) for keyless signing certificates.
     #[arg(long)]
     crl: Vec<PathBuf>,
+    /// OCSP response files (DER) about the keyless signing certificate, e.g. stapled by the
+    /// distribution channel; with the policy's `fetch_ocsp`, the responder is also asked.
+    #[arg(long)]
+    ocsp: Vec<PathBuf>,
     /// Allow an image below the installed security version, down to the policy's emergency
     /// floor.
     #[arg(long)]
@@ -316,7 +320,8 @@ pub async fn run(cli: &Cli, c: &FwCmd) -> CliResult<()> {
         }
         FwCmd::Sign(a) => sign(cli, a).await,
         FwCmd::Verify(a) => {
-            let (v, _) = verify(a, None)?;
+            let inputs = read_inputs(cli, a).await?;
+            let (v, _) = verify(a, inputs, None)?;
             report(&v, a.json);
             if v.accept {
                 Ok(())
@@ -324,7 +329,7 @@ pub async fn run(cli: &Cli, c: &FwCmd) -> CliResult<()> {
                 Err(CliError::Denied)
             }
         }
-        FwCmd::Install(a) => install(a),
+        FwCmd::Install(a) => install(a, read_inputs(cli, &a.v).await?),
         FwCmd::VerifyEnvelope {
             envelope,
             key,
@@ -564,9 +569,10 @@ struct Inputs {
     bundle: Bundle,
     state: Option<DeviceState>,
     crls: Vec<Vec<u8>>,
+    ocsp: Vec<Vec<u8>>,
 }
 
-fn read_inputs(a: &VerifyArgs) -> CliResult<Inputs> {
+async fn read_inputs(cli: &Cli, a: &VerifyArgs) -> CliResult<Inputs> {
     let policy_text = String::from_utf8(read_limited(&a.policy, 1 << 20, "policy")?)
         .map_err(|_| err("policy: not UTF-8"))?;
     let policy = Policy::parse(&policy_text).map_err(|e| err(format!("policy: {e}")))?;
@@ -595,18 +601,105 @@ fn read_inputs(a: &VerifyArgs) -> CliResult<Inputs> {
         };
         crls.push(der);
     }
+    let mut ocsp = Vec::new();
+    for f in &a.ocsp {
+        ocsp.push(read_limited(
+            f,
+            custos_pki::ocsp::MAX_RESPONSE_BYTES,
+            "OCSP response",
+        )?);
+    }
+    if policy.revocation.fetch_ocsp {
+        ocsp.extend(fetch_ocsp(cli, &bundle).await);
+    }
     Ok(Inputs {
         policy,
         bundle,
         state,
         crls,
+        ocsp,
     })
+}
+
+/// Asks the OCSP responders named in the keyless signing certificate's AIA about it. Failures
+/// are reported on stderr and leave no evidence (the policy decides whether that denies).
+async fn fetch_ocsp(cli: &Cli, bundle: &Bundle) -> Vec<Vec<u8>> {
+    let chain = &bundle.verification_material.certificate_chain;
+    let ders: Vec<Vec<u8>> = chain
+        .iter()
+        .take(2)
+        .filter_map(|p| x509_parser::pem::parse_x509_pem(p.as_bytes()).ok())
+        .map(|(_, b)| b.contents)
+        .collect();
+    let [leaf, ca] = ders.as_slice() else {
+        return Vec::new();
+    };
+    let urls: Vec<String> = match x509_parser::parse_x509_certificate(leaf) {
+        Ok((_, c)) => c
+            .extensions()
+            .iter()
+            .filter_map(|e| match e.parsed_extension() {
+                x509_parser::extensions::ParsedExtension::AuthorityInfoAccess(aia) => Some(
+                    aia.accessdescs
+                        .iter()
+                        .filter(|d| d.access_method.to_id_string() == "1.3.6.1.5.5.7.48.1")
+                        .filter_map(|d| match &d.access_location {
+                            x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                _ => None,
+            })
+            .flatten()
+            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+            .collect(),
+        Err(_) => return Vec::new(),
+    };
+    if urls.is_empty() {
+        eprintln!("custos: fetch_ocsp: the signing certificate names no OCSP responder");
+        return Vec::new();
+    }
+    let Ok(req) = custos_pki::ocsp::build_request(leaf, ca) else {
+        return Vec::new();
+    };
+    let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10));
+    if let Some(path) = cli.cacert.as_deref() {
+        if let Some(c) = std::fs::read(path)
+            .ok()
+            .and_then(|p| reqwest::Certificate::from_pem(&p).ok())
+        {
+            b = b.add_root_certificate(c);
+        }
+    }
+    let Ok(http) = b.build() else {
+        return Vec::new();
+    };
+    for url in urls {
+        let r = http
+            .post(&url)
+            .header("content-type", "application/ocsp-request")
+            .body(req.clone())
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status().is_success() => match r.bytes().await {
+                Ok(b) if b.len() <= custos_pki::ocsp::MAX_RESPONSE_BYTES => return vec![b.to_vec()],
+                Ok(_) => eprintln!("custos: fetch_ocsp: {url}: response too large"),
+                Err(e) => eprintln!("custos: fetch_ocsp: {url}: {e}"),
+            },
+            Ok(r) => eprintln!("custos: fetch_ocsp: {url}: HTTP {}", r.status()),
+            Err(e) => eprintln!("custos: fetch_ocsp: {url}: {e}"),
+        }
+    }
+    Vec::new()
 }
 
 /// Verifies; with `stage`, the image is copied there while hashed (install runs the
 /// installer on that copy, so the file checked is the file installed).
 fn verify(
     a: &VerifyArgs,
+    inputs: Inputs,
     stage: Option<&mut std::fs::File>,
 ) -> CliResult<(Verdict, BTreeMap<String, String>)> {
     let Inputs {
@@ -614,7 +707,8 @@ fn verify(
         bundle,
         state,
         crls,
-    } = read_inputs(a)?;
+        ocsp,
+    } = inputs;
     let mut algs: Vec<&str> = policy.verify.digests.iter().map(String::as_str).collect();
     if !algs.contains(&"sha256") {
         algs.push("sha256");
@@ -626,6 +720,7 @@ fn verify(
         policy: &policy,
         state: state.as_ref(),
         crls: &crls,
+        ocsp: &ocsp,
         now: now(),
         emergency: a.emergency,
     });
@@ -664,7 +759,7 @@ fn state_json(st: &DeviceState) -> CliResult<Vec<u8>> {
     serde_json::to_vec_pretty(st).map_err(|e| err(e.to_string()))
 }
 
-fn install(a: &InstallArgs) -> CliResult<()> {
+fn install(a: &InstallArgs, inputs: Inputs) -> CliResult<()> {
     let Some(state_path) = &a.v.state else {
         return Err(err("install needs --state"));
     };
@@ -676,7 +771,7 @@ fn install(a: &InstallArgs) -> CliResult<()> {
         .prefix(".custos-fw-staged-")
         .tempfile_in(dir)
         .map_err(io(format!("staging in {}", dir.display())))?;
-    let (v, image) = verify(&a.v, Some(staged.as_file_mut()))?;
+    let (v, image) = verify(&a.v, inputs, Some(staged.as_file_mut()))?;
     report(&v, a.v.json);
     if !v.accept {
         return Err(CliError::Denied);
