@@ -375,17 +375,12 @@ fn verify_with(
     tbs: &[u8],
     sig: &[u8],
 ) -> bool {
+    use crate::csr::KeyInfo;
     use aws_lc_rs::signature as s;
-    let curve = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.as_oid().ok())
-        .map(|o| o.to_id_string());
-    let alg: &dyn s::VerificationAlgorithm = match (sig_alg_oid, curve.as_deref()) {
-        ("1.2.840.10045.4.3.2", Some("1.2.840.10045.3.1.7")) => &s::ECDSA_P256_SHA256_ASN1,
-        ("1.2.840.10045.4.3.3", Some("1.3.132.0.34")) => &s::ECDSA_P384_SHA384_ASN1,
-        ("1.2.840.10045.4.3.2", Some("1.3.132.0.34")) => &s::ECDSA_P384_SHA256_ASN1,
+    let alg: &dyn s::VerificationAlgorithm = match (sig_alg_oid, crate::csr::key_info(spki)) {
+        ("1.2.840.10045.4.3.2", KeyInfo::Ec(256)) => &s::ECDSA_P256_SHA256_ASN1,
+        ("1.2.840.10045.4.3.3", KeyInfo::Ec(384)) => &s::ECDSA_P384_SHA384_ASN1,
+        ("1.2.840.10045.4.3.2", KeyInfo::Ec(384)) => &s::ECDSA_P384_SHA256_ASN1,
         ("1.2.840.113549.1.1.11", _) => &s::RSA_PKCS1_2048_8192_SHA256,
         ("1.2.840.113549.1.1.12", _) => &s::RSA_PKCS1_2048_8192_SHA384,
         ("1.2.840.113549.1.1.13", _) => &s::RSA_PKCS1_2048_8192_SHA512,

@@ -156,6 +156,15 @@ fn lsb(x: u64) -> bool {
     x & 1 == 1
 }
 
+/// RFC 9162: "if LSB(fn) is not set, right-shift both fn and sn equally until either LSB(fn)
+/// is set or fn is 0" (climbing past levels where the node has no right sibling).
+fn skip_right_edge(f: &mut u64, s: &mut u64) {
+    while !lsb(*f) && *f != 0 {
+        *f >>= 1;
+        *s >>= 1;
+    }
+}
+
 /// Verifies that `leaf` (a leaf hash) is at `index` in the tree of `size` with `root`
 /// (RFC 9162 2.1.3.2).
 pub fn verify_inclusion(
@@ -176,12 +185,7 @@ pub fn verify_inclusion(
         }
         if lsb(f) || f == s {
             r = node_hash(p, &r);
-            if !lsb(f) {
-                while !lsb(f) && f != 0 {
-                    f >>= 1;
-                    s >>= 1;
-                }
-            }
+            skip_right_edge(&mut f, &mut s);
         } else {
             r = node_hash(&r, p);
         }
@@ -248,12 +252,7 @@ pub fn verify_consistency(
         if lsb(f) || f == s {
             fr = node_hash(c, &fr);
             sr = node_hash(c, &sr);
-            if !lsb(f) {
-                while !lsb(f) && f != 0 {
-                    f >>= 1;
-                    s >>= 1;
-                }
-            }
+            skip_right_edge(&mut f, &mut s);
         } else {
             sr = node_hash(&sr, c);
         }
