@@ -72,9 +72,7 @@ impl PartialEq for PublicKey {
     }
 }
 
-const OID_ED25519: &str = "1.3.101.112";
 const OID_EC: &str = "1.2.840.10045.2.1";
-const OID_P256: &str = "1.2.840.10045.3.1.7";
 
 impl PublicKey {
     /// From a DER SubjectPublicKeyInfo.
@@ -89,25 +87,19 @@ impl PublicKey {
         }
         let oid = spki.algorithm.algorithm.to_id_string();
         let raw = spki.subject_public_key.data.as_ref();
-        let alg = if oid == OID_ED25519 {
-            KeyAlg::Ed25519
-        } else if oid == OID_EC {
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok())
-                .map(|o| o.to_id_string());
-            if curve.as_deref() != Some(OID_P256) {
+        let alg = match custos_pki::csr::key_info(&spki) {
+            custos_pki::csr::KeyInfo::Ed25519 => KeyAlg::Ed25519,
+            custos_pki::csr::KeyInfo::Ec(256) => KeyAlg::EcdsaP256,
+            _ if oid == OID_EC => {
                 return Err(KeyError::BadPublicKey(
                     "only the P-256 curve is accepted for ECDSA".into(),
-                ));
+                ))
             }
-            KeyAlg::EcdsaP256
-        } else {
-            return Err(KeyError::BadPublicKey(format!(
-                "algorithm {oid} is not Ed25519 or ECDSA P-256"
-            )));
+            _ => {
+                return Err(KeyError::BadPublicKey(format!(
+                    "algorithm {oid} is not Ed25519 or ECDSA P-256"
+                )))
+            }
         };
         let vk: &'static dyn signature::VerificationAlgorithm = match alg {
             KeyAlg::Ed25519 => &ED25519,

@@ -173,12 +173,7 @@ pub async fn run(a: &BenchArgs) -> CliResult<()> {
     }
     let secs = start.elapsed().as_secs_f64().max(a.duration as f64);
     all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len().max(1) - 1) as f64 * p) as usize)
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
+    let pct = |p: f64| percentile_ms(&all, p);
     let rate = (all.len() as u64 - errors) as f64 / secs;
     outln!(
         "nrf-token: {rate:.0} tokens/s over mTLS + HTTP/2 ({} clients on {conns} connections), p50 {:.2} ms, p99 {:.2} ms, errors {errors}",
@@ -283,12 +278,7 @@ async fn discovery(a: &BenchArgs, m: &Client, amf: &reqwest::Client, url: &str) 
         }
         let secs = start.elapsed().as_secs_f64();
         all.sort_unstable();
-        let pct = |p: f64| {
-            all.get(((all.len().max(1) - 1) as f64 * p) as usize)
-                .copied()
-                .unwrap_or(0) as f64
-                / 1000.0
-        };
+        let pct = |p: f64| percentile_ms(&all, p);
         outln!(
             "nrf-discovery ({name}; {total} profiles, {hits} in each answer): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {errors}",
             all.len() as f64 / secs,
@@ -319,4 +309,13 @@ fn bench_profile(i: usize) -> (String, serde_json::Value) {
             "scheme": "https", "nfServiceStatus": "REGISTERED"}],
     });
     (id, p)
+}
+
+/// The `p` quantile (0–1) of sorted latencies in microseconds, in milliseconds.
+fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
+    sorted_us
+        .get(((sorted_us.len().max(1) - 1) as f64 * p) as usize)
+        .copied()
+        .unwrap_or(0) as f64
+        / 1000.0
 }
