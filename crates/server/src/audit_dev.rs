@@ -303,6 +303,17 @@ impl AuditBroker {
         Ok(())
     }
 
+    /// Each device's chain head: (path, lines written, hash of the last line).
+    pub(crate) async fn heads(&self) -> Vec<(String, u64, String)> {
+        let devs = self.devices.read().await.clone();
+        devs.iter()
+            .filter_map(|d| {
+                let sink = d.sink.lock().ok()?;
+                Some((d.stored.path.clone(), sink.1.seq, sink.1.prev.clone()))
+            })
+            .collect()
+    }
+
     pub(crate) async fn list(&self) -> Map<String, Value> {
         let mut m = Map::new();
         for d in self.devices.read().await.iter() {

@@ -185,6 +185,7 @@ struct RawConfig {
     #[serde(default)]
     telemetry: RawTelemetry,
     cluster_name: Option<String>,
+    tlog_origin: Option<String>,
     sbi: Option<RawSbi>,
 }
 
@@ -233,6 +234,9 @@ pub struct Config {
     pub unauthenticated_metrics_access: bool,
     /// Reported by sys/health.
     pub cluster_name: String,
+    /// The transparency log's origin when it is created (a schema-less URL, e.g.
+    /// `custos.example.net/log`).
+    pub tlog_origin: String,
     /// The NRF's SBI listener, if configured.
     pub sbi: Option<SbiConfig>,
 }
@@ -433,6 +437,18 @@ impl Config {
                 })
             }
         };
+        let tlog_origin = raw.tlog_origin.unwrap_or_else(|| "custos.local/log".into());
+        if tlog_origin.is_empty()
+            || tlog_origin.len() > 255
+            || !tlog_origin
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'+')
+        {
+            return Err(invalid(
+                "tlog_origin",
+                "a schema-less URL of printable ASCII, without spaces or '+' (1 to 255 bytes)",
+            ));
+        }
         Ok(Config {
             sbi,
             storage: raw.storage,
@@ -444,6 +460,7 @@ impl Config {
             max_lease_ttl,
             unauthenticated_metrics_access: raw.telemetry.unauthenticated_metrics_access,
             cluster_name: raw.cluster_name.unwrap_or_else(|| "custos".into()),
+            tlog_origin,
         })
     }
 }

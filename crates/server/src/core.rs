@@ -36,6 +36,9 @@ pub struct CoreConfig {
     pub unauthenticated_metrics_access: bool,
     /// Cluster name for health.
     pub cluster_name: String,
+    /// The transparency log's origin (checkpoint first line, key name), used when the log is
+    /// created; an existing log keeps its own.
+    pub tlog_origin: String,
 }
 
 impl Default for CoreConfig {
@@ -47,6 +50,7 @@ impl Default for CoreConfig {
             max_lease_ttl: crate::config::DEFAULT_TTL,
             unauthenticated_metrics_access: false,
             cluster_name: "custos".into(),
+            tlog_origin: "custos.local/log".into(),
         }
     }
 }
@@ -70,6 +74,8 @@ pub(crate) struct Active {
     pub(crate) jwks: crate::auth_methods::JwksCache,
     /// Decrypted entries, when this process is the only writer (see [`EntryCache`]).
     cache: Option<EntryCache>,
+    /// The transparency log, opened right after unseal.
+    pub(crate) tlog: std::sync::OnceLock<Arc<crate::tlog::Log>>,
 }
 
 /// Most entries the cache holds before it starts over.
@@ -145,12 +151,26 @@ impl Active {
             issuers: Default::default(),
             jwks: Default::default(),
             cache,
+            tlog: std::sync::OnceLock::new(),
         }
     }
 
     pub(crate) fn encrypt(&self, path: &str, value: &[u8]) -> ApiResult<Vec<u8>> {
         let kr = self.keyring.read().map_err(|_| poisoned())?;
         Ok(kr.encrypt(path, value)?)
+    }
+
+    /// Decrypts a value read from the store under `path` (bypassing the entry cache).
+    pub(crate) fn decrypt(&self, path: &str, ct: &[u8]) -> ApiResult<Zeroizing<Vec<u8>>> {
+        let kr = self.keyring.read().map_err(|_| poisoned())?;
+        Ok(Zeroizing::new(kr.decrypt(path, ct)?))
+    }
+
+    /// The transparency log (opened at unseal).
+    pub(crate) fn log(&self) -> ApiResult<&Arc<crate::tlog::Log>> {
+        self.tlog
+            .get()
+            .ok_or_else(|| ApiError::Unavailable("transparency log is not open".into()))
     }
 
     /// Reads and decrypts one entry.
@@ -624,7 +644,10 @@ impl Core {
             *active.auth_mounts.write().await = t;
         }
         active.audit.load(&active).await?;
-        *self.state.write().map_err(|_| poisoned())? = State::Active(Arc::new(active));
+        let active = Arc::new(active);
+        let log = crate::tlog::Log::open(&active, &self.cfg.tlog_origin).await?;
+        let _ = active.tlog.set(log);
+        *self.state.write().map_err(|_| poisoned())? = State::Active(active);
         tracing::info!("custos unsealed");
         Ok(())
     }

@@ -39,6 +39,9 @@ pub enum ApiError {
     /// 503 while sealed.
     #[error("Custos is sealed")]
     Sealed,
+    /// A subsystem cannot serve (the transparency log); the message says why.
+    #[error("{0}")]
+    Unavailable(String),
     /// 503 (504 semantics) when the request timed out.
     #[error("request timed out after {0} seconds")]
     Timeout(u64),
@@ -57,7 +60,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => 405,
             ApiError::TooLarge(_) => 413,
             ApiError::RateLimited(_) => 429,
-            ApiError::Sealed => 503,
+            ApiError::Sealed | ApiError::Unavailable(_) => 503,
             ApiError::Timeout(_) => 504,
             ApiError::Internal(_) => 500,
         }

@@ -41,6 +41,7 @@ fn error_response(e: &ApiError, head: bool) -> axum::response::Response {
 
 fn success_response(id: &str, r: Response, head: bool) -> axum::response::Response {
     let status = StatusCode::from_u16(r.status.unwrap_or(200)).unwrap_or(StatusCode::OK);
+    let cache_control = r.cache_control;
     let (ctype, body): (&str, Vec<u8>) = if let Some((ct, raw)) = r.raw {
         (ct, raw)
     } else if r.bare {
@@ -83,6 +84,10 @@ fn success_response(id: &str, r: Response, head: bool) -> axum::response::Respon
     *resp.status_mut() = status;
     if let Ok(v) = HeaderValue::from_str(ctype) {
         resp.headers_mut().insert("content-type", v);
+    }
+    if let Some(cc) = cache_control {
+        resp.headers_mut()
+            .insert("cache-control", HeaderValue::from_static(cc));
     }
     resp
 }

@@ -33,6 +33,7 @@ mod ratelimit;
 mod router;
 mod sbi;
 pub mod seal;
+mod tlog;
 pub mod token;
 
 pub use crate::config::{Config, ConfigError, StorageConfig};
@@ -92,6 +93,7 @@ fn core_config(cfg: &Config) -> CoreConfig {
         max_lease_ttl: cfg.max_lease_ttl,
         unauthenticated_metrics_access: cfg.unauthenticated_metrics_access,
         cluster_name: cfg.cluster_name.clone(),
+        tlog_origin: cfg.tlog_origin.clone(),
     }
 }
 

@@ -82,6 +82,8 @@ pub struct Response {
     pub warnings: Vec<String>,
     /// A non-JSON body with its content type (Prometheus metrics).
     pub raw: Option<(&'static str, Vec<u8>)>,
+    /// A `Cache-Control` header (transparency-log tiles and checkpoints).
+    pub cache_control: Option<&'static str>,
     /// Send the JSON body without Vault's envelope (sys/health, sys/seal-status, sys/init…).
     pub bare: bool,
     /// Also copy the `data` fields to the top level of the envelope (legacy sys endpoints).

@@ -17,6 +17,7 @@ use custos_pki::policy::{Context, SubjectFields};
 use custos_pki::role::{KeyType, Role};
 use custos_pki::{csr, fields, PkiError};
 use custos_store::CertRow;
+use custos_tlog::entry::{ChangeOp, Event};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -399,7 +400,11 @@ pub(crate) async fn issue_internal(
         raw_body: None,
         peer_certs: Vec::new(),
     };
-    let r = issue_or_sign(core, a, &m, role, None, &req, false, &BTreeMap::new()).await?;
+    let who = Who {
+        identity: BTreeMap::new(),
+        requester: "custos".into(),
+    };
+    let r = issue_or_sign(core, a, &m, role, None, &req, false, &who).await?;
     r.data
         .ok_or_else(|| ApiError::internal(std::io::Error::other("issue returned no data")))
 }
@@ -512,6 +517,23 @@ fn mount_ttls(core: &Core, m: &MountEntry) -> (u64, u64) {
     (def.min(max), max)
 }
 
+/// Who is asking: login metadata (for `provenance_extensions` roles) and the display name
+/// the transparency log records.
+pub(crate) struct Who {
+    identity: BTreeMap<String, String>,
+    requester: String,
+}
+
+/// The display name of a caller, as the transparency log records it.
+pub(crate) fn requester(caller: Option<&crate::token::TokenEntry>) -> String {
+    caller.map_or_else(|| "custos".to_string(), |c| c.display_name.clone())
+}
+
+/// Lower-case hex SHA-256.
+pub(crate) fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b))
+}
+
 pub(crate) async fn handle(
     core: &Core,
     active: &Arc<Active>,
@@ -530,7 +552,11 @@ pub(crate) async fn handle(
                 .collect()
         })
         .unwrap_or_default();
-    let id = &identity;
+    let who = Who {
+        identity,
+        requester: requester(caller),
+    };
+    let id = &who;
     let parts: Vec<&str> = sub.split('/').collect();
     match (parts.as_slice(), req.op) {
         (["tidy"], _) => crate::pki_tidy::start(active, m, &req.data, false).await,
@@ -596,9 +622,18 @@ pub(crate) async fn handle(
             a.write(vec![Plain::Delete(format!("{}role/{name}", base(m)))])
                 .await?;
             forget_parsed(a, m);
+            a.log()?
+                .append(Event::RoleChanged {
+                    mount: m.path.clone(),
+                    role: name.to_string(),
+                    op: ChangeOp::Delete,
+                    config_sha256: None,
+                    requester: who.requester.clone(),
+                })
+                .await?;
             Ok(Response::empty())
         }
-        (["roles", name], _) => write_role(a, m, name, req).await,
+        (["roles", name], _) => write_role(a, m, name, req, &who.requester).await,
         (["issue", role], _) => issue_or_sign(core, a, m, role, None, req, false, id).await,
         (["sign", role], _) => issue_or_sign(core, a, m, role, None, req, true, id).await,
         (["issuer", iref, "issue", role], _) => {
@@ -610,7 +645,7 @@ pub(crate) async fn handle(
         (["sign-verbatim"] | ["sign-verbatim", _], _) => {
             sign_verbatim(core, a, m, parts.get(1).copied(), req, id).await
         }
-        (["revoke"], _) => revoke(a, m, req).await,
+        (["revoke"], _) => revoke(a, m, req, &who.requester).await,
         (["certs"], _) => list_certs(a, m, false, req).await,
         (["certs", "revoked"], _) => list_certs(a, m, true, req).await,
         (["cert", "ca"], _)
@@ -782,13 +817,29 @@ async fn write_crl_config(a: &Active, m: &MountEntry, req: &Request) -> ApiResul
     Ok(Response::data(c))
 }
 
-async fn write_role(a: &Active, m: &MountEntry, name: &str, req: &Request) -> ApiResult<Response> {
+async fn write_role(
+    a: &Active,
+    m: &MountEntry,
+    name: &str,
+    req: &Request,
+    who: &str,
+) -> ApiResult<Response> {
     valid_name("role name", name)?;
     let key = format!("{}role/{name}", base(m));
     let existing: Option<Role> = a.get_json(&key).await?;
     let (role, warnings) = Role::from_fields(existing.as_ref(), &req.data)?;
-    a.put_json(&key, &role).await?;
+    let stored = Zeroizing::new(serde_json::to_vec(&role)?);
+    a.write(vec![Plain::Put(key, stored.to_vec())]).await?;
     forget_parsed(a, m);
+    a.log()?
+        .append(Event::RoleChanged {
+            mount: m.path.clone(),
+            role: name.to_string(),
+            op: ChangeOp::Write,
+            config_sha256: Some(sha256_hex(&stored)),
+            requester: who.to_string(),
+        })
+        .await?;
     let mut r = Response::data(role.to_json());
     r.warnings = warnings;
     Ok(r)
@@ -992,7 +1043,7 @@ async fn issue_or_sign(
     issuer_ref: Option<&str>,
     req: &Request,
     sign: bool,
-    identity: &BTreeMap<String, String>,
+    who: &Who,
 ) -> ApiResult<Response> {
     let role = cached_role(a, m, role_name).await?;
     let csr_info = if sign {
@@ -1013,7 +1064,7 @@ async fn issue_or_sign(
     };
     let issuer = load_issuer(a, m, issuer_ref.unwrap_or(&role.issuer_ref)).await?;
     require_usage(&issuer, "issuing-certificates")?;
-    issue_with(core, a, m, &role, &issuer, csr_info, req, identity).await
+    issue_with(core, a, m, (&role, role_name), &issuer, csr_info, req, who).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1021,11 +1072,11 @@ async fn issue_with(
     core: &Core,
     a: &Active,
     m: &MountEntry,
-    role: &Role,
+    (role, role_name): (&Role, &str),
     issuer: &Arc<Loaded>,
     csr_info: Option<csr::CsrInfo>,
     req: &Request,
-    identity: &BTreeMap<String, String>,
+    who: &Who,
 ) -> ApiResult<Response> {
     let u = urls(a, m).await?;
     let (default_ttl, max_ttl) = mount_ttls(core, m);
@@ -1037,7 +1088,7 @@ async fn issue_with(
         default_ttl,
         max_ttl,
         crl_urls: u.crl_distribution_points.clone(),
-        identity: identity.clone(),
+        identity: who.identity.clone(),
     };
     let approved = custos_pki::policy::evaluate(role, &req.data, csr_info.as_ref(), &ctx)?;
     let format = fields::str_of(&req.data, "format")?;
@@ -1045,6 +1096,7 @@ async fn issue_with(
         return Err(ApiError::bad("format: must be pem, der or pem_bundle"));
     }
     let warnings = approved.warnings.clone();
+    let nf_types = approved.nf_types.clone().unwrap_or_default();
     let validity = (approved.not_before, approved.not_after);
     let serial = issue::random_serial()?;
     let (kt, bits) = (role.key_type, role.key_bits);
@@ -1097,6 +1149,19 @@ async fn issue_with(
         };
         a.store.write(vec![a.cert_op(row)?]).await?;
     }
+    // Handed out only once its log entry is durable: no certificate reaches anyone unlogged.
+    a.log()?
+        .append(Event::CertIssued {
+            mount: m.path.clone(),
+            issuer: issuer.entry.issuer_id.clone(),
+            role: role_name.to_string(),
+            serial: serial_hex.clone(),
+            not_after,
+            cert_sha256: sha256_hex(&cert_der),
+            nf_types,
+            requester: who.requester.clone(),
+        })
+        .await?;
     let ca_pem = issuer.entry.certificate.clone();
     let (certificate, issuing_ca) = match format.as_str() {
         "der" => (
@@ -1129,7 +1194,7 @@ async fn sign_verbatim(
     m: &MountEntry,
     role_name: Option<&str>,
     req: &Request,
-    identity: &BTreeMap<String, String>,
+    who: &Who,
 ) -> ApiResult<Response> {
     // Without a role: Vault's sign-verbatim takes the CSR's names as they are (any name), with
     // server and client usage; a role, if named, still bounds TTL and usages.
@@ -1158,10 +1223,11 @@ async fn sign_verbatim(
     };
     check_csr_key(&role, info.key)?;
     let issuer = load_issuer(a, m, &role.issuer_ref).await?;
-    issue_with(core, a, m, &role, &issuer, Some(info), req, identity).await
+    let name = role_name.unwrap_or("sign-verbatim");
+    issue_with(core, a, m, (&role, name), &issuer, Some(info), req, who).await
 }
 
-async fn revoke(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Response> {
+async fn revoke(a: &Active, m: &MountEntry, req: &Request, who: &str) -> ApiResult<Response> {
     let serial_field = fields::str_of(&req.data, "serial_number")?;
     let cert_field = fields::str_of(&req.data, "certificate")?;
     let (serial, row) = match (serial_field.is_empty(), cert_field.is_empty()) {
@@ -1234,6 +1300,13 @@ async fn revoke(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Response
     new_row.revoked_at = Some(now);
     a.store.write(vec![a.cert_op(new_row)?]).await?;
     bump_generation(a, m);
+    a.log()?
+        .append(Event::CertRevoked {
+            mount: m.path.clone(),
+            serial: serial.clone(),
+            requester: who.to_string(),
+        })
+        .await?;
     Ok(Response::data(
         json!({"revocation_time": now, "revocation_time_rfc3339": crate::core::rfc3339(now), "state": "revoked"}),
     ))

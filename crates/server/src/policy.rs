@@ -5,6 +5,7 @@ use crate::core::{Active, Plain};
 use crate::error::{ApiError, ApiResult};
 use crate::logical::Response;
 use custos_acl::{parse_policy, Acl, Policy};
+use custos_tlog::entry::{ChangeOp, Event};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
@@ -101,7 +102,12 @@ impl Active {
         ))
     }
 
-    pub(crate) async fn write_policy(&self, name: &str, text: Option<&str>) -> ApiResult<Response> {
+    pub(crate) async fn write_policy(
+        &self,
+        name: &str,
+        text: Option<&str>,
+        who: &str,
+    ) -> ApiResult<Response> {
         let name = validate_name(name)?;
         if name == "root" {
             return Err(ApiError::bad("cannot update \"root\" policy"));
@@ -129,10 +135,18 @@ impl Active {
         if let Ok(mut c) = self.policies.write() {
             c.remove(&name);
         }
+        self.log()?
+            .append(Event::PolicyChanged {
+                name,
+                op: ChangeOp::Write,
+                policy_sha256: Some(crate::pki::sha256_hex(text.as_bytes())),
+                requester: who.to_string(),
+            })
+            .await?;
         Ok(Response::empty())
     }
 
-    pub(crate) async fn delete_policy(&self, name: &str) -> ApiResult<Response> {
+    pub(crate) async fn delete_policy(&self, name: &str, who: &str) -> ApiResult<Response> {
         let name = validate_name(name)?;
         if name == "root" || name == "default" {
             return Err(ApiError::bad(format!("cannot delete {name:?} policy")));
@@ -141,6 +155,14 @@ impl Active {
         if let Ok(mut c) = self.policies.write() {
             c.remove(&name);
         }
+        self.log()?
+            .append(Event::PolicyChanged {
+                name,
+                op: ChangeOp::Delete,
+                policy_sha256: None,
+                requester: who.to_string(),
+            })
+            .await?;
         Ok(Response::empty())
     }
 }

@@ -19,6 +19,7 @@ use crate::mounts::MountEntry;
 use custos_acl::Operation::{self, *};
 use custos_provenance::bundle::Bundle;
 use custos_provenance::record::{Details, Record, Summary};
+use custos_tlog::entry::{EnvelopeDigest, Event as LogEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -76,11 +77,12 @@ pub(crate) async fn handle(
     m: &MountEntry,
     sub: &str,
     req: &Request,
+    who: &str,
 ) -> ApiResult<Response> {
     let b = base(m);
     let parts: Vec<&str> = sub.split('/').collect();
     match (parts.as_slice(), req.op) {
-        (["bundles"], _) => register(a, &b, req).await,
+        (["bundles"], _) => register(a, m, req, who).await,
         (["images"], List) => Response::list(a.list(&format!("{b}image/")).await?),
         (["images", d], Read) => {
             let s: Summary = a
@@ -136,7 +138,16 @@ pub(crate) async fn handle(
     }
 }
 
-async fn register(a: &Active, b: &str, req: &Request) -> ApiResult<Response> {
+/// The bundle without its log receipts: what registration compares and logs.
+fn unlogged(bundle: &Bundle) -> Bundle {
+    Bundle {
+        tlog_entries: Vec::new(),
+        ..bundle.clone()
+    }
+}
+
+async fn register(a: &Active, m: &MountEntry, req: &Request, who: &str) -> ApiResult<Response> {
+    let b = &base(m);
     let raw = match req.data.get("bundle") {
         Some(Value::String(s)) => s.as_bytes().to_vec(),
         Some(v @ Value::Object(_)) => serde_json::to_vec(v)?,
@@ -155,11 +166,14 @@ async fn register(a: &Active, b: &str, req: &Request) -> ApiResult<Response> {
         .get_json(&format!("{b}bundle/{d}"))
         .await?
         .unwrap_or_default();
-    let this = serde_json::to_value(&bundle)?;
-    if bundles.contains(&this) {
-        return Ok(Response::data(
-            json!({"sha256": d, "registered": false, "reason": "already registered"}),
-        ));
+    let bare = unlogged(&bundle);
+    if let Some(known) = bundles.iter().find(|v| {
+        serde_json::from_value::<Bundle>((*v).clone()).is_ok_and(|k| unlogged(&k) == bare)
+    }) {
+        return Ok(Response::data(json!({
+            "sha256": d, "registered": false, "reason": "already registered",
+            "tlog_entries": known.get("tlogEntries").cloned().unwrap_or(json!([])),
+        })));
     }
     if let Some(existing) = a.get_json::<Summary>(&format!("{b}image/{d}")).await? {
         if existing != rec.summary {
@@ -174,7 +188,34 @@ async fn register(a: &Active, b: &str, req: &Request) -> ApiResult<Response> {
             "bundle: image {d} already has {MAX_BUNDLES} bundles"
         )));
     }
-    bundles.push(this);
+    // The signing event is durable in the transparency log before the registration is, so no
+    // registered bundle is ever missing from the log.
+    let envelopes = bundle
+        .dsse_envelopes
+        .iter()
+        .map(|e| EnvelopeDigest {
+            payload_type: e.payload_type.clone(),
+            payload_sha256: custos_provenance::dsse::decode_b64(&e.payload)
+                .map(|p| crate::pki::sha256_hex(&p))
+                .unwrap_or_default(),
+        })
+        .collect();
+    let log = a.log()?;
+    let index = log
+        .append(LogEvent::FirmwareSigned {
+            mount: m.path.clone(),
+            image_sha256: d.clone(),
+            device_class: rec.summary.device_class.clone(),
+            version: rec.summary.version.clone(),
+            signers: rec.signer_ids(),
+            envelopes,
+            requester: who.to_string(),
+        })
+        .await?;
+    let receipt = serde_json::to_value(log.receipt(a, index).await?)?;
+    let mut logged = bare;
+    logged.tlog_entries = vec![receipt.clone()];
+    bundles.push(serde_json::to_value(&logged)?);
     let mut ops = vec![
         Plain::Put(format!("{b}image/{d}"), serde_json::to_vec(&rec.summary)?),
         Plain::Put(format!("{b}detail/{d}"), serde_json::to_vec(&rec.details)?),
@@ -201,7 +242,9 @@ async fn register(a: &Active, b: &str, req: &Request) -> ApiResult<Response> {
     // One atomic, durable write: the image, its details, its bundles and the events.
     a.write(ops).await?;
     tracing::info!(image = %d, "provenance bundle registered");
-    Ok(Response::data(json!({"sha256": d, "registered": true})))
+    Ok(Response::data(
+        json!({"sha256": d, "registered": true, "tlog_entries": [receipt]}),
+    ))
 }
 
 /// image → parents → components, by digest; registered nodes carry their summary facts.

@@ -46,6 +46,7 @@ enum Ep {
     NrfRotate,
     NrfList,
     NrfInstance(String),
+    Tlog(String),
 }
 
 struct Endpoint {
@@ -154,6 +155,8 @@ fn sys_route(core: &Core, p: &str) -> Option<Endpoint> {
                 seg("sys/nrf/nf-instances/").filter(|_| core.nrf.get().is_some())
             {
                 ep(Ep::NrfInstance(id.into()), RW).existence()
+            } else if let Some(t) = seg("sys/tlog/").filter(|t| crate::tlog::is_route(t)) {
+                ep(Ep::Tlog(t.into()), &[Read]).open()
             } else if let Some(d) = seg("sys/audit-hash/") {
                 ep(Ep::AuditHash(d.into()), &[Update]).sudo()
             } else if let Some(t) = seg("auth/token/") {
@@ -462,6 +465,10 @@ async fn run_unauth(core: &Arc<Core>, e: &Ep, req: &Request) -> ApiResult<Respon
             crate::pki::handle(core, &a, m, sub, req, None).await
         }
         Ep::AuthLogin(m) => audited_login(core, m, req).await,
+        Ep::Tlog(sub) => {
+            let a = core.active().ok_or(ApiError::Sealed)?;
+            crate::tlog::handle(&a, sub, req).await
+        }
         _ => Err(ApiError::MethodNotAllowed),
     }
 }
@@ -603,7 +610,7 @@ async fn run(
         Ep::Policy { name, legacy } => {
             let r = match req.op {
                 Read => a.read_policy(name).await?,
-                Delete => a.delete_policy(name).await?,
+                Delete => a.delete_policy(name, &caller.display_name).await?,
                 _ => {
                     let field = if *legacy && req.data.contains_key("rules") {
                         "rules"
@@ -611,7 +618,7 @@ async fn run(
                         "policy"
                     };
                     let text = req.data.get(field).and_then(Value::as_str);
-                    a.write_policy(name, text).await?
+                    a.write_policy(name, text, &caller.display_name).await?
                 }
             };
             Ok(if *legacy { with_top_level(r) } else { r })
@@ -719,13 +726,16 @@ async fn run(
         },
         Ep::Kv(m, key) => a.kv(m, key, req).await,
         Ep::Pki(m, sub) => crate::pki::handle(core, a, m, sub, req, Some(caller)).await,
-        Ep::Provenance(m, sub) => crate::provenance::handle(a, m, sub, req).await,
+        Ep::Provenance(m, sub) => {
+            crate::provenance::handle(a, m, sub, req, &caller.display_name).await
+        }
         Ep::Init
         | Ep::SealStatus
         | Ep::Unseal
         | Ep::Health
         | Ep::Leader
         | Ep::Metrics
+        | Ep::Tlog(_)
         | Ep::AuthLogin(_) => run_unauth(core, e, req).await,
     }
 }

@@ -299,6 +299,12 @@ impl Nrf {
             }
         }
         tracing::info!(kid = %signer.kid(), retired = %old.kid(), "NRF signing key rotated");
+        a.log()?
+            .append(custos_tlog::entry::Event::NrfKeyRotated {
+                kid: signer.kid().to_string(),
+                retired_kid: old.kid().to_string(),
+            })
+            .await?;
         Ok(self.key_status())
     }
 

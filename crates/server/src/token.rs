@@ -796,6 +796,11 @@ pub fn spawn_sweeper(core: Arc<Core>, every: std::time::Duration) {
                 if let Err(e) = crate::pki_tidy::auto_tick(&a).await {
                     tracing::warn!(error = %e, "pki auto-tidy tick failed");
                 }
+                if let Ok(log) = a.log() {
+                    if let Err(e) = log.log_audit_heads(&a).await {
+                        tracing::warn!(error = %e, "logging audit chain heads failed");
+                    }
+                }
             }
         }
     });

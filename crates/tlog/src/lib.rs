@@ -8,13 +8,18 @@
 //! - [`note`]: C2SP signed-note: parsing, Ed25519 signing and verification, key IDs, and
 //!   verifier keys (`name+hash+base64`).
 //! - [`checkpoint`]: C2SP tlog-checkpoint bodies.
+//! - [`entry`]: the documented format of Custos log entries (one JSON object per trust event).
+//! - [`receipt`]: an entry with its inclusion proof and signed checkpoint, checked offline
+//!   against the log key and a k-of-n witness threshold.
 //! - [`witness`]: C2SP tlog-cosignature (Ed25519, type 0x04) and the witness's rule: cosign
 //!   only a checkpoint consistent with every one it has seen.
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
+pub mod entry;
 pub mod merkle;
 pub mod note;
+pub mod receipt;
 pub mod tile;
 pub mod witness;
 

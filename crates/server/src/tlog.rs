@@ -1,0 +1,713 @@
+//! The transparency log the server keeps of its own trust events (`sys/tlog/`).
+//!
+//! **Sequencing.** Callers hand an [`Event`] to [`Log::append`] and wait. One sequencer task
+//! drains the queue in batches (everything queued while the previous batch was committing, up
+//! to [`MAX_BATCH`]), stamps the integrated time, appends the leaf hashes to the in-memory
+//! tree, and writes in **one storage transaction** the entry bundles the batch touched and the
+//! new signed checkpoint. Only after that transaction is durable are the callers answered and
+//! the checkpoint published, so every acknowledged entry is durable and every published
+//! checkpoint is on disk.
+//!
+//! **No fork after a crash.** Bundles and checkpoint commit together, so the disk always holds
+//! a checkpoint and exactly the entries it covers. At unseal the tree is rebuilt from the
+//! stored bundles and its root must equal the stored checkpoint's, or the log refuses to run
+//! (and issuance, which must be logged, fails closed). A write whose outcome is unknown makes
+//! the sequencer reload from disk before the next batch, so it can never extend a state the
+//! disk does not have.
+//!
+//! **Storage** (all values through the barrier): `core/tlog-key` (origin + Ed25519 seed),
+//! `sys/tlog/checkpoint` (the signed note), `sys/tlog/bundle/<N, 20 digits>` (C2SP entry
+//! bundles; the last one partial and rewritten as it grows). Hash tiles are served from the
+//! in-memory tree (64 bytes per leaf).
+
+use crate::core::{now_unix, Active};
+use crate::error::{ApiError, ApiResult};
+use custos_store::WriteOp;
+use custos_tlog::checkpoint::Checkpoint;
+use custos_tlog::entry::{Entry, Event};
+use custos_tlog::merkle::{self, leaf_hash, Hash, MemoryTree};
+use custos_tlog::note::{self, Signer, TYPE_ED25519};
+use custos_tlog::receipt::{encode_hashes, Receipt};
+use custos_tlog::tile::{self, TileId, WIDTH};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use tokio::sync::{mpsc, oneshot};
+use zeroize::Zeroizing;
+
+/// Storage key of the log's identity and checkpoint key (encrypted).
+pub(crate) const KEY_PATH: &str = "core/tlog-key";
+const CHECKPOINT_PATH: &str = "sys/tlog/checkpoint";
+/// Most entries sequenced in one transaction.
+pub const MAX_BATCH: usize = 8192;
+/// Appends waiting for the sequencer before callers are held back.
+const QUEUE: usize = 65_536;
+/// Full entry bundles kept in memory for serving.
+const BUNDLE_CACHE: usize = 1024;
+
+fn bundle_path(n: u64) -> String {
+    format!("sys/tlog/bundle/{n:020}")
+}
+
+fn unavailable(why: impl std::fmt::Display) -> ApiError {
+    ApiError::Unavailable(format!("transparency log unavailable: {why}"))
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredKey {
+    origin: String,
+    seed: String,
+}
+
+impl Drop for StoredKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.seed);
+    }
+}
+
+/// The published state: the newest durable checkpoint.
+#[derive(Debug)]
+pub(crate) struct Head {
+    /// Tree size.
+    pub size: u64,
+    /// The signed checkpoint note.
+    pub note: Arc<str>,
+}
+
+struct Pending {
+    event: Event,
+    reply: oneshot::Sender<Result<u64, String>>,
+}
+
+/// The committed partial bundle: its first index and its entries.
+#[derive(Default, Clone)]
+struct Tail {
+    start: u64,
+    entries: Vec<Arc<[u8]>>,
+}
+
+/// The server's log. Lives in [`Active`]; dropped (and its sequencer stopped) at seal.
+pub(crate) struct Log {
+    /// The origin line of every checkpoint (also the key name).
+    pub origin: String,
+    signer: Signer,
+    tree: RwLock<MemoryTree>,
+    head: RwLock<Arc<Head>>,
+    tail: RwLock<Arc<Tail>>,
+    bundles: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    tx: mpsc::Sender<Pending>,
+    /// Why the log cannot run (a stored state that does not match its checkpoint).
+    broken: RwLock<Option<String>>,
+    /// Audit chain heads last logged, per device.
+    audit_heads: tokio::sync::Mutex<HashMap<String, u64>>,
+}
+
+/// What the sequencer owns between batches.
+struct Seq {
+    size: u64,
+    tail: Vec<Arc<[u8]>>,
+    tail_start: u64,
+    reload: bool,
+}
+
+fn poisoned() -> ApiError {
+    ApiError::internal(std::io::Error::other("transparency log lock poisoned"))
+}
+
+/// Rebuilt from storage: the tree, the checkpoint and the partial bundle.
+struct Loaded {
+    tree: MemoryTree,
+    head: Head,
+    tail: Tail,
+}
+
+async fn load(a: &Active, origin: &str, signer: &Signer) -> ApiResult<Loaded> {
+    let Some(note_bytes) = a.store.get(CHECKPOINT_PATH).await? else {
+        return Err(unavailable("the stored checkpoint is missing"));
+    };
+    let note_text = String::from_utf8(a.decrypt(CHECKPOINT_PATH, &note_bytes)?.to_vec())
+        .map_err(|_| unavailable("the stored checkpoint is not text"))?;
+    let opened = note::open(&note_text, std::slice::from_ref(signer.verifier()))
+        .map_err(|e| unavailable(format!("the stored checkpoint: {e}")))?;
+    let cp = Checkpoint::parse(opened.text).map_err(unavailable)?;
+    if cp.origin != origin {
+        return Err(unavailable("the stored checkpoint is another log's"));
+    }
+    let mut tree = MemoryTree::new();
+    let mut tail = Tail::default();
+    let bundles = cp.size.div_ceil(WIDTH);
+    for n in 0..bundles {
+        let path = bundle_path(n);
+        let ct = a
+            .store
+            .get(&path)
+            .await?
+            .ok_or_else(|| unavailable(format!("entry bundle {n} is missing")))?;
+        let plain = a.decrypt(&path, &ct)?;
+        let entries = tile::parse_bundle(&plain)
+            .ok_or_else(|| unavailable(format!("entry bundle {n} is malformed")))?;
+        let want = usize::try_from((cp.size - n * WIDTH).min(WIDTH)).unwrap_or(0);
+        if entries.len() < want {
+            return Err(unavailable(format!(
+                "entry bundle {n} holds {} entries, the checkpoint needs {want}",
+                entries.len()
+            )));
+        }
+        for e in &entries[..want] {
+            tree.push(leaf_hash(e));
+        }
+        if want < WIDTH as usize {
+            tail = Tail {
+                start: n * WIDTH,
+                entries: entries[..want].iter().map(|e| Arc::from(*e)).collect(),
+            };
+        }
+    }
+    if bundles == cp.size / WIDTH {
+        tail.start = cp.size;
+    }
+    let root = merkle::root(&tree, cp.size).map_err(unavailable)?;
+    if root != cp.root {
+        return Err(unavailable(format!(
+            "the stored entries do not hash to the stored checkpoint (size {}); refusing to fork",
+            cp.size
+        )));
+    }
+    Ok(Loaded {
+        tree,
+        head: Head {
+            size: cp.size,
+            note: Arc::from(note_text),
+        },
+        tail,
+    })
+}
+
+fn sign(signer: &Signer, origin: &str, size: u64, root: Hash) -> String {
+    let body = Checkpoint {
+        origin: origin.to_string(),
+        size,
+        root,
+        extensions: Vec::new(),
+    }
+    .body();
+    let sig = signer.sign(&body, 0);
+    note::assemble(&body, &[sig])
+}
+
+impl Log {
+    /// Opens the log at unseal: creates its key and empty checkpoint on first use, rebuilds
+    /// the tree, and starts the sequencer.
+    pub(crate) async fn open(a: &Arc<Active>, origin: &str) -> ApiResult<Arc<Log>> {
+        let signer = match a.get_json::<StoredKey>(KEY_PATH).await? {
+            Some(k) => {
+                use base64::Engine as _;
+                let seed = Zeroizing::new(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(&k.seed)
+                        .map_err(|_| unavailable("the stored key is corrupt"))?,
+                );
+                if k.origin != origin {
+                    tracing::warn!(stored = %k.origin, configured = %origin,
+                        "the transparency log keeps the origin it was created with");
+                }
+                Signer::from_seed(&k.origin, TYPE_ED25519, &seed).map_err(unavailable)?
+            }
+            None => {
+                use base64::Engine as _;
+                let (signer, seed) = Signer::generate(origin, TYPE_ED25519).map_err(unavailable)?;
+                let stored = StoredKey {
+                    origin: origin.to_string(),
+                    seed: base64::engine::general_purpose::STANDARD.encode(&*seed),
+                };
+                let key = Zeroizing::new(serde_json::to_vec(&stored)?);
+                let note = sign(&signer, origin, 0, merkle::empty_root());
+                a.store
+                    .write(vec![
+                        WriteOp::Put {
+                            key: KEY_PATH.into(),
+                            value: a.encrypt(KEY_PATH, &key)?,
+                        },
+                        WriteOp::Put {
+                            key: CHECKPOINT_PATH.into(),
+                            value: a.encrypt(CHECKPOINT_PATH, note.as_bytes())?,
+                        },
+                    ])
+                    .await?;
+                tracing::info!(origin, vkey = %signer.verifier().vkey(), "transparency log created");
+                signer
+            }
+        };
+        let origin = signer.verifier().name.clone();
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (loaded, broken) = match load(a, &origin, &signer).await {
+            Ok(l) => (l, None),
+            Err(e) => {
+                tracing::error!(error = %e, "transparency log refused to start");
+                (
+                    Loaded {
+                        tree: MemoryTree::new(),
+                        head: Head {
+                            size: 0,
+                            note: Arc::from(""),
+                        },
+                        tail: Tail::default(),
+                    },
+                    Some(e.to_string()),
+                )
+            }
+        };
+        let seq = Seq {
+            size: loaded.head.size,
+            tail: loaded.tail.entries.clone(),
+            tail_start: loaded.tail.start,
+            reload: false,
+        };
+        let log = Arc::new(Log {
+            origin,
+            signer,
+            tree: RwLock::new(loaded.tree),
+            head: RwLock::new(Arc::new(loaded.head)),
+            tail: RwLock::new(Arc::new(loaded.tail)),
+            bundles: Mutex::new(HashMap::new()),
+            tx,
+            broken: RwLock::new(broken),
+            audit_heads: tokio::sync::Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(sequencer(Arc::downgrade(&log), Arc::downgrade(a), rx, seq));
+        Ok(log)
+    }
+
+    fn check_running(&self) -> ApiResult<()> {
+        match &*self.broken.read().map_err(|_| poisoned())? {
+            Some(why) => Err(ApiError::Unavailable(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends an event; returns its index once it is durable and covered by the published
+    /// checkpoint.
+    pub(crate) async fn append(&self, event: Event) -> ApiResult<u64> {
+        self.check_running()?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Pending { event, reply })
+            .await
+            .map_err(|_| unavailable("the sequencer stopped"))?;
+        match rx.await {
+            Ok(Ok(i)) => Ok(i),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(unavailable("the sequencer stopped")),
+        }
+    }
+
+    /// Logs the chain head of every audit device that wrote since the last call (the
+    /// background task calls this every minute), so a truncated or rewritten audit file is
+    /// caught against a head the log already holds.
+    pub(crate) async fn log_audit_heads(&self, a: &Active) -> ApiResult<usize> {
+        let mut last = self.audit_heads.lock().await;
+        let mut n = 0;
+        for (device, lines, head) in a.audit.heads().await {
+            if lines == 0 || last.get(&device) == Some(&lines) {
+                continue;
+            }
+            self.append(Event::AuditHead {
+                device: device.clone(),
+                lines,
+                head,
+            })
+            .await?;
+            last.insert(device, lines);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The newest published checkpoint.
+    pub(crate) fn head(&self) -> ApiResult<Arc<Head>> {
+        self.check_running()?;
+        Ok(self.head.read().map_err(|_| poisoned())?.clone())
+    }
+
+    /// The note verifier key (`name+hash+base64`).
+    pub(crate) fn vkey(&self) -> String {
+        self.signer.verifier().vkey()
+    }
+
+    /// A hash tile or entry bundle of the published tree. `None`: not (yet) in the log.
+    pub(crate) async fn tile(&self, a: &Active, id: &TileId) -> ApiResult<Option<Vec<u8>>> {
+        let head = self.head()?;
+        let shift = u32::from(id.tree_level());
+        let have = if shift >= 64 { 0 } else { head.size >> shift };
+        let end = id
+            .index
+            .checked_mul(WIDTH)
+            .and_then(|s| s.checked_add(u64::from(id.width)));
+        if end.is_none_or(|e| e > have) {
+            return Ok(None);
+        }
+        if id.level.is_some() {
+            let tree = self.tree.read().map_err(|_| poisoned())?;
+            return Ok(Some(
+                tile::tile_bytes(&*tree, id).map_err(ApiError::internal)?,
+            ));
+        }
+        let width = usize::from(id.width);
+        let tail = self.tail.read().map_err(|_| poisoned())?.clone();
+        if id.index * WIDTH == tail.start && tail.entries.len() >= width {
+            return Ok(tile::encode_bundle(
+                tail.entries[..width].iter().map(|e| &e[..]),
+            ));
+        }
+        let full = self.full_bundle(a, id.index).await?;
+        if width == WIDTH as usize {
+            return Ok(Some(full.to_vec()));
+        }
+        let entries = tile::parse_bundle(&full)
+            .ok_or_else(|| unavailable(format!("entry bundle {} is malformed", id.index)))?;
+        Ok(tile::encode_bundle(entries.into_iter().take(width)))
+    }
+
+    async fn full_bundle(&self, a: &Active, n: u64) -> ApiResult<Arc<Vec<u8>>> {
+        if let Some(b) = self.bundles.lock().map_err(|_| poisoned())?.get(&n) {
+            return Ok(b.clone());
+        }
+        let path = bundle_path(n);
+        let ct = a
+            .store
+            .get(&path)
+            .await?
+            .ok_or_else(|| unavailable(format!("entry bundle {n} is missing")))?;
+        let b = Arc::new(a.decrypt(&path, &ct)?.to_vec());
+        self.cache_bundle(n, b.clone())?;
+        Ok(b)
+    }
+
+    fn cache_bundle(&self, n: u64, b: Arc<Vec<u8>>) -> ApiResult<()> {
+        let mut c = self.bundles.lock().map_err(|_| poisoned())?;
+        if c.len() >= BUNDLE_CACHE {
+            c.clear();
+        }
+        c.insert(n, b);
+        Ok(())
+    }
+
+    /// The entry at `index` (which must be below the published size).
+    pub(crate) async fn entry(&self, a: &Active, index: u64) -> ApiResult<Vec<u8>> {
+        let n = index / WIDTH;
+        let i = usize::try_from(index % WIDTH).unwrap_or(0);
+        let tail = self.tail.read().map_err(|_| poisoned())?.clone();
+        if n * WIDTH == tail.start {
+            if let Some(e) = tail.entries.get(i) {
+                return Ok(e.to_vec());
+            }
+        }
+        let full = self.full_bundle(a, n).await?;
+        tile::parse_bundle(&full)
+            .and_then(|v| v.get(i).map(|e| e.to_vec()))
+            .ok_or_else(|| unavailable(format!("entry {index} is missing from its bundle")))
+    }
+
+    /// The inclusion proof of `index` in the published tree of `size` (≤ the head's size).
+    pub(crate) fn inclusion(&self, index: u64, size: u64) -> ApiResult<Vec<Hash>> {
+        let head = self.head()?;
+        if size > head.size {
+            return Err(ApiError::bad(format!(
+                "size: {size} is beyond the log's size {}",
+                head.size
+            )));
+        }
+        if index >= size {
+            return Err(ApiError::bad(format!(
+                "index: {index} is not below the tree size {size}"
+            )));
+        }
+        let tree = self.tree.read().map_err(|_| poisoned())?;
+        merkle::inclusion_proof(&*tree, index, size).map_err(ApiError::internal)
+    }
+
+    /// The consistency proof between published sizes `old ≤ new`.
+    pub(crate) fn consistency(&self, old: u64, new: u64) -> ApiResult<Vec<Hash>> {
+        let head = self.head()?;
+        if new > head.size || old > new {
+            return Err(ApiError::bad(format!(
+                "sizes: need old ≤ new ≤ {} (got old {old}, new {new})",
+                head.size
+            )));
+        }
+        let tree = self.tree.read().map_err(|_| poisoned())?;
+        merkle::consistency_proof(&*tree, old, new).map_err(ApiError::internal)
+    }
+
+    /// A receipt for `index` against the newest checkpoint.
+    pub(crate) async fn receipt(&self, a: &Active, index: u64) -> ApiResult<Receipt> {
+        use base64::Engine as _;
+        let head = self.head()?;
+        if index >= head.size {
+            return Err(ApiError::NotFound);
+        }
+        let entry = self.entry(a, index).await?;
+        let proof = self.inclusion(index, head.size)?;
+        Ok(Receipt {
+            origin: self.origin.clone(),
+            index,
+            entry: base64::engine::general_purpose::STANDARD.encode(entry),
+            inclusion_proof: encode_hashes(&proof),
+            checkpoint: head.note.to_string(),
+        })
+    }
+}
+
+async fn sequencer(
+    log: Weak<Log>,
+    active: Weak<Active>,
+    mut rx: mpsc::Receiver<Pending>,
+    mut seq: Seq,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = Vec::with_capacity(64);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let (Some(log), Some(a)) = (log.upgrade(), active.upgrade()) else {
+            for p in batch {
+                let _ = p.reply.send(Err("the server is sealed".into()));
+            }
+            break;
+        };
+        if seq.reload {
+            match reload(&log, &a, &mut seq).await {
+                Ok(()) => seq.reload = false,
+                Err(e) => {
+                    for p in batch {
+                        let _ = p
+                            .reply
+                            .send(Err(format!("reloading after a failed write: {e}")));
+                    }
+                    continue;
+                }
+            }
+        }
+        commit(&log, &a, &mut seq, batch).await;
+    }
+}
+
+async fn reload(log: &Log, a: &Active, seq: &mut Seq) -> ApiResult<()> {
+    let l = load(a, &log.origin, &log.signer).await?;
+    let published = log.head.read().map_err(|_| poisoned())?.size;
+    if l.head.size < published {
+        return Err(unavailable(
+            "the stored log is shorter than the published checkpoint",
+        ));
+    }
+    seq.size = l.head.size;
+    seq.tail = l.tail.entries.clone();
+    seq.tail_start = l.tail.start;
+    *log.tree.write().map_err(|_| poisoned())? = l.tree;
+    *log.tail.write().map_err(|_| poisoned())? = Arc::new(l.tail);
+    *log.head.write().map_err(|_| poisoned())? = Arc::new(l.head);
+    Ok(())
+}
+
+async fn commit(log: &Log, a: &Active, seq: &mut Seq, batch: Vec<Pending>) {
+    let time = u64::try_from(now_unix()).unwrap_or(0);
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut fresh: Vec<Arc<[u8]>> = Vec::with_capacity(batch.len());
+    for p in batch {
+        match Entry::new(time, p.event).encode() {
+            Ok(b) => {
+                fresh.push(Arc::from(b));
+                replies.push(p.reply);
+            }
+            Err(e) => {
+                let _ = p.reply.send(Err(e.to_string()));
+            }
+        }
+    }
+    if fresh.is_empty() {
+        return;
+    }
+    let old = seq.size;
+    let new = old + fresh.len() as u64;
+    let result = write_batch(log, a, seq, &fresh, old, new).await;
+    match result {
+        Ok(full) => {
+            for (n, b) in full {
+                let _ = log.cache_bundle(n, Arc::new(b));
+            }
+            for (i, r) in replies.into_iter().enumerate() {
+                let _ = r.send(Ok(old + i as u64));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "transparency log batch not committed");
+            if let Ok(mut t) = log.tree.write() {
+                t.truncate(old);
+            }
+            seq.reload = true;
+            for r in replies {
+                let _ = r.send(Err(e.to_string()));
+            }
+        }
+    }
+}
+
+/// Writes one batch; returns the bundles it completed (for the cache).
+async fn write_batch(
+    log: &Log,
+    a: &Active,
+    seq: &mut Seq,
+    fresh: &[Arc<[u8]>],
+    old: u64,
+    new: u64,
+) -> ApiResult<Vec<(u64, Vec<u8>)>> {
+    {
+        let mut t = log.tree.write().map_err(|_| poisoned())?;
+        for e in fresh {
+            t.push(leaf_hash(e));
+        }
+    }
+    let root = {
+        let t = log.tree.read().map_err(|_| poisoned())?;
+        merkle::root(&*t, new).map_err(ApiError::internal)?
+    };
+    let note = sign(&log.signer, &log.origin, new, root);
+    let mut all: Vec<Arc<[u8]>> = Vec::with_capacity(seq.tail.len() + fresh.len());
+    all.extend(seq.tail.iter().cloned());
+    all.extend(fresh.iter().cloned());
+    let first = seq.tail_start / WIDTH;
+    let mut ops = Vec::with_capacity(all.len() / WIDTH as usize + 2);
+    let mut full = Vec::new();
+    for (i, chunk) in all.chunks(WIDTH as usize).enumerate() {
+        let n = first + i as u64;
+        let bytes = tile::encode_bundle(chunk.iter().map(|e| &e[..]))
+            .ok_or_else(|| ApiError::internal(std::io::Error::other("entry too large")))?;
+        let path = bundle_path(n);
+        ops.push(WriteOp::Put {
+            value: a.encrypt(&path, &bytes)?,
+            key: path,
+        });
+        if chunk.len() == WIDTH as usize {
+            full.push((n, bytes));
+        }
+    }
+    ops.push(WriteOp::Put {
+        key: CHECKPOINT_PATH.into(),
+        value: a.encrypt(CHECKPOINT_PATH, note.as_bytes())?,
+    });
+    a.store.write(ops).await?;
+    // Durable: publish.
+    let done = full.len() * WIDTH as usize;
+    seq.tail = all.split_off(done);
+    seq.tail_start += done as u64;
+    seq.size = new;
+    *log.tail.write().map_err(|_| poisoned())? = Arc::new(Tail {
+        start: seq.tail_start,
+        entries: seq.tail.clone(),
+    });
+    *log.head.write().map_err(|_| poisoned())? = Arc::new(Head {
+        size: new,
+        note: Arc::from(note),
+    });
+    debug_assert!(old <= new);
+    Ok(full)
+}
+
+/// Whether `sub` (below `sys/tlog/`) is a path of the log's read API.
+pub(crate) fn is_route(sub: &str) -> bool {
+    matches!(
+        sub,
+        "checkpoint" | "key" | "proof/inclusion" | "proof/consistency"
+    ) || sub.starts_with("tile/")
+        || sub.strip_prefix("entry/").is_some_and(|i| {
+            !i.is_empty() && i.len() <= 20 && i.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
+fn u64_field(req: &crate::logical::Request, k: &str) -> ApiResult<Option<u64>> {
+    match req.str_field(k) {
+        None => Ok(None),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::bad(format!("{k}: must be a non-negative integer"))),
+    }
+}
+
+/// Full tiles never change: cache them for a year.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// Checkpoints and partial tiles change as the log grows.
+const REVALIDATE: &str = "no-cache";
+
+/// The log's read API: C2SP tiles and checkpoint (raw bodies with cache headers), the proof
+/// API and receipts (JSON). Unauthenticated, like a CA's CRL: the log is public by design and
+/// holds nothing secret.
+pub(crate) async fn handle(
+    a: &Active,
+    sub: &str,
+    req: &crate::logical::Request,
+) -> ApiResult<crate::logical::Response> {
+    use crate::logical::Response;
+    use serde_json::json;
+    let log = a.log()?;
+    match sub {
+        "checkpoint" => {
+            let head = log.head()?;
+            Ok(Response {
+                raw: Some(("text/plain; charset=utf-8", head.note.as_bytes().to_vec())),
+                cache_control: Some(REVALIDATE),
+                ..Default::default()
+            })
+        }
+        "key" => Ok(Response::data(json!({
+            "origin": log.origin,
+            "vkey": log.vkey(),
+        }))),
+        "proof/inclusion" => {
+            let head = log.head()?;
+            let index = u64_field(req, "index")?.ok_or_else(|| ApiError::bad("index: required"))?;
+            let size = u64_field(req, "size")?.unwrap_or(head.size);
+            let proof = log.inclusion(index, size)?;
+            Ok(Response::data(json!({
+                "index": index,
+                "size": size,
+                "inclusion_proof": encode_hashes(&proof),
+            })))
+        }
+        "proof/consistency" => {
+            let head = log.head()?;
+            let old = u64_field(req, "old")?.ok_or_else(|| ApiError::bad("old: required"))?;
+            let new = u64_field(req, "new")?.unwrap_or(head.size);
+            let proof = log.consistency(old, new)?;
+            Ok(Response::data(json!({
+                "old": old,
+                "new": new,
+                "consistency_proof": encode_hashes(&proof),
+            })))
+        }
+        _ => {
+            if let Some(i) = sub.strip_prefix("entry/") {
+                let index: u64 = i
+                    .parse()
+                    .map_err(|_| ApiError::bad("index: must be a non-negative integer"))?;
+                let r = log.receipt(a, index).await?;
+                return Ok(Response::data(serde_json::to_value(r)?));
+            }
+            let id = TileId::parse(sub).map_err(|e| ApiError::bad(format!("tile path: {e}")))?;
+            let bytes = log.tile(a, &id).await?.ok_or(ApiError::NotFound)?;
+            Ok(Response {
+                raw: Some(("application/octet-stream", bytes)),
+                cache_control: Some(if u64::from(id.width) == WIDTH {
+                    IMMUTABLE
+                } else {
+                    REVALIDATE
+                }),
+                ..Default::default()
+            })
+        }
+    }
+}
