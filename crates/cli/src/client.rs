@@ -97,6 +97,42 @@ impl Client {
         Ok(v)
     }
 
+    /// GETs a raw body (tiles, checkpoints) of at most `limit` bytes; `None` for 404.
+    pub async fn get_bytes(&self, path: &str, limit: usize) -> CliResult<Option<Vec<u8>>> {
+        let url = format!("{}/v1/{}", self.addr, path.trim_start_matches('/'));
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| CliError::Transport {
+                url: url.clone(),
+                source,
+            })?;
+        let status = resp.status().as_u16();
+        if status == 404 {
+            return Ok(None);
+        }
+        let body = resp.bytes().await.map_err(|source| CliError::Transport {
+            url: url.clone(),
+            source,
+        })?;
+        if status >= 400 {
+            return Err(CliError::Api {
+                method: "GET".into(),
+                url,
+                status,
+                errors: vec![String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned()],
+            });
+        }
+        if body.len() > limit {
+            return Err(CliError::Other(format!(
+                "GET {url}: the body is larger than {limit} bytes"
+            )));
+        }
+        Ok(Some(body.to_vec()))
+    }
+
     /// Like `call`, but with `allow_any_status` returns non-2xx bodies instead of failing.
     pub async fn call_status(
         &self,

@@ -160,6 +160,60 @@ pub struct Revocation {
     pub fetch_ocsp: bool,
 }
 
+/// The transparency log whose receipts the bundle carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlogPolicy {
+    /// The log's checkpoint key (`origin+hash+base64`, from `sys/tlog/key`).
+    pub key: String,
+    /// Witness cosigner keys (`name+hash+base64`, type 0x04).
+    #[serde(default)]
+    pub witnesses: Vec<String>,
+    /// How many distinct witnesses must have cosigned the receipt's checkpoint.
+    #[serde(default)]
+    pub witness_threshold: usize,
+    /// Deny bundles without a valid receipt (otherwise a receipt is checked when present).
+    #[serde(default)]
+    pub required: bool,
+}
+
+impl TlogPolicy {
+    /// The verifiers the policy names (checked by [`Policy::parse`]).
+    pub fn trust(&self) -> Result<custos_tlog::receipt::Trust, PolicyError> {
+        use custos_tlog::note::{Verifier, TYPE_COSIGNATURE, TYPE_ED25519};
+        let log = Verifier::parse(&self.key).map_err(|e| bad("tlog.key", e.to_string()))?;
+        if log.kind != TYPE_ED25519 {
+            return Err(bad("tlog.key", "must be an Ed25519 note key (type 1)"));
+        }
+        let mut witnesses = Vec::new();
+        for (i, w) in self.witnesses.iter().enumerate() {
+            let v = Verifier::parse(w)
+                .map_err(|e| bad(&format!("tlog.witnesses[{i}]"), e.to_string()))?;
+            if v.kind != TYPE_COSIGNATURE {
+                return Err(bad(
+                    &format!("tlog.witnesses[{i}]"),
+                    "must be an Ed25519 cosignature key (type 4)",
+                ));
+            }
+            if witnesses.contains(&v) {
+                return Err(bad(&format!("tlog.witnesses[{i}]"), "is listed twice"));
+            }
+            witnesses.push(v);
+        }
+        if self.witness_threshold > witnesses.len() {
+            return Err(bad(
+                "tlog.witness_threshold",
+                format!("is more than the {} witnesses listed", witnesses.len()),
+            ));
+        }
+        Ok(custos_tlog::receipt::Trust {
+            log,
+            witnesses,
+            threshold: self.witness_threshold,
+        })
+    }
+}
+
 /// The install policy.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -176,6 +230,9 @@ pub struct Policy {
     /// Revocation.
     #[serde(default)]
     pub revocation: Revocation,
+    /// The transparency log (receipts in the bundle; the witnessed signing time).
+    #[serde(default)]
+    pub tlog: Option<TlogPolicy>,
 }
 
 fn is_hex64(s: &str) -> bool {
@@ -250,6 +307,9 @@ impl Policy {
                 "device_classes",
                 "at least one device class is required",
             ));
+        }
+        if let Some(t) = &p.tlog {
+            t.trust()?;
         }
         if p.verify.threshold == 0 {
             return Err(bad("verify.threshold", "must be at least 1"));

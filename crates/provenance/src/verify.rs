@@ -125,11 +125,17 @@ pub fn evaluate(ev: &Evidence) -> Verdict {
     };
     let b = ev.bundle;
     let vm = &b.verification_material;
-    // The signing time: a transparency-log time once the log supplies one; the signer's
-    // claim until then.
-    let signed_at = statement::rfc3339(&b.signed_at).unwrap_or(i64::MAX);
+    // The signing time: the transparency log's integrated time when the policy names the log
+    // and the bundle carries a valid receipt for these envelopes; the signer's claim otherwise.
+    let (signed_at, source) = match logged_time(ev, &mut o) {
+        Some(t) => (t, "tlog"),
+        None => (
+            statement::rfc3339(&b.signed_at).unwrap_or(i64::MAX),
+            "signer",
+        ),
+    };
     o.facts.signed_at = Some(statement::to_rfc3339(signed_at));
-    o.facts.time_source = Some("signer");
+    o.facts.time_source = Some(source);
     if signed_at > ev.now + SKEW {
         o.fail("signature.time", "the signing time is in the future");
     }
@@ -159,6 +165,84 @@ pub fn evaluate(ev: &Evidence) -> Verdict {
         failures: o.failures,
         facts: o.facts,
     }
+}
+
+/// The integrated time of a receipt that proves these envelopes were logged as a firmware
+/// signing event: the log's signature on the checkpoint, the witness threshold, the inclusion
+/// proof, and the entry's envelope digests. Failures are `tlog.inclusion`.
+fn logged_time(ev: &Evidence, o: &mut Out) -> Option<i64> {
+    use custos_tlog::entry::Event;
+    use custos_tlog::receipt::Receipt;
+    let tp = ev.policy.tlog.as_ref()?;
+    let trust = match tp.trust() {
+        Ok(t) => t,
+        Err(e) => {
+            o.fail("tlog.inclusion", e.to_string());
+            return None;
+        }
+    };
+    let b = ev.bundle;
+    if b.tlog_entries.is_empty() {
+        if tp.required {
+            o.fail(
+                "tlog.inclusion",
+                "the bundle carries no transparency-log receipt",
+            );
+        }
+        return None;
+    }
+    let want: Vec<(String, String)> = b
+        .dsse_envelopes
+        .iter()
+        .map(|e| {
+            let digest = crate::dsse::decode_b64(&e.payload)
+                .map(|p| sha256_hex(&p))
+                .unwrap_or_default();
+            (e.payload_type.clone(), digest)
+        })
+        .collect();
+    let mut why = Vec::new();
+    for (i, v) in b.tlog_entries.iter().enumerate() {
+        let checked = Receipt::parse(v).and_then(|r| r.verify(&trust));
+        let verified = match checked {
+            Ok(x) => x,
+            Err(e) => {
+                why.push(format!("receipt {i}: {e}"));
+                continue;
+            }
+        };
+        let Event::FirmwareSigned { envelopes, .. } = &verified.entry.event else {
+            why.push(format!(
+                "receipt {i}: the entry is a {} event, not fw.sign",
+                verified.entry.event.kind()
+            ));
+            continue;
+        };
+        let got: Vec<(String, String)> = envelopes
+            .iter()
+            .map(|e| (e.payload_type.clone(), e.payload_sha256.clone()))
+            .collect();
+        if got != want {
+            why.push(format!(
+                "receipt {i}: the logged envelope digests are not this bundle's"
+            ));
+            continue;
+        }
+        let t = i64::try_from(verified.entry.time).unwrap_or(i64::MAX);
+        if verified
+            .witness_times
+            .first()
+            .is_some_and(|w| t > i64::try_from(*w).unwrap_or(i64::MAX) + SKEW)
+        {
+            why.push(format!(
+                "receipt {i}: the log's time is after a witness cosigned the checkpoint"
+            ));
+            continue;
+        }
+        return Some(t);
+    }
+    o.fail("tlog.inclusion", why.join("; "));
+    None
 }
 
 /// Signatures by pinned keys. Returns the envelopes that passed.

@@ -114,6 +114,10 @@ pub struct SignArgs {
     /// Keyless: the PKI mount.
     #[arg(long, default_value = "pki")]
     mount: String,
+    /// Register the bundle in this provenance mount (authenticated with CUSTOS_TOKEN): the
+    /// server logs the signing event and the bundle gets its transparency-log receipt.
+    #[arg(long)]
+    register: Option<String>,
     /// Keyless: the code-signing role.
     #[arg(long, default_value = "codesign")]
     role: String,
@@ -508,8 +512,31 @@ async fn sign(cli: &Cli, a: &SignArgs) -> CliResult<()> {
             FileSigner::from_pkcs8_pem(&pem).map_err(|e| err(format!("{}: {e}", k.display())))?;
         (Box::new(s), Vec::new())
     };
-    let b = custos_provenance::sign_bundle(&req, &[signer.as_ref()], chain)
+    let mut b = custos_provenance::sign_bundle(&req, &[signer.as_ref()], chain)
         .map_err(|e| err(format!("signing: {e}")))?;
+    if let Some(mount) = &a.register {
+        // Registration logs the signing event; the receipt makes `fw verify` work offline
+        // with the log's integrated time as the signing time.
+        let body = serde_json::json!({ "bundle": serde_json::to_value(&b).map_err(|e| err(e.to_string()))? });
+        let v = cli
+            .client()?
+            .call(
+                "POST",
+                &format!("{}/bundles", mount.trim_end_matches('/')),
+                Some(&body),
+            )
+            .await?;
+        let receipts = v["data"]["tlog_entries"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if receipts.is_empty() {
+            return Err(err(
+                "the server registered the bundle but returned no log receipt",
+            ));
+        }
+        b.tlog_entries = receipts;
+    }
     write_durably(&a.out, b.to_json().as_bytes(), 0o644)?;
     outln!(
         "signed {} (sha256 {}) as {}: {}",

@@ -6,6 +6,7 @@ mod bench;
 mod bench_nrf;
 mod fw;
 mod generic;
+mod log;
 mod operator;
 mod pki;
 mod policy;
@@ -79,6 +80,10 @@ pub enum Command {
     /// Firmware provenance: sign images, verify before install, install with anti-rollback.
     #[command(subcommand)]
     Fw(fw::FwCmd),
+    /// The transparency log: verify inclusion, audit tiles and check consistency offline;
+    /// mirror the log.
+    #[command(subcommand)]
+    Log(log::LogCmd),
     /// Drive the HTTP API with concurrent clients and report ops/s, p50 and p99.
     Bench(bench::BenchArgs),
 }
@@ -148,6 +153,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::List(a) => generic::list(&cli, a).await,
         Command::Delete(a) => generic::delete(&cli, a).await,
         Command::Fw(c) => fw::run(&cli, c).await,
+        Command::Log(c) => log::run(&cli, c).await,
         Command::Bench(a) => bench::run(&cli, a).await,
     }
 }
