@@ -122,24 +122,55 @@ enum Tiles<'a> {
     Server(&'a Client),
 }
 
+fn read_tile(d: &Path, path: &str) -> CliResult<Option<Vec<u8>>> {
+    let p = d.join(path);
+    match std::fs::read(&p) {
+        Ok(b) if b.len() <= MAX_TILE => Ok(Some(b)),
+        Ok(_) => Err(tampered(format!("{path}: oversized"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(CliError::Io {
+            what: format!("reading {}", p.display()),
+            source,
+        }),
+    }
+}
+
+/// The first `width` hashes or entries of a wider tile of the same index (a mirror keeps
+/// only the newest width; a narrower tile is always its prefix).
+fn prefix_of(id: &TileId, wider: &[u8]) -> Option<Vec<u8>> {
+    let w = usize::from(id.width);
+    match id.level {
+        Some(_) => wider.get(..w * 32).map(<[u8]>::to_vec),
+        None => tile::parse_bundle(wider)
+            .filter(|e| e.len() >= w)
+            .and_then(|e| tile::encode_bundle(e.into_iter().take(w))),
+    }
+}
+
 impl Tiles<'_> {
     async fn get(&self, id: &TileId) -> CliResult<Vec<u8>> {
         let path = id.path();
         let got = match self {
-            Tiles::Dir(d) => {
-                let p = d.join(&path);
-                match std::fs::read(&p) {
-                    Ok(b) if b.len() <= MAX_TILE => Some(b),
-                    Ok(_) => return Err(tampered(format!("{path}: oversized"))),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                    Err(source) => {
-                        return Err(CliError::Io {
-                            what: format!("reading {}", p.display()),
-                            source,
-                        })
+            Tiles::Dir(d) => match read_tile(d, &path)? {
+                Some(b) => Some(b),
+                None => {
+                    let mut found = None;
+                    for w in (u64::from(id.width) + 1..=WIDTH).rev() {
+                        let wider = TileId {
+                            width: u16::try_from(w).unwrap_or(256),
+                            ..*id
+                        };
+                        if let Some(b) = read_tile(d, &wider.path())? {
+                            found =
+                                Some(prefix_of(id, &b).ok_or_else(|| {
+                                    tampered(format!("{}: too short", wider.path()))
+                                })?);
+                            break;
+                        }
                     }
+                    found
                 }
-            }
+            },
             Tiles::Server(c) => c.get_bytes(&format!("sys/tlog/{path}"), MAX_TILE).await?,
         };
         got.ok_or_else(|| tampered(format!("{path} is missing")))
