@@ -186,7 +186,25 @@ struct RawConfig {
     telemetry: RawTelemetry,
     cluster_name: Option<String>,
     tlog_origin: Option<String>,
+    #[serde(default)]
+    tlog_witnesses: Vec<RawWitness>,
     sbi: Option<RawSbi>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWitness {
+    url: String,
+    key: String,
+}
+
+/// A witness the log asks for cosignatures (C2SP tlog-witness).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlogWitness {
+    /// Its base URL (`<url>/add-checkpoint`).
+    pub url: String,
+    /// Its cosigner key (`name+hash+base64`, type 4).
+    pub key: String,
 }
 
 /// Request limits.
@@ -237,6 +255,8 @@ pub struct Config {
     /// The transparency log's origin when it is created (a schema-less URL, e.g.
     /// `custos.example.net/log`).
     pub tlog_origin: String,
+    /// Witnesses that cosign the log's checkpoints.
+    pub tlog_witnesses: Vec<TlogWitness>,
     /// The NRF's SBI listener, if configured.
     pub sbi: Option<SbiConfig>,
 }
@@ -437,6 +457,24 @@ impl Config {
                 })
             }
         };
+        let mut tlog_witnesses = Vec::new();
+        for w in &raw.tlog_witnesses {
+            let v = custos_tlog::note::Verifier::parse(&w.key)
+                .map_err(|e| invalid("tlog_witnesses.key", e.to_string()))?;
+            if v.kind != custos_tlog::note::TYPE_COSIGNATURE {
+                return Err(invalid(
+                    "tlog_witnesses.key",
+                    "must be a cosignature key (type 4)",
+                ));
+            }
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return Err(invalid("tlog_witnesses.url", "must be an http(s) URL"));
+            }
+            tlog_witnesses.push(TlogWitness {
+                url: w.url.trim_end_matches('/').to_string(),
+                key: w.key.clone(),
+            });
+        }
         let tlog_origin = raw.tlog_origin.unwrap_or_else(|| "custos.local/log".into());
         if tlog_origin.is_empty()
             || tlog_origin.len() > 255
@@ -461,6 +499,7 @@ impl Config {
             unauthenticated_metrics_access: raw.telemetry.unauthenticated_metrics_access,
             cluster_name: raw.cluster_name.unwrap_or_else(|| "custos".into()),
             tlog_origin,
+            tlog_witnesses,
         })
     }
 }

@@ -39,6 +39,8 @@ pub struct CoreConfig {
     /// The transparency log's origin (checkpoint first line, key name), used when the log is
     /// created; an existing log keeps its own.
     pub tlog_origin: String,
+    /// Witnesses asked to cosign each new checkpoint.
+    pub tlog_witnesses: Vec<crate::config::TlogWitness>,
 }
 
 impl Default for CoreConfig {
@@ -51,6 +53,7 @@ impl Default for CoreConfig {
             unauthenticated_metrics_access: false,
             cluster_name: "custos".into(),
             tlog_origin: "custos.local/log".into(),
+            tlog_witnesses: Vec::new(),
         }
     }
 }
@@ -645,7 +648,8 @@ impl Core {
         }
         active.audit.load(&active).await?;
         let active = Arc::new(active);
-        let log = crate::tlog::Log::open(&active, &self.cfg.tlog_origin).await?;
+        let log = crate::tlog::Log::open(&active, &self.cfg.tlog_origin, &self.cfg.tlog_witnesses)
+            .await?;
         let _ = active.tlog.set(log);
         *self.state.write().map_err(|_| poisoned())? = State::Active(active);
         tracing::info!("custos unsealed");

@@ -35,6 +35,7 @@ mod sbi;
 pub mod seal;
 mod tlog;
 pub mod token;
+pub mod witness;
 
 pub use crate::config::{Config, ConfigError, StorageConfig};
 pub use crate::core::{Core, CoreConfig};
@@ -94,6 +95,7 @@ fn core_config(cfg: &Config) -> CoreConfig {
         unauthenticated_metrics_access: cfg.unauthenticated_metrics_access,
         cluster_name: cfg.cluster_name.clone(),
         tlog_origin: cfg.tlog_origin.clone(),
+        tlog_witnesses: cfg.tlog_witnesses.clone(),
     }
 }
 

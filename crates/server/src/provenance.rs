@@ -212,7 +212,10 @@ async fn register(a: &Active, m: &MountEntry, req: &Request, who: &str) -> ApiRe
             requester: who.to_string(),
         })
         .await?;
-    let receipt = serde_json::to_value(log.receipt(a, index).await?)?;
+    let receipt = serde_json::to_value(
+        log.witnessed_receipt(a, index, std::time::Duration::from_secs(10))
+            .await?,
+    )?;
     let mut logged = bare;
     logged.tlog_entries = vec![receipt.clone()];
     bundles.push(serde_json::to_value(&logged)?);

@@ -29,6 +29,7 @@ use custos_tlog::merkle::{self, leaf_hash, Hash, MemoryTree};
 use custos_tlog::note::{self, Signer, TYPE_ED25519};
 use custos_tlog::receipt::{encode_hashes, Receipt};
 use custos_tlog::tile::{self, TileId, WIDTH};
+use custos_tlog::witness;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -100,6 +101,14 @@ pub(crate) struct Log {
     broken: RwLock<Option<String>>,
     /// Audit chain heads last logged, per device.
     audit_heads: tokio::sync::Mutex<HashMap<String, u64>>,
+    /// Witnesses: base URL and cosigner key.
+    witnesses: Vec<(String, note::Verifier)>,
+    /// The newest checkpoint with witness cosignatures: (size, note).
+    cosigned: RwLock<Option<(u64, Arc<str>)>>,
+    /// Wakes the cosigning task.
+    kick: tokio::sync::Notify,
+    /// Wakes callers waiting for a cosigned checkpoint.
+    cosigned_changed: tokio::sync::Notify,
 }
 
 /// What the sequencer owns between batches.
@@ -198,7 +207,18 @@ fn sign(signer: &Signer, origin: &str, size: u64, root: Hash) -> String {
 impl Log {
     /// Opens the log at unseal: creates its key and empty checkpoint on first use, rebuilds
     /// the tree, and starts the sequencer.
-    pub(crate) async fn open(a: &Arc<Active>, origin: &str) -> ApiResult<Arc<Log>> {
+    pub(crate) async fn open(
+        a: &Arc<Active>,
+        origin: &str,
+        witnesses: &[crate::config::TlogWitness],
+    ) -> ApiResult<Arc<Log>> {
+        let mut ws = Vec::new();
+        for w in witnesses {
+            ws.push((
+                w.url.clone(),
+                note::Verifier::parse(&w.key).map_err(unavailable)?,
+            ));
+        }
         let signer = match a.get_json::<StoredKey>(KEY_PATH).await? {
             Some(k) => {
                 use base64::Engine as _;
@@ -273,8 +293,15 @@ impl Log {
             tx,
             broken: RwLock::new(broken),
             audit_heads: tokio::sync::Mutex::new(HashMap::new()),
+            witnesses: ws,
+            cosigned: RwLock::new(None),
+            kick: tokio::sync::Notify::new(),
+            cosigned_changed: tokio::sync::Notify::new(),
         });
         tokio::spawn(sequencer(Arc::downgrade(&log), Arc::downgrade(a), rx, seq));
+        if !log.witnesses.is_empty() {
+            tokio::spawn(cosigner(Arc::downgrade(&log)));
+        }
         Ok(log)
     }
 
@@ -439,22 +466,72 @@ impl Log {
         merkle::consistency_proof(&*tree, old, new).map_err(ApiError::internal)
     }
 
-    /// A receipt for `index` against the newest checkpoint.
+    /// The checkpoint to serve: the newest one, with witness cosignatures once collected.
+    pub(crate) fn served_checkpoint(&self) -> ApiResult<Arc<str>> {
+        let head = self.head()?;
+        if let Some((size, note)) = &*self.cosigned.read().map_err(|_| poisoned())? {
+            if *size == head.size {
+                return Ok(note.clone());
+            }
+        }
+        Ok(head.note.clone())
+    }
+
+    /// A receipt for `index`: against the newest cosigned checkpoint that covers it, else the
+    /// newest checkpoint.
     pub(crate) async fn receipt(&self, a: &Active, index: u64) -> ApiResult<Receipt> {
         use base64::Engine as _;
         let head = self.head()?;
         if index >= head.size {
             return Err(ApiError::NotFound);
         }
+        let (size, note) = match &*self.cosigned.read().map_err(|_| poisoned())? {
+            Some((size, note)) if *size > index => (*size, note.clone()),
+            _ => (head.size, head.note.clone()),
+        };
         let entry = self.entry(a, index).await?;
-        let proof = self.inclusion(index, head.size)?;
+        let proof = self.inclusion(index, size)?;
         Ok(Receipt {
             origin: self.origin.clone(),
             index,
             entry: base64::engine::general_purpose::STANDARD.encode(entry),
             inclusion_proof: encode_hashes(&proof),
-            checkpoint: head.note.to_string(),
+            checkpoint: note.to_string(),
         })
+    }
+
+    /// Like [`Log::receipt`], but with witnesses configured waits (up to `wait`) for a
+    /// cosigned checkpoint that covers `index`, so the receipt satisfies k-of-n verifiers.
+    pub(crate) async fn witnessed_receipt(
+        &self,
+        a: &Active,
+        index: u64,
+        wait: std::time::Duration,
+    ) -> ApiResult<Receipt> {
+        if !self.witnesses.is_empty() {
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                let covered = self
+                    .cosigned
+                    .read()
+                    .map_err(|_| poisoned())?
+                    .as_ref()
+                    .is_some_and(|(s, _)| *s > index);
+                if covered {
+                    break;
+                }
+                let changed = self.cosigned_changed.notified();
+                self.kick.notify_one();
+                if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                    tracing::warn!(
+                        index,
+                        "no witness cosigned in time; receipt without cosignatures"
+                    );
+                    break;
+                }
+            }
+        }
+        self.receipt(a, index).await
     }
 }
 
@@ -613,6 +690,7 @@ async fn write_batch(
         size: new,
         note: Arc::from(note),
     });
+    log.kick.notify_one();
     debug_assert!(old <= new);
     Ok(full)
 }
@@ -656,9 +734,9 @@ pub(crate) async fn handle(
     let log = a.log()?;
     match sub {
         "checkpoint" => {
-            let head = log.head()?;
+            let note = log.served_checkpoint()?;
             Ok(Response {
-                raw: Some(("text/plain; charset=utf-8", head.note.as_bytes().to_vec())),
+                raw: Some(("text/plain; charset=utf-8", note.as_bytes().to_vec())),
                 cache_control: Some(REVALIDATE),
                 ..Default::default()
             })
@@ -710,4 +788,114 @@ pub(crate) async fn handle(
             })
         }
     }
+}
+
+/// How long a witness may take to answer.
+const WITNESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Asks every witness to cosign each new checkpoint (C2SP tlog-witness `add-checkpoint`),
+/// verifies the cosignatures, and publishes the checkpoint with them.
+async fn cosigner(log: Weak<Log>) {
+    let http = match reqwest::Client::builder().timeout(WITNESS_TIMEOUT).build() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "witness client");
+            return;
+        }
+    };
+    // What each witness has cosigned, as far as the log knows (learnt from 409 answers).
+    let mut known: Vec<u64> = Vec::new();
+    let mut done: Option<u64> = None;
+    loop {
+        let Some(l) = log.upgrade() else { return };
+        let kicked = l.kick.notified();
+        if known.len() != l.witnesses.len() {
+            known = vec![0; l.witnesses.len()];
+        }
+        if let Ok(head) = l.head() {
+            if done != Some(head.size) {
+                if let Some(cosigned) = cosign_round(&l, &http, &head, &mut known).await {
+                    if let Ok(mut c) = l.cosigned.write() {
+                        *c = Some((head.size, Arc::from(cosigned)));
+                    }
+                    done = Some(head.size);
+                    l.cosigned_changed.notify_waiters();
+                }
+            }
+        }
+        // Holding the log here delays its drop after a seal by at most this wait.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), kicked).await;
+    }
+}
+
+async fn cosign_round(
+    l: &Log,
+    http: &reqwest::Client,
+    head: &Head,
+    known: &mut [u64],
+) -> Option<String> {
+    let (body, _) = note::parse(&head.note).ok()?;
+    let mut lines = Vec::new();
+    for (i, (url, key)) in l.witnesses.iter().enumerate() {
+        for _attempt in 0..2 {
+            let old = known[i].min(head.size);
+            let Ok(proof) = l.consistency(old, head.size) else {
+                known[i] = 0;
+                continue;
+            };
+            let req = witness::AddCheckpoint {
+                old,
+                proof,
+                checkpoint: head.note.to_string(),
+            };
+            let resp = http
+                .post(format!("{url}/add-checkpoint"))
+                .body(req.encode())
+                .send()
+                .await;
+            let r = match resp {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(witness = %url, error = %e, "witness unreachable");
+                    break;
+                }
+            };
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap_or_default();
+            match status {
+                200 => {
+                    // Keep only lines that verify as this witness's cosignature on this body.
+                    let candidate = format!("{body}\n{text}");
+                    match note::open(&candidate, std::slice::from_ref(key)) {
+                        Ok(_) => {
+                            lines.push(text.trim_end_matches('\n').to_string());
+                            known[i] = head.size;
+                        }
+                        Err(e) => tracing::warn!(witness = %url, error = %e, "bad cosignature"),
+                    }
+                    break;
+                }
+                409 => match text.trim().parse::<u64>() {
+                    Ok(n) if n <= head.size => known[i] = n,
+                    _ => {
+                        tracing::error!(witness = %url, answer = %text.trim(), "the witness has seen a larger tree than this log");
+                        break;
+                    }
+                },
+                _ => {
+                    tracing::error!(witness = %url, status, answer = %text.trim(), "the witness refused to cosign");
+                    break;
+                }
+            }
+        }
+    }
+    if lines.is_empty() {
+        return None;
+    }
+    let mut out = head.note.to_string();
+    for line in lines {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Some(out)
 }

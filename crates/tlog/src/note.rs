@@ -267,7 +267,19 @@ impl Signer {
         Ok((Signer::from_seed(name, kind, &seed)?, seed))
     }
 
-    /// Parses Go's `PRIVATE+KEY+name+hash+base64(0x01||seed)` signer key.
+    /// Go's `PRIVATE+KEY+name+hash+base64(type||seed)` signer key string for `seed`.
+    pub fn skey(name: &str, kind: u8, seed: &[u8]) -> Result<Zeroizing<String>, NoteError> {
+        let s = Signer::from_seed(name, kind, seed)?;
+        let mut raw = Zeroizing::new(vec![kind]);
+        raw.extend_from_slice(seed);
+        Ok(Zeroizing::new(format!(
+            "PRIVATE+KEY+{name}+{:08x}+{}",
+            s.verifier.key_id,
+            B64.encode(&*raw)
+        )))
+    }
+
+    /// Parses Go's `PRIVATE+KEY+name+hash+base64(type||seed)` signer key (type 1 or 4).
     pub fn parse_skey(skey: &str) -> Result<Signer, NoteError> {
         let bad = NoteError::BadKey;
         let rest = skey
@@ -279,8 +291,10 @@ impl Signer {
         };
         let raw = Zeroizing::new(B64.decode(b64).map_err(|_| bad("key is not base64"))?);
         let (kind, seed) = raw.split_first().ok_or(bad("empty key"))?;
-        if *kind != TYPE_ED25519 || seed.len() != 32 {
-            return Err(bad("only Ed25519 (type 1, 32-byte seed) signer keys"));
+        if !(*kind == TYPE_ED25519 || *kind == TYPE_COSIGNATURE) || seed.len() != 32 {
+            return Err(bad(
+                "only Ed25519 note (type 1) or cosignature (type 4) keys with a 32-byte seed",
+            ));
         }
         let s = Signer::from_seed(name, *kind, seed)?;
         if format!("{:08x}", s.verifier.key_id) != hash {

@@ -71,3 +71,120 @@ pub fn check(
     }
     Ok(cp)
 }
+
+/// Largest `add-checkpoint` request body accepted.
+pub const MAX_ADD_CHECKPOINT: usize = 64 << 10;
+
+/// A C2SP tlog-witness `add-checkpoint` request: the size the log believes the witness last
+/// saw, the consistency proof from it, and the signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddCheckpoint {
+    /// `old <size>`.
+    pub old: u64,
+    /// Consistency proof from `old` to the checkpoint's size.
+    pub proof: Vec<Hash>,
+    /// The signed checkpoint note.
+    pub checkpoint: String,
+}
+
+impl AddCheckpoint {
+    /// The request body: `old N\n`, one base64 hash per line, an empty line, the note.
+    pub fn encode(&self) -> String {
+        use base64::Engine as _;
+        let mut s = format!("old {}\n", self.old);
+        for h in &self.proof {
+            s.push_str(&base64::engine::general_purpose::STANDARD.encode(h));
+            s.push('\n');
+        }
+        s.push('\n');
+        s.push_str(&self.checkpoint);
+        s
+    }
+
+    /// Parses a request body strictly (what is wrong is named).
+    pub fn parse(body: &[u8]) -> Result<AddCheckpoint, String> {
+        use base64::Engine as _;
+        if body.len() > MAX_ADD_CHECKPOINT {
+            return Err(format!(
+                "the body is larger than {MAX_ADD_CHECKPOINT} bytes"
+            ));
+        }
+        let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
+        let (head, checkpoint) = text
+            .split_once("\n\n")
+            .ok_or("no empty line before the checkpoint")?;
+        let mut lines = head.split('\n');
+        let old = lines
+            .next()
+            .and_then(|l| l.strip_prefix("old "))
+            .ok_or("the first line must be \"old <size>\"")?;
+        if old.is_empty() || (old.len() > 1 && old.starts_with('0')) {
+            return Err("the old size is not a canonical decimal".into());
+        }
+        let old: u64 = old
+            .parse()
+            .map_err(|_| "the old size is not a decimal".to_string())?;
+        let mut proof = Vec::new();
+        for l in lines {
+            if proof.len() == 63 {
+                return Err("the proof has more than 63 hashes".into());
+            }
+            let h = base64::engine::general_purpose::STANDARD
+                .decode(l)
+                .ok()
+                .and_then(|b| <Hash>::try_from(b.as_slice()).ok())
+                .ok_or("a proof line is not a base64 SHA-256 hash")?;
+            proof.push(h);
+        }
+        Ok(AddCheckpoint {
+            old,
+            proof,
+            checkpoint: checkpoint.to_string(),
+        })
+    }
+}
+
+/// What a witness answers to an `add-checkpoint` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Cosign; record this as seen first.
+    Cosign(Checkpoint),
+    /// 409: the request's `old` is not the witness's size (the body is the witness's size).
+    Conflict(u64),
+    /// 404: the witness does not follow this log.
+    UnknownLog,
+    /// 403: the log's signature does not verify.
+    Forbidden(String),
+    /// 422: the proof does not show consistency (a split view or a rollback).
+    Unprocessable(String),
+    /// 400: malformed.
+    Bad(String),
+}
+
+/// The witness's decision for one request, per C2SP tlog-witness: the log must be known,
+/// `old` must equal what the witness last cosigned (else 409 with its size), the checkpoint
+/// must be signed by the log, and consistent with what was cosigned.
+pub fn answer(logs: &[(Verifier, Option<Seen>)], req: &AddCheckpoint) -> Answer {
+    let origin = match req.checkpoint.split_once('\n') {
+        Some((o, _)) => o,
+        None => return Answer::Bad("the checkpoint has no origin line".into()),
+    };
+    let Some((log, seen)) = logs.iter().find(|(v, _)| v.name == origin) else {
+        return Answer::UnknownLog;
+    };
+    let have = seen.map_or(0, |s| s.size);
+    if req.old != have {
+        return Answer::Conflict(have);
+    }
+    match check(log, origin, *seen, &req.checkpoint, &req.proof) {
+        Ok(cp) if cp.size < req.old => Answer::Unprocessable(format!(
+            "the checkpoint (size {}) is smaller than old {}",
+            cp.size, req.old
+        )),
+        Ok(cp) => Answer::Cosign(cp),
+        Err(Refusal::LogSignature(e)) => Answer::Forbidden(e.to_string()),
+        Err(Refusal::Format(e)) => Answer::Bad(e.to_string()),
+        Err(Refusal::Origin(o)) => Answer::Bad(format!("origin {o:?}")),
+        Err(e) => Answer::Unprocessable(e.to_string()),
+    }
+}

@@ -13,6 +13,7 @@ mod policy;
 mod secrets;
 mod server;
 mod token;
+mod witness;
 
 use crate::client::{CliError, CliResult, Client};
 use crate::output::Format;
@@ -84,6 +85,9 @@ pub enum Command {
     /// mirror the log.
     #[command(subcommand)]
     Log(log::LogCmd),
+    /// A transparency-log witness: cosign checkpoints, refuse split views.
+    #[command(subcommand)]
+    Witness(witness::WitnessCmd),
     /// Drive the HTTP API with concurrent clients and report ops/s, p50 and p99.
     Bench(bench::BenchArgs),
 }
@@ -154,6 +158,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Delete(a) => generic::delete(&cli, a).await,
         Command::Fw(c) => fw::run(&cli, c).await,
         Command::Log(c) => log::run(&cli, c).await,
+        Command::Witness(c) => witness::run(c).await,
         Command::Bench(a) => bench::run(&cli, a).await,
     }
 }
