@@ -699,6 +699,27 @@ impl Core {
         a.sweep_expired(now_unix()).await
     }
 
+    /// Appends `event` to the transparency log exactly as the server's own handlers do, and
+    /// returns its index once durable. For in-process harnesses (`custos bench --tlog`); the
+    /// HTTP API has no append endpoint.
+    pub async fn tlog_append(&self, event: custos_tlog::entry::Event) -> ApiResult<u64> {
+        let a = self.active().ok_or(ApiError::Sealed)?;
+        let log = a.log()?.clone();
+        log.append(event).await
+    }
+
+    /// The published tree size of the transparency log.
+    pub fn tlog_size(&self) -> ApiResult<u64> {
+        let a = self.active().ok_or(ApiError::Sealed)?;
+        Ok(a.log()?.head()?.size)
+    }
+
+    /// An inclusion proof from the published tree (in-process harnesses).
+    pub fn tlog_inclusion(&self, index: u64, size: u64) -> ApiResult<Vec<[u8; 32]>> {
+        let a = self.active().ok_or(ApiError::Sealed)?;
+        a.log()?.inclusion(index, size)
+    }
+
     /// Runs one request through the whole pipeline.
     pub async fn handle(self: &Arc<Self>, req: Request) -> ApiResult<Response> {
         crate::router::dispatch(self, req).await

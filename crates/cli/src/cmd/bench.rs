@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// NRF run: NF profiles registered before the discovery measurement.
     #[arg(long, default_value_t = 10_000)]
     pub profiles: usize,
+    /// Transparency-log run instead: durable appends from --clients producers, inclusion
+    /// proofs in process and over HTTP, tile and entry-bundle serving.
+    #[arg(long)]
+    pub tlog: bool,
     /// Scale run: certificates to issue.
     #[arg(long, default_value_t = 1_000_000)]
     pub certs: usize,
@@ -64,7 +68,7 @@ struct Outcome {
     total: u64,
 }
 
-fn fsync_rate(dir: &std::path::Path, secs: f64) -> CliResult<f64> {
+pub(crate) fn fsync_rate(dir: &std::path::Path, secs: f64) -> CliResult<f64> {
     let p = dir.join("fsync-probe.bin");
     let io = |source| CliError::Io {
         what: format!("fsync probe in {}", dir.display()),
@@ -337,6 +341,9 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> CliResult<()> {
     }
     if a.nrf {
         return super::bench_nrf::run(a).await;
+    }
+    if a.tlog {
+        return super::bench_tlog::run(a).await;
     }
     let tmp = tempfile::Builder::new()
         .prefix("custos-bench-")

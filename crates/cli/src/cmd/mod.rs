@@ -4,6 +4,7 @@ mod agent;
 mod audit;
 mod bench;
 mod bench_nrf;
+mod bench_tlog;
 mod fw;
 mod generic;
 mod log;
