@@ -4,17 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use custos_testkit::{dev_server, ok};
-use custos_tlog::checkpoint::Checkpoint;
 use custos_tlog::entry::{ChangeOp, Entry, Event};
-use custos_tlog::merkle::{self, leaf_hash, MemoryTree};
 use custos_tlog::note::{self, Signer, TYPE_ED25519};
-use custos_tlog::tile::{self, TileId, WIDTH};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 mod common;
-use common::{sign_args, BUILDER, CLASS};
+use common::{sign_args, write_log, BUILDER, CLASS};
 
 fn custos(dir: &Path, args: &[String], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_custos"));
@@ -299,45 +296,6 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), p).unwrap();
         }
     }
-}
-
-/// Writes a log of `entries` signed by `signer` into `dir` in the C2SP layout.
-fn write_log(dir: &Path, signer: &Signer, entries: &[Vec<u8>]) -> PathBuf {
-    let mut tree = MemoryTree::new();
-    for e in entries {
-        tree.push(leaf_hash(e));
-    }
-    let size = entries.len() as u64;
-    for id in tile::tiles_for(size) {
-        let p = dir.join(id.path());
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, tile::tile_bytes(&tree, &id).unwrap()).unwrap();
-    }
-    for (n, chunk) in entries.chunks(WIDTH as usize).enumerate() {
-        let id = TileId {
-            level: None,
-            index: n as u64,
-            width: chunk.len() as u16,
-        };
-        let p = dir.join(id.path());
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(
-            p,
-            tile::encode_bundle(chunk.iter().map(Vec::as_slice)).unwrap(),
-        )
-        .unwrap();
-    }
-    let body = Checkpoint {
-        origin: signer.verifier().name.clone(),
-        size,
-        root: merkle::root(&tree, size).unwrap(),
-        extensions: vec![],
-    }
-    .body();
-    let note = note::assemble(&body, &[signer.sign(&body, 0)]);
-    let p = dir.join("checkpoint");
-    std::fs::write(&p, note).unwrap();
-    p
 }
 
 #[tokio::test]

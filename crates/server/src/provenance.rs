@@ -207,6 +207,7 @@ async fn register(a: &Active, m: &MountEntry, req: &Request, who: &str) -> ApiRe
             image_sha256: d.clone(),
             device_class: rec.summary.device_class.clone(),
             version: rec.summary.version.clone(),
+            builder: rec.details.builder_id.clone(),
             signers: rec.signer_ids(),
             envelopes,
             requester: who.to_string(),

@@ -15,7 +15,7 @@
 //! | `pki.revoke` | `mount`, `serial`, `requester` |
 //! | `pki.role` | `mount`, `role`, `op` (`write`/`delete`), `config_sha256` (absent on delete), `requester` |
 //! | `acl.policy` | `name`, `op`, `policy_sha256` (absent on delete), `requester` |
-//! | `fw.sign` | `mount`, `image_sha256`, `device_class`, `version`, `signers`, `envelopes` (`payload_type`, `payload_sha256`), `requester` |
+//! | `fw.sign` | `mount`, `image_sha256`, `device_class`, `version`, `builder` (the SLSA builder ID), `signers` (key IDs, or the keyless identity), `envelopes` (`payload_type`, `payload_sha256`), `requester` |
 //! | `nrf.key` | `kid` (the new key's RFC 7638 thumbprint), `retired_kid` |
 //! | `audit.head` | `device`, `lines`, `head` (the device's last chain hash) |
 //!
@@ -112,6 +112,8 @@ pub enum Event {
         image_sha256: String,
         device_class: String,
         version: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        builder: String,
         signers: Vec<String>,
         envelopes: Vec<EnvelopeDigest>,
         requester: String,

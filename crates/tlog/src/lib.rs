@@ -11,6 +11,9 @@
 //! - [`entry`]: the documented format of Custos log entries (one JSON object per trust event).
 //! - [`receipt`]: an entry with its inclusion proof and signed checkpoint, checked offline
 //!   against the log key and a k-of-n witness threshold.
+//! - [`monitor`]: the monitor's rules file and the alerts each entry raises (unknown signers,
+//!   builders outside their device classes, signing outside maintenance windows, bursts per
+//!   identity, NF types a role should not produce).
 //! - [`witness`]: C2SP tlog-cosignature (Ed25519, type 0x04) and the witness's rule: cosign
 //!   only a checkpoint consistent with every one it has seen.
 #![forbid(unsafe_code)]
@@ -18,6 +21,7 @@
 pub mod checkpoint;
 pub mod entry;
 pub mod merkle;
+pub mod monitor;
 pub mod note;
 pub mod receipt;
 pub mod tile;

@@ -38,17 +38,24 @@ pub enum LogCmd {
     },
 }
 
+/// Whom a checkpoint must be signed by.
 #[derive(Args)]
-pub struct VerifyArgs {
+pub struct TrustArgs {
     /// The log's checkpoint key (`origin+hash+base64`; `custos read sys/tlog/key`).
     #[arg(long)]
-    key: String,
+    pub key: String,
     /// A witness cosigner key (repeatable).
     #[arg(long = "witness")]
     witnesses: Vec<String>,
     /// Distinct witness cosignatures required on every checkpoint checked.
     #[arg(long, default_value_t = 0)]
     witnesses_required: usize,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    trust: TrustArgs,
     /// A receipt (JSON: the `data` of `sys/tlog/entry/<i>`).
     #[arg(long, conflicts_with_all = ["bundle", "checkpoint"])]
     receipt: Option<PathBuf>,
@@ -72,7 +79,7 @@ pub struct VerifyArgs {
     online: bool,
 }
 
-fn read_file(p: &Path) -> CliResult<Vec<u8>> {
+pub(crate) fn read_file(p: &Path) -> CliResult<Vec<u8>> {
     let b = std::fs::read(p).map_err(|source| CliError::Io {
         what: format!("reading {}", p.display()),
         source,
@@ -86,12 +93,12 @@ fn read_file(p: &Path) -> CliResult<Vec<u8>> {
     Ok(b)
 }
 
-fn read_text(p: &Path) -> CliResult<String> {
+pub(crate) fn read_text(p: &Path) -> CliResult<String> {
     String::from_utf8(read_file(p)?)
         .map_err(|_| CliError::Other(format!("{}: not UTF-8 text", p.display())))
 }
 
-fn trust(a: &VerifyArgs) -> CliResult<Trust> {
+pub(crate) fn trust(a: &TrustArgs) -> CliResult<Trust> {
     let usage = |m: String| CliError::Usage(m);
     let log = Verifier::parse(&a.key).map_err(|e| usage(format!("--key: {e}")))?;
     let mut witnesses = Vec::new();
@@ -117,7 +124,7 @@ fn tampered(what: String) -> CliError {
 }
 
 /// Where tiles come from.
-enum Tiles<'a> {
+pub(crate) enum Tiles<'a> {
     Dir(&'a Path),
     Server(&'a Client),
 }
@@ -148,9 +155,24 @@ fn prefix_of(id: &TileId, wider: &[u8]) -> Option<Vec<u8>> {
 }
 
 impl Tiles<'_> {
+    /// The signed checkpoint note (`None`: there is none).
+    pub(crate) async fn checkpoint(&self) -> CliResult<Option<Vec<u8>>> {
+        match self {
+            Tiles::Dir(d) => read_tile(d, "checkpoint"),
+            Tiles::Server(c) => c.get_bytes("sys/tlog/checkpoint", MAX_FILE).await,
+        }
+    }
+
     async fn get(&self, id: &TileId) -> CliResult<Vec<u8>> {
+        self.fetch(id)
+            .await?
+            .ok_or_else(|| tampered(format!("{} is missing", id.path())))
+    }
+
+    /// A tile or bundle (`None`: missing; a narrower one is cut from a wider one in a mirror).
+    pub(crate) async fn fetch(&self, id: &TileId) -> CliResult<Option<Vec<u8>>> {
         let path = id.path();
-        let got = match self {
+        Ok(match self {
             Tiles::Dir(d) => match read_tile(d, &path)? {
                 Some(b) => Some(b),
                 None => {
@@ -172,8 +194,7 @@ impl Tiles<'_> {
                 }
             },
             Tiles::Server(c) => c.get_bytes(&format!("sys/tlog/{path}"), MAX_TILE).await?,
-        };
-        got.ok_or_else(|| tampered(format!("{path} is missing")))
+        })
     }
 }
 
@@ -271,7 +292,7 @@ fn say(cli: &Cli, human: String, v: Value) {
 }
 
 async fn verify(cli: &Cli, a: &VerifyArgs) -> CliResult<()> {
-    let t = trust(a)?;
+    let t = trust(&a.trust)?;
     let receipts: Vec<Value> = if let Some(p) = &a.receipt {
         let v: Value = serde_json::from_slice(&read_file(p)?)
             .map_err(|e| CliError::Other(format!("{}: not JSON: {e}", p.display())))?;

@@ -8,6 +8,7 @@ mod bench_tlog;
 mod fw;
 mod generic;
 mod log;
+mod monitor;
 mod operator;
 mod pki;
 mod policy;
@@ -86,6 +87,9 @@ pub enum Command {
     /// mirror the log.
     #[command(subcommand)]
     Log(log::LogCmd),
+    /// Tail the transparency log through its tiles and raise alerts from a rules file
+    /// (JSON lines on stdout, a webhook, Prometheus counters).
+    Monitor(monitor::MonitorArgs),
     /// A transparency-log witness: cosign checkpoints, refuse split views.
     #[command(subcommand)]
     Witness(witness::WitnessCmd),
@@ -159,6 +163,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Delete(a) => generic::delete(&cli, a).await,
         Command::Fw(c) => fw::run(&cli, c).await,
         Command::Log(c) => log::run(&cli, c).await,
+        Command::Monitor(a) => monitor::run(&cli, a).await,
         Command::Witness(c) => witness::run(c).await,
         Command::Bench(a) => bench::run(&cli, a).await,
     }

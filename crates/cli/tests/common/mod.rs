@@ -1,5 +1,12 @@
-//! Shared by the `custos fw` tests: the argument list of `fw sign` for a standard firmware
-//! predicate, with any flag's value replaced.
+//! Shared by the `custos fw` and `log` tests: the argument list of `fw sign` for a standard
+//! firmware predicate, with any flag's value replaced; a log written in the C2SP layout.
+#![allow(dead_code)] // each test crate uses its part
+
+use custos_tlog::checkpoint::Checkpoint;
+use custos_tlog::merkle::{self, leaf_hash, MemoryTree};
+use custos_tlog::note::{self, Signer};
+use custos_tlog::tile::{self, TileId, WIDTH};
+use std::path::{Path, PathBuf};
 
 pub const CLASS: &str = "gnb-du-x1";
 pub const BUILDER: &str = "https://ci.acme.example/builders/firmware@v1";
@@ -34,4 +41,43 @@ pub fn sign_args(image: &str, out: &str, key: &[&str], overrides: &[(&str, &str)
         args.push(v.into());
     }
     args
+}
+
+/// Writes a log of `entries` signed by `signer` into `dir` in the C2SP layout.
+pub fn write_log(dir: &Path, signer: &Signer, entries: &[Vec<u8>]) -> PathBuf {
+    let mut tree = MemoryTree::new();
+    for e in entries {
+        tree.push(leaf_hash(e));
+    }
+    let size = entries.len() as u64;
+    for id in tile::tiles_for(size) {
+        let p = dir.join(id.path());
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, tile::tile_bytes(&tree, &id).unwrap()).unwrap();
+    }
+    for (n, chunk) in entries.chunks(WIDTH as usize).enumerate() {
+        let id = TileId {
+            level: None,
+            index: n as u64,
+            width: chunk.len() as u16,
+        };
+        let p = dir.join(id.path());
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(
+            p,
+            tile::encode_bundle(chunk.iter().map(Vec::as_slice)).unwrap(),
+        )
+        .unwrap();
+    }
+    let body = Checkpoint {
+        origin: signer.verifier().name.clone(),
+        size,
+        root: merkle::root(&tree, size).unwrap(),
+        extensions: vec![],
+    }
+    .body();
+    let note = note::assemble(&body, &[signer.sign(&body, 0)]);
+    let p = dir.join("checkpoint");
+    std::fs::write(&p, note).unwrap();
+    p
 }
