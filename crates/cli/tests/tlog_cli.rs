@@ -4,14 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use custos_testkit::{dev_server, ok};
-use custos_tlog::entry::{ChangeOp, Entry, Event};
 use custos_tlog::note::{self, Signer, TYPE_ED25519};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Output};
 
 mod common;
-use common::{sign_args, write_log, BUILDER, CLASS};
+use common::{policy_entry, sign_args, write_log, BUILDER, CLASS};
 
 fn custos(dir: &Path, args: &[String], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_custos"));
@@ -304,19 +303,7 @@ async fn a_checkpoint_that_drops_an_entry_is_inconsistent_with_the_one_before() 
     let dir = d.path();
     let (signer, _) = Signer::generate("evil.example/log", TYPE_ED25519).unwrap();
     let vkey = signer.verifier().vkey();
-    let entry = |i: usize| {
-        Entry::new(
-            1_800_000_000 + i as u64,
-            Event::PolicyChanged {
-                name: format!("p{i}"),
-                op: ChangeOp::Write,
-                policy_sha256: None,
-                requester: "root".into(),
-            },
-        )
-        .encode()
-        .unwrap()
-    };
+    let entry = policy_entry;
     let honest: Vec<Vec<u8>> = (0..40).map(entry).collect();
     std::fs::create_dir_all(dir.join("a")).unwrap();
     write_log(&dir.join("a"), &signer, &honest);

@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use custos_testkit::{dev_server, ok, sba_pki, SBA_DOMAIN};
-use custos_tlog::entry::{ChangeOp, Entry, Event};
 use custos_tlog::note::{Signer, TYPE_ED25519};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -14,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{sign_args, write_log, BUILDER, CLASS};
+use common::{policy_entry, sign_args, write_log, BUILDER, CLASS};
 
 fn custos(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_custos"));
@@ -384,19 +383,7 @@ async fn monitor_flags_a_fork_a_gap_and_a_foreign_signature_once_and_does_not_pa
     let dir = d.path();
     let (signer, _) = Signer::generate("evil.example/log", TYPE_ED25519).unwrap();
     let vkey = signer.verifier().vkey();
-    let entry = |i: usize| {
-        Entry::new(
-            1_800_000_000 + i as u64,
-            Event::PolicyChanged {
-                name: format!("p{i}"),
-                op: ChangeOp::Write,
-                policy_sha256: None,
-                requester: "root".into(),
-            },
-        )
-        .encode()
-        .unwrap()
-    };
+    let entry = policy_entry;
     let serve = |entries: &[Vec<u8>], by: &Signer| {
         let _ = std::fs::remove_dir_all(dir.join("log"));
         std::fs::create_dir_all(dir.join("log")).unwrap();

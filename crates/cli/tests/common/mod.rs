@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test crate uses its part
 
 use custos_tlog::checkpoint::Checkpoint;
+use custos_tlog::entry::{ChangeOp, Entry, Event};
 use custos_tlog::merkle::{self, leaf_hash, MemoryTree};
 use custos_tlog::note::{self, Signer};
 use custos_tlog::tile::{self, TileId, WIDTH};
@@ -80,4 +81,19 @@ pub fn write_log(dir: &Path, signer: &Signer, entries: &[Vec<u8>]) -> PathBuf {
     let p = dir.join("checkpoint");
     std::fs::write(&p, note).unwrap();
     p
+}
+
+/// Log entry `i` of a synthetic log: an ACL policy write at a fixed time.
+pub fn policy_entry(i: usize) -> Vec<u8> {
+    Entry::new(
+        1_800_000_000 + i as u64,
+        Event::PolicyChanged {
+            name: format!("p{i}"),
+            op: ChangeOp::Write,
+            policy_sha256: None,
+            requester: "root".into(),
+        },
+    )
+    .encode()
+    .unwrap()
 }
