@@ -413,23 +413,29 @@ async fn monitor_flags_a_fork_a_gap_and_a_foreign_signature_once_and_does_not_pa
     serve(&honest[..40], &signer);
     assert_eq!(poll().await, (vec![], 40));
 
-    // The log drops entry 17 and grows: a fork, raised once, and the position stays.
-    let mut rewritten: Vec<Vec<u8>> = (0..45).map(entry).collect();
+    // The log drops entry 17 and grows: a fork, raised once, and the position stays; the
+    // fork growing further is the same alert, not one per poll.
+    let mut rewritten: Vec<Vec<u8>> = (0..46).map(entry).collect();
     rewritten.remove(17);
-    serve(&rewritten, &signer);
+    serve(&rewritten[..44], &signer);
     assert_eq!(poll().await, (vec!["log.inconsistent".to_string()], 40));
     assert_eq!(poll().await, (vec![], 40));
+    serve(&rewritten, &signer);
+    assert_eq!(poll().await, (vec![], 40));
+    // The honest log again: read on.
+    serve(&honest[..45], &signer);
+    assert_eq!(poll().await, (vec![], 45));
 
     // The same size with another root: a fork too.
-    let mut other = honest[..40].to_vec();
-    other[39] = entry(1000);
+    let mut other = honest[..45].to_vec();
+    other[44] = entry(1000);
     serve(&other, &signer);
-    assert_eq!(poll().await, (vec!["log.inconsistent".to_string()], 40));
+    assert_eq!(poll().await, (vec!["log.inconsistent".to_string()], 45));
 
     // Signed by a key that is not the log's.
     let (imposter, _) = Signer::generate("evil.example/log", TYPE_ED25519).unwrap();
     serve(&honest[..300], &imposter);
-    assert_eq!(poll().await, (vec!["log.checkpoint".to_string()], 40));
+    assert_eq!(poll().await, (vec!["log.checkpoint".to_string()], 45));
 
     // The honest extension, but an entry bundle is missing: a gap.
     serve(&honest[..300], &signer);

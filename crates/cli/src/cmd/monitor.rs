@@ -92,7 +92,8 @@ struct State {
     burst: BurstState,
     outbox: VecDeque<Alert>,
     outbox_dropped: u64,
-    /// The last log-integrity alert (not raised again until the log recovers).
+    /// The last log-integrity alert, as rule|verified size|next (not raised again while the
+    /// monitor is held there).
     last_integrity: Option<String>,
     /// Alerts raised, by rule.
     alerts: BTreeMap<String, u64>,
@@ -414,9 +415,12 @@ impl Monitor<'_> {
         Ok(())
     }
 
-    /// Raises a log-integrity alert once (until the log checks out again); the position stays.
+    /// Raises a log-integrity alert once per rule for as long as the monitor is held at the
+    /// same position (a forked log that keeps growing is one alert, not one per poll); the
+    /// position stays.
     fn integrity(&mut self, rule: &str, message: String) -> CliResult<()> {
-        let key = format!("{rule}|{message}");
+        let at = self.st.checkpoint.as_ref().map_or(0, |c| c.size);
+        let key = format!("{rule}|{at}|{}", self.st.next);
         if self.st.last_integrity.as_deref() != Some(key.as_str()) {
             self.emit(Alert::log(rule, message))?;
             self.st.last_integrity = Some(key);
