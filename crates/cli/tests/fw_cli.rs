@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::{sign_args, BUILDER, CLASS};
+use common::{sign_args, text, BUILDER, CLASS};
 
 fn custos(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_custos"));
@@ -22,14 +22,6 @@ fn custos(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 
 fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn keygen(dir: &Path, alg: &str, name: &str) -> String {

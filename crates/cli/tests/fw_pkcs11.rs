@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+use common::text;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -19,14 +20,6 @@ fn run(dir: &Path, prog: &str, args: &[&str], pin: &str) -> Output {
         .env("CUSTOS_PKCS11_PIN", pin)
         .output()
         .unwrap_or_else(|e| panic!("{prog}: {e} (install softhsm2, or run scripts/test.sh)"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 mod common;
-use common::{policy_entry, sign_args, write_log, BUILDER, CLASS};
+use common::{policy_entry, sign_args, text, write_log, BUILDER, CLASS};
 
 fn custos(dir: &Path, args: &[String], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_custos"));
@@ -34,14 +34,6 @@ async fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     })
     .await
     .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn code(o: &Output) -> i32 {

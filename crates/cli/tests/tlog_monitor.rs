@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{policy_entry, sign_args, write_log, BUILDER, CLASS};
+use common::{policy_entry, sign_args, text, write_log, BUILDER, CLASS};
 
 fn custos(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_custos"));
@@ -29,14 +29,6 @@ async fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     tokio::task::spawn_blocking(move || c.output().unwrap())
         .await
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The alerts printed (JSON lines on stdout).

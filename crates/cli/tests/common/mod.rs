@@ -8,6 +8,7 @@ use custos_tlog::merkle::{self, leaf_hash, MemoryTree};
 use custos_tlog::note::{self, Signer};
 use custos_tlog::tile::{self, TileId, WIDTH};
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 pub const CLASS: &str = "gnb-du-x1";
 pub const BUILDER: &str = "https://ci.acme.example/builders/firmware@v1";
@@ -96,4 +97,13 @@ pub fn policy_entry(i: usize) -> Vec<u8> {
     )
     .encode()
     .unwrap()
+}
+
+/// A command's stdout and stderr, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
