@@ -14,28 +14,16 @@
 #![forbid(unsafe_code)]
 #![allow(missing_docs)]
 
-pub mod audit_dev;
-mod auth_methods;
+pub mod compose;
 pub mod config;
 pub mod core;
-pub mod duration;
-pub mod error;
-pub mod http;
-pub mod listener;
-pub mod logical;
-pub mod metrics;
-pub mod mounts;
-mod pki;
-mod pki_tidy;
-mod policy;
-mod provenance;
-mod ratelimit;
-mod router;
-mod sbi;
-pub mod seal;
-mod tlog;
-pub mod token;
+pub mod engines;
 pub mod witness;
+
+// The core's modules, under the names the rest of the crate and its users know.
+pub use crate::core::{
+    audit_dev, duration, error, http, listener, logical, metrics, mounts, seal, token,
+};
 
 pub use crate::config::{Config, ConfigError, StorageConfig};
 pub use crate::core::{Core, CoreConfig};
@@ -82,6 +70,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The core.
     pub core: Arc<Core>,
+    /// The engines the composition root built (in-process harnesses reach the log here).
+    pub engines: compose::Engines,
     /// The serving task.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -94,8 +84,6 @@ fn core_config(cfg: &Config) -> CoreConfig {
         max_lease_ttl: cfg.max_lease_ttl,
         unauthenticated_metrics_access: cfg.unauthenticated_metrics_access,
         cluster_name: cfg.cluster_name.clone(),
-        tlog_origin: cfg.tlog_origin.clone(),
-        tlog_witnesses: cfg.tlog_witnesses.clone(),
     }
 }
 
@@ -112,35 +100,34 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
             source,
         })?;
     let store = open_storage(&cfg.storage).await?;
-    let core = Core::new(store, core_config(cfg)).await?;
+    let (registry, engines) = compose::engines(&compose::EngineSettings::from_config(cfg));
+    let core = Core::new(store, core_config(cfg), registry).await?;
     if core.initialized() && matches!(cfg.seal, config::SealConfig::Keyfile { .. }) {
         core.auto_unseal().await?;
     }
     token::spawn_sweeper(core.clone(), std::time::Duration::from_secs(60));
-    let sbi = match &cfg.sbi {
-        Some(s) => {
-            let nrf = sbi::Nrf::new(s.clone());
-            let _ = core.nrf.set(nrf.clone());
-            Some(sbi::start(core.clone(), nrf).await?)
-        }
-        None => None,
-    };
+    let side = compose::start_listeners(&engines).await?;
     let app = http::router(core.clone());
     let api = listener::serve(l, tls, app);
     let task = tokio::spawn(async move {
-        // Dropping (aborting) the server stops the SBI listener too.
-        struct Guard(Option<tokio::task::JoinHandle<()>>);
+        // Dropping (aborting) the server stops the engines' own listeners too.
+        struct Guard(Vec<tokio::task::JoinHandle<()>>);
         impl Drop for Guard {
             fn drop(&mut self) {
-                if let Some(t) = &self.0 {
+                for t in &self.0 {
                     t.abort();
                 }
             }
         }
-        let _g = Guard(sbi);
+        let _g = Guard(side);
         api.await
     });
-    Ok(Running { addr, core, task })
+    Ok(Running {
+        addr,
+        core,
+        engines,
+        task,
+    })
 }
 
 /// Dev mode: SQLite in `dir`, initialised with one share, unsealed, a `secret/` KV mount.
@@ -149,15 +136,24 @@ pub async fn start_dev(
     addr: SocketAddr,
     root_token_id: Option<&str>,
 ) -> Result<(Running, zeroize::Zeroizing<String>, String), StartError> {
-    start_dev_with(dir, addr, root_token_id, CoreConfig::default()).await
+    start_dev_with(
+        dir,
+        addr,
+        root_token_id,
+        CoreConfig::default(),
+        compose::EngineSettings::default(),
+    )
+    .await
 }
 
-/// [`start_dev`] with explicit core settings (benchmarks lift the login rate limit).
+/// [`start_dev`] with explicit core and engine settings (benchmarks lift the login rate
+/// limit; tests add witnesses).
 pub async fn start_dev_with(
     dir: &std::path::Path,
     addr: SocketAddr,
     root_token_id: Option<&str>,
     core_config: CoreConfig,
+    engine_settings: compose::EngineSettings,
 ) -> Result<(Running, zeroize::Zeroizing<String>, String), StartError> {
     let l = listener::bind(addr).await?;
     let bound = l
@@ -167,27 +163,26 @@ pub async fn start_dev_with(
         path: dir.join("custos.db"),
     })
     .await?;
-    let core = Core::new(store, core_config).await?;
+    let (registry, engines) = compose::engines(&engine_settings);
+    let core = Core::new(store, core_config, registry).await?;
     let init = core.init(1, 1, root_token_id).await?;
     let share = hex::encode(&init.keys[0][..]);
     core.submit_unseal_share(Some(&share), false).await?;
-    if let Some(a) = core.active() {
-        let req = logical::Request {
-            id: String::new(),
-            op: custos_acl::Operation::Update,
-            path: "sys/mounts/secret".into(),
-            data: serde_json::json!({"type": "kv", "description": "key/value secret storage", "options": {"version": "1"}})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-            token: None,
-            remote_addr: None,
-            head: false,
-            raw_body: None,
-            peer_certs: Vec::new(),
-        };
-        a.enable_mount("secret", &req).await?;
-    }
+    let req = logical::Request {
+        id: String::new(),
+        op: custos_acl::Operation::Update,
+        path: "sys/mounts/secret".into(),
+        data: serde_json::json!({"type": "kv", "description": "key/value secret storage", "options": {"version": "1"}})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        token: Some(init.root_token.clone()),
+        remote_addr: None,
+        head: false,
+        raw_body: None,
+        peer_certs: Vec::new(),
+    };
+    core.handle(req).await?;
     token::spawn_sweeper(core.clone(), std::time::Duration::from_secs(60));
     let app = http::router(core.clone());
     let task = tokio::spawn(listener::serve(l, None, app));
@@ -195,6 +190,7 @@ pub async fn start_dev_with(
         Running {
             addr: bound,
             core,
+            engines,
             task,
         },
         init.root_token,

@@ -79,10 +79,12 @@ pub async fn run(a: &BenchArgs) -> CliResult<()> {
         "127.0.0.1:0".parse().map_err(other)?,
         None,
         custos_server::CoreConfig::default(),
+        custos_server::compose::EngineSettings::default(),
     )
     .await
     .map_err(other)?;
     let core = running.core.clone();
+    let log = running.engines.tlog.clone();
     let client = Client::new(
         &format!("http://{}", running.addr),
         Some(root.to_string()),
@@ -94,19 +96,19 @@ pub async fn run(a: &BenchArgs) -> CliResult<()> {
     // 1. Durable appends.
     let producers = a.clients.max(1);
     let tx0 = core.store_stats().transactions;
-    let size0 = core.tlog_size().map_err(other)?;
+    let size0 = log.size().map_err(other)?;
     let deadline = Instant::now() + dur;
     let start = Instant::now();
     let lat = Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
     let mut tasks = Vec::new();
     for i in 0..producers {
-        let (core, lat) = (core.clone(), lat.clone());
+        let (log, lat) = (log.clone(), lat.clone());
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             let mut n = 0u64;
             while Instant::now() < deadline {
                 let t0 = Instant::now();
-                core.tlog_append(Event::PolicyChanged {
+                log.append(Event::PolicyChanged {
                     name: format!("bench-{i}-{n}"),
                     op: ChangeOp::Write,
                     policy_sha256: Some("ab".repeat(32)),
@@ -127,7 +129,7 @@ pub async fn run(a: &BenchArgs) -> CliResult<()> {
         t.await.map_err(other)?.map_err(other)?;
     }
     let secs = start.elapsed().as_secs_f64();
-    let appended = core.tlog_size().map_err(other)? - size0;
+    let appended = log.size().map_err(other)? - size0;
     let commits = core.store_stats().transactions - tx0;
     let mut l = lat.lock().map_err(|_| other("poisoned"))?.clone();
     l.sort_unstable();
@@ -151,13 +153,13 @@ pub async fn run(a: &BenchArgs) -> CliResult<()> {
     );
 
     // 2. Inclusion proofs, generated in process on every core.
-    let size = core.tlog_size().map_err(other)?;
+    let size = log.size().map_err(other)?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let count = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut hs = Vec::new();
     for t in 0..threads {
-        let (core, count) = (core.clone(), count.clone());
+        let (log, count) = (log.clone(), count.clone());
         hs.push(std::thread::spawn(move || {
             let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ t as u64;
             while start.elapsed() < dur {
@@ -165,7 +167,7 @@ pub async fn run(a: &BenchArgs) -> CliResult<()> {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    if core.tlog_inclusion(x % size, size).is_ok() {
+                    if log.inclusion(x % size, size).is_ok() {
                         count.fetch_add(1, Ordering::Relaxed);
                     }
                 }

@@ -20,9 +20,10 @@
 //! bundles; the last one partial and rewritten as it grows). Hash tiles are served from the
 //! in-memory tree (64 bytes per leaf).
 
-use crate::core::{now_unix, Active};
+use crate::core::barrier::{Plain, View};
+use crate::core::engine::Sys;
+use crate::core::now_unix;
 use crate::error::{ApiError, ApiResult};
-use custos_store::WriteOp;
 use custos_tlog::checkpoint::Checkpoint;
 use custos_tlog::entry::{Entry, Event};
 use custos_tlog::merkle::{self, leaf_hash, Hash, MemoryTree};
@@ -87,8 +88,10 @@ struct Tail {
     entries: Vec<Arc<[u8]>>,
 }
 
-/// The server's log. Lives in [`Active`]; dropped (and its sequencer stopped) at seal.
+/// The server's log, opened at unseal; dropped (and its sequencer stopped) at seal.
 pub(crate) struct Log {
+    /// Storage (the barrier, sealed with the core).
+    view: View,
     /// The origin line of every checkpoint (also the key name).
     pub origin: String,
     signer: Signer,
@@ -130,11 +133,11 @@ struct Loaded {
     tail: Tail,
 }
 
-async fn load(a: &Active, origin: &str, signer: &Signer) -> ApiResult<Loaded> {
-    let Some(note_bytes) = a.store.get(CHECKPOINT_PATH).await? else {
+async fn load(a: &View, origin: &str, signer: &Signer) -> ApiResult<Loaded> {
+    let Some(note_bytes) = a.get_uncached(CHECKPOINT_PATH).await? else {
         return Err(unavailable("the stored checkpoint is missing"));
     };
-    let note_text = String::from_utf8(a.decrypt(CHECKPOINT_PATH, &note_bytes)?.to_vec())
+    let note_text = String::from_utf8(note_bytes.to_vec())
         .map_err(|_| unavailable("the stored checkpoint is not text"))?;
     let opened = note::open(&note_text, std::slice::from_ref(signer.verifier()))
         .map_err(|e| unavailable(format!("the stored checkpoint: {e}")))?;
@@ -146,13 +149,10 @@ async fn load(a: &Active, origin: &str, signer: &Signer) -> ApiResult<Loaded> {
     let mut tail = Tail::default();
     let bundles = cp.size.div_ceil(WIDTH);
     for n in 0..bundles {
-        let path = bundle_path(n);
-        let ct = a
-            .store
-            .get(&path)
+        let plain = a
+            .get_uncached(&bundle_path(n))
             .await?
             .ok_or_else(|| unavailable(format!("entry bundle {n} is missing")))?;
-        let plain = a.decrypt(&path, &ct)?;
         let entries = tile::parse_bundle(&plain)
             .ok_or_else(|| unavailable(format!("entry bundle {n} is malformed")))?;
         let want = usize::try_from((cp.size - n * WIDTH).min(WIDTH)).unwrap_or(0);
@@ -208,7 +208,7 @@ impl Log {
     /// Opens the log at unseal: creates its key and empty checkpoint on first use, rebuilds
     /// the tree, and starts the sequencer.
     pub(crate) async fn open(
-        a: &Arc<Active>,
+        a: View,
         origin: &str,
         witnesses: &[crate::config::TlogWitness],
     ) -> ApiResult<Arc<Log>> {
@@ -242,25 +242,18 @@ impl Log {
                 };
                 let key = Zeroizing::new(serde_json::to_vec(&stored)?);
                 let note = sign(&signer, origin, 0, merkle::empty_root());
-                a.store
-                    .write(vec![
-                        WriteOp::Put {
-                            key: KEY_PATH.into(),
-                            value: a.encrypt(KEY_PATH, &key)?,
-                        },
-                        WriteOp::Put {
-                            key: CHECKPOINT_PATH.into(),
-                            value: a.encrypt(CHECKPOINT_PATH, note.as_bytes())?,
-                        },
-                    ])
-                    .await?;
+                a.write_uncached(vec![
+                    Plain::Put(KEY_PATH.into(), key.to_vec()),
+                    Plain::Put(CHECKPOINT_PATH.into(), note.into_bytes()),
+                ])
+                .await?;
                 tracing::info!(origin, vkey = %signer.verifier().vkey(), "transparency log created");
                 signer
             }
         };
         let origin = signer.verifier().name.clone();
         let (tx, rx) = mpsc::channel(QUEUE);
-        let (loaded, broken) = match load(a, &origin, &signer).await {
+        let (loaded, broken) = match load(&a, &origin, &signer).await {
             Ok(l) => (l, None),
             Err(e) => {
                 tracing::error!(error = %e, "transparency log refused to start");
@@ -284,6 +277,7 @@ impl Log {
             reload: false,
         };
         let log = Arc::new(Log {
+            view: a,
             origin,
             signer,
             tree: RwLock::new(loaded.tree),
@@ -298,7 +292,7 @@ impl Log {
             kick: tokio::sync::Notify::new(),
             cosigned_changed: tokio::sync::Notify::new(),
         });
-        tokio::spawn(sequencer(Arc::downgrade(&log), Arc::downgrade(a), rx, seq));
+        tokio::spawn(sequencer(Arc::downgrade(&log), rx, seq));
         if !log.witnesses.is_empty() {
             tokio::spawn(cosigner(Arc::downgrade(&log)));
         }
@@ -331,10 +325,10 @@ impl Log {
     /// Logs the chain head of every audit device that wrote since the last call (the
     /// background task calls this every minute), so a truncated or rewritten audit file is
     /// caught against a head the log already holds.
-    pub(crate) async fn log_audit_heads(&self, a: &Active) -> ApiResult<usize> {
+    pub(crate) async fn log_audit_heads(&self, sys: &Sys) -> ApiResult<usize> {
         let mut last = self.audit_heads.lock().await;
         let mut n = 0;
-        for (device, lines, head) in a.audit.heads().await {
+        for (device, lines, head) in sys.audit_heads().await? {
             if lines == 0 || last.get(&device) == Some(&lines) {
                 continue;
             }
@@ -362,7 +356,7 @@ impl Log {
     }
 
     /// A hash tile or entry bundle of the published tree. `None`: not (yet) in the log.
-    pub(crate) async fn tile(&self, a: &Active, id: &TileId) -> ApiResult<Option<Vec<u8>>> {
+    pub(crate) async fn tile(&self, id: &TileId) -> ApiResult<Option<Vec<u8>>> {
         let head = self.head()?;
         let shift = u32::from(id.tree_level());
         let have = if shift >= 64 { 0 } else { head.size >> shift };
@@ -386,7 +380,7 @@ impl Log {
                 tail.entries[..width].iter().map(|e| &e[..]),
             ));
         }
-        let full = self.full_bundle(a, id.index).await?;
+        let full = self.full_bundle(id.index).await?;
         if width == WIDTH as usize {
             return Ok(Some(full.to_vec()));
         }
@@ -395,17 +389,16 @@ impl Log {
         Ok(tile::encode_bundle(entries.into_iter().take(width)))
     }
 
-    async fn full_bundle(&self, a: &Active, n: u64) -> ApiResult<Arc<Vec<u8>>> {
+    async fn full_bundle(&self, n: u64) -> ApiResult<Arc<Vec<u8>>> {
         if let Some(b) = self.bundles.lock().map_err(|_| poisoned())?.get(&n) {
             return Ok(b.clone());
         }
-        let path = bundle_path(n);
-        let ct = a
-            .store
-            .get(&path)
+        let plain = self
+            .view
+            .get_uncached(&bundle_path(n))
             .await?
             .ok_or_else(|| unavailable(format!("entry bundle {n} is missing")))?;
-        let b = Arc::new(a.decrypt(&path, &ct)?.to_vec());
+        let b = Arc::new(plain.to_vec());
         self.cache_bundle(n, b.clone())?;
         Ok(b)
     }
@@ -420,7 +413,7 @@ impl Log {
     }
 
     /// The entry at `index` (which must be below the published size).
-    pub(crate) async fn entry(&self, a: &Active, index: u64) -> ApiResult<Vec<u8>> {
+    pub(crate) async fn entry(&self, index: u64) -> ApiResult<Vec<u8>> {
         let n = index / WIDTH;
         let i = usize::try_from(index % WIDTH).unwrap_or(0);
         let tail = self.tail.read().map_err(|_| poisoned())?.clone();
@@ -429,7 +422,7 @@ impl Log {
                 return Ok(e.to_vec());
             }
         }
-        let full = self.full_bundle(a, n).await?;
+        let full = self.full_bundle(n).await?;
         tile::parse_bundle(&full)
             .and_then(|v| v.get(i).map(|e| e.to_vec()))
             .ok_or_else(|| unavailable(format!("entry {index} is missing from its bundle")))
@@ -479,7 +472,7 @@ impl Log {
 
     /// A receipt for `index`: against the newest cosigned checkpoint that covers it, else the
     /// newest checkpoint.
-    pub(crate) async fn receipt(&self, a: &Active, index: u64) -> ApiResult<Receipt> {
+    pub(crate) async fn receipt(&self, index: u64) -> ApiResult<Receipt> {
         use base64::Engine as _;
         let head = self.head()?;
         if index >= head.size {
@@ -489,7 +482,7 @@ impl Log {
             Some((size, note)) if *size > index => (*size, note.clone()),
             _ => (head.size, head.note.clone()),
         };
-        let entry = self.entry(a, index).await?;
+        let entry = self.entry(index).await?;
         let proof = self.inclusion(index, size)?;
         Ok(Receipt {
             origin: self.origin.clone(),
@@ -504,7 +497,6 @@ impl Log {
     /// cosigned checkpoint that covers `index`, so the receipt satisfies k-of-n verifiers.
     pub(crate) async fn witnessed_receipt(
         &self,
-        a: &Active,
         index: u64,
         wait: std::time::Duration,
     ) -> ApiResult<Receipt> {
@@ -531,16 +523,11 @@ impl Log {
                 }
             }
         }
-        self.receipt(a, index).await
+        self.receipt(index).await
     }
 }
 
-async fn sequencer(
-    log: Weak<Log>,
-    active: Weak<Active>,
-    mut rx: mpsc::Receiver<Pending>,
-    mut seq: Seq,
-) {
+async fn sequencer(log: Weak<Log>, mut rx: mpsc::Receiver<Pending>, mut seq: Seq) {
     while let Some(first) = rx.recv().await {
         let mut batch = Vec::with_capacity(64);
         batch.push(first);
@@ -550,14 +537,14 @@ async fn sequencer(
                 Err(_) => break,
             }
         }
-        let (Some(log), Some(a)) = (log.upgrade(), active.upgrade()) else {
+        let Some(log) = log.upgrade() else {
             for p in batch {
                 let _ = p.reply.send(Err("the server is sealed".into()));
             }
             break;
         };
         if seq.reload {
-            match reload(&log, &a, &mut seq).await {
+            match reload(&log, &mut seq).await {
                 Ok(()) => seq.reload = false,
                 Err(e) => {
                     for p in batch {
@@ -569,12 +556,12 @@ async fn sequencer(
                 }
             }
         }
-        commit(&log, &a, &mut seq, batch).await;
+        commit(&log, &mut seq, batch).await;
     }
 }
 
-async fn reload(log: &Log, a: &Active, seq: &mut Seq) -> ApiResult<()> {
-    let l = load(a, &log.origin, &log.signer).await?;
+async fn reload(log: &Log, seq: &mut Seq) -> ApiResult<()> {
+    let l = load(&log.view, &log.origin, &log.signer).await?;
     let published = log.head.read().map_err(|_| poisoned())?.size;
     if l.head.size < published {
         return Err(unavailable(
@@ -590,7 +577,7 @@ async fn reload(log: &Log, a: &Active, seq: &mut Seq) -> ApiResult<()> {
     Ok(())
 }
 
-async fn commit(log: &Log, a: &Active, seq: &mut Seq, batch: Vec<Pending>) {
+async fn commit(log: &Log, seq: &mut Seq, batch: Vec<Pending>) {
     let time = u64::try_from(now_unix()).unwrap_or(0);
     let mut replies = Vec::with_capacity(batch.len());
     let mut fresh: Vec<Arc<[u8]>> = Vec::with_capacity(batch.len());
@@ -610,7 +597,7 @@ async fn commit(log: &Log, a: &Active, seq: &mut Seq, batch: Vec<Pending>) {
     }
     let old = seq.size;
     let new = old + fresh.len() as u64;
-    let result = write_batch(log, a, seq, &fresh, old, new).await;
+    let result = write_batch(log, seq, &fresh, old, new).await;
     match result {
         Ok(full) => {
             for (n, b) in full {
@@ -636,7 +623,6 @@ async fn commit(log: &Log, a: &Active, seq: &mut Seq, batch: Vec<Pending>) {
 /// Writes one batch; returns the bundles it completed (for the cache).
 async fn write_batch(
     log: &Log,
-    a: &Active,
     seq: &mut Seq,
     fresh: &[Arc<[u8]>],
     old: u64,
@@ -663,20 +649,13 @@ async fn write_batch(
         let n = first + i as u64;
         let bytes = tile::encode_bundle(chunk.iter().map(|e| &e[..]))
             .ok_or_else(|| ApiError::internal(std::io::Error::other("entry too large")))?;
-        let path = bundle_path(n);
-        ops.push(WriteOp::Put {
-            value: a.encrypt(&path, &bytes)?,
-            key: path,
-        });
         if chunk.len() == WIDTH as usize {
-            full.push((n, bytes));
+            full.push((n, bytes.clone()));
         }
+        ops.push(Plain::Put(bundle_path(n), bytes));
     }
-    ops.push(WriteOp::Put {
-        key: CHECKPOINT_PATH.into(),
-        value: a.encrypt(CHECKPOINT_PATH, note.as_bytes())?,
-    });
-    a.store.write(ops).await?;
+    ops.push(Plain::Put(CHECKPOINT_PATH.into(), note.as_bytes().to_vec()));
+    log.view.write_uncached(ops).await?;
     // Durable: publish.
     let done = full.len() * WIDTH as usize;
     seq.tail = all.split_off(done);
@@ -693,101 +672,6 @@ async fn write_batch(
     log.kick.notify_one();
     debug_assert!(old <= new);
     Ok(full)
-}
-
-/// Whether `sub` (below `sys/tlog/`) is a path of the log's read API.
-pub(crate) fn is_route(sub: &str) -> bool {
-    matches!(
-        sub,
-        "checkpoint" | "key" | "proof/inclusion" | "proof/consistency"
-    ) || sub.starts_with("tile/")
-        || sub.strip_prefix("entry/").is_some_and(|i| {
-            !i.is_empty() && i.len() <= 20 && i.bytes().all(|b| b.is_ascii_digit())
-        })
-}
-
-fn u64_field(req: &crate::logical::Request, k: &str) -> ApiResult<Option<u64>> {
-    match req.str_field(k) {
-        None => Ok(None),
-        Some(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| ApiError::bad(format!("{k}: must be a non-negative integer"))),
-    }
-}
-
-/// Full tiles never change: cache them for a year.
-const IMMUTABLE: &str = "public, max-age=31536000, immutable";
-/// Checkpoints and partial tiles change as the log grows.
-const REVALIDATE: &str = "no-cache";
-
-/// The log's read API: C2SP tiles and checkpoint (raw bodies with cache headers), the proof
-/// API and receipts (JSON). Unauthenticated, like a CA's CRL: the log is public by design and
-/// holds nothing secret.
-pub(crate) async fn handle(
-    a: &Active,
-    sub: &str,
-    req: &crate::logical::Request,
-) -> ApiResult<crate::logical::Response> {
-    use crate::logical::Response;
-    use serde_json::json;
-    let log = a.log()?;
-    match sub {
-        "checkpoint" => {
-            let note = log.served_checkpoint()?;
-            Ok(Response {
-                raw: Some(("text/plain; charset=utf-8", note.as_bytes().to_vec())),
-                cache_control: Some(REVALIDATE),
-                ..Default::default()
-            })
-        }
-        "key" => Ok(Response::data(json!({
-            "origin": log.origin,
-            "vkey": log.vkey(),
-        }))),
-        "proof/inclusion" => {
-            let head = log.head()?;
-            let index = u64_field(req, "index")?.ok_or_else(|| ApiError::bad("index: required"))?;
-            let size = u64_field(req, "size")?.unwrap_or(head.size);
-            let proof = log.inclusion(index, size)?;
-            Ok(Response::data(json!({
-                "index": index,
-                "size": size,
-                "inclusion_proof": encode_hashes(&proof),
-            })))
-        }
-        "proof/consistency" => {
-            let head = log.head()?;
-            let old = u64_field(req, "old")?.ok_or_else(|| ApiError::bad("old: required"))?;
-            let new = u64_field(req, "new")?.unwrap_or(head.size);
-            let proof = log.consistency(old, new)?;
-            Ok(Response::data(json!({
-                "old": old,
-                "new": new,
-                "consistency_proof": encode_hashes(&proof),
-            })))
-        }
-        _ => {
-            if let Some(i) = sub.strip_prefix("entry/") {
-                let index: u64 = i
-                    .parse()
-                    .map_err(|_| ApiError::bad("index: must be a non-negative integer"))?;
-                let r = log.receipt(a, index).await?;
-                return Ok(Response::data(serde_json::to_value(r)?));
-            }
-            let id = TileId::parse(sub).map_err(|e| ApiError::bad(format!("tile path: {e}")))?;
-            let bytes = log.tile(a, &id).await?.ok_or(ApiError::NotFound)?;
-            Ok(Response {
-                raw: Some(("application/octet-stream", bytes)),
-                cache_control: Some(if u64::from(id.width) == WIDTH {
-                    IMMUTABLE
-                } else {
-                    REVALIDATE
-                }),
-                ..Default::default()
-            })
-        }
-    }
 }
 
 /// How long a witness may take to answer.

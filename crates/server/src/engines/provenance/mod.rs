@@ -12,19 +12,49 @@
 //! whether an image is trusted is the device policy's decision (`custos fw verify`). Every
 //! value is stored through the barrier (AES-256-GCM), details included.
 
-use crate::core::{Active, Plain};
+use crate::core::barrier::{Plain, View};
+use crate::core::engine::{Ctx, Engine, PathSpec};
+use crate::core::services::TrustLog;
 use crate::error::{ApiError, ApiResult};
 use crate::logical::{Request, Response};
-use crate::mounts::MountEntry;
 use custos_acl::Operation::{self, *};
 use custos_provenance::bundle::Bundle;
 use custos_provenance::record::{Details, Record, Summary};
 use custos_tlog::entry::{EnvelopeDigest, Event as LogEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// The provenance store engine.
+pub struct Provenance {
+    log: Arc<dyn TrustLog>,
+    /// Serialises registrations (read-modify-write of bundle lists and events).
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Provenance {
+    /// A provenance store whose registrations are logged to `log`.
+    pub fn new(log: Arc<dyn TrustLog>) -> Self {
+        Provenance {
+            log,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Engine for Provenance {
+    fn route(&self, sub: &str) -> Option<PathSpec> {
+        route(sub.trim_end_matches('/')).map(PathSpec::new)
+    }
+
+    async fn handle(&self, ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+        handle(self, ctx, req).await
+    }
+}
 
 /// The operations each path serves, or `None` for an unknown path.
-pub(crate) fn route(sub: &str) -> Option<&'static [Operation]> {
+fn route(sub: &str) -> Option<&'static [Operation]> {
     let parts: Vec<&str> = sub.split('/').collect();
     Some(match parts.as_slice() {
         ["bundles"] => &[Create, Update],
@@ -43,10 +73,6 @@ fn is_sha256(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-fn base(m: &MountEntry) -> String {
-    format!("logical/{}/", m.uuid)
 }
 
 /// A signing event filed under a signer.
@@ -72,53 +98,44 @@ const MAX_DEPTH: usize = 8;
 /// Most bundles kept per image.
 const MAX_BUNDLES: usize = 16;
 
-pub(crate) async fn handle(
-    a: &Active,
-    m: &MountEntry,
-    sub: &str,
-    req: &Request,
-    who: &str,
-) -> ApiResult<Response> {
-    let b = base(m);
-    let parts: Vec<&str> = sub.split('/').collect();
+async fn handle(p: &Provenance, ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+    let a = &ctx.view;
+    let parts: Vec<&str> = ctx.sub.trim_end_matches('/').split('/').collect();
     match (parts.as_slice(), req.op) {
-        (["bundles"], _) => register(a, m, req, who).await,
-        (["images"], List) => Response::list(a.list(&format!("{b}image/")).await?),
+        (["bundles"], _) => register(p, ctx, req).await,
+        (["images"], List) => Response::list(a.list("image/").await?),
         (["images", d], Read) => {
             let s: Summary = a
-                .get_json(&format!("{b}image/{d}"))
+                .get_json(&format!("image/{d}"))
                 .await?
                 .ok_or(ApiError::NotFound)?;
             Ok(Response::data(serde_json::to_value(s)?))
         }
         (["lineage", d], Read) => {
-            if a.get_json::<Value>(&format!("{b}image/{d}"))
-                .await?
-                .is_none()
-            {
+            if a.get_json::<Value>(&format!("image/{d}")).await?.is_none() {
                 return Err(ApiError::NotFound);
             }
             let mut seen = Vec::new();
-            Ok(Response::data(lineage(a, &b, d, 0, &mut seen).await?))
+            Ok(Response::data(lineage(a, d, 0, &mut seen).await?))
         }
         (["details", "images", d], Read) => {
             let s: Details = a
-                .get_json(&format!("{b}detail/{d}"))
+                .get_json(&format!("detail/{d}"))
                 .await?
                 .ok_or(ApiError::NotFound)?;
             Ok(Response::data(serde_json::to_value(s)?))
         }
         (["details", "bundles", d], Read) => {
             let list: Vec<Value> = a
-                .get_json(&format!("{b}bundle/{d}"))
+                .get_json(&format!("bundle/{d}"))
                 .await?
                 .ok_or(ApiError::NotFound)?;
             Ok(Response::data(json!({ "bundles": list })))
         }
         (["details", "signers"], List) => {
             let mut ids = Vec::new();
-            for k in a.list(&format!("{b}signer/")).await? {
-                if let Some(v) = a.get_json::<Value>(&format!("{b}signer/{k}")).await? {
+            for k in a.list("signer/").await? {
+                if let Some(v) = a.get_json::<Value>(&format!("signer/{k}")).await? {
                     if let Some(id) = v["id"].as_str() {
                         ids.push(id.to_string());
                     }
@@ -129,7 +146,7 @@ pub(crate) async fn handle(
         }
         (["details", "signers", id], Read) => {
             let v: Value = a
-                .get_json(&format!("{b}signer/{}", signer_key(id)))
+                .get_json(&format!("signer/{}", signer_key(id)))
                 .await?
                 .ok_or(ApiError::NotFound)?;
             Ok(Response::data(v))
@@ -146,8 +163,8 @@ fn unlogged(bundle: &Bundle) -> Bundle {
     }
 }
 
-async fn register(a: &Active, m: &MountEntry, req: &Request, who: &str) -> ApiResult<Response> {
-    let b = &base(m);
+async fn register(p: &Provenance, ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+    let (a, m, who) = (&ctx.view, ctx.mount, ctx.requester());
     let raw = match req.data.get("bundle") {
         Some(Value::String(s)) => s.as_bytes().to_vec(),
         Some(v @ Value::Object(_)) => serde_json::to_vec(v)?,
@@ -161,9 +178,9 @@ async fn register(a: &Active, m: &MountEntry, req: &Request, who: &str) -> ApiRe
     let rec = Record::from_bundle(&bundle).map_err(|e| ApiError::bad(format!("bundle: {e}")))?;
     let d = rec.sha256().to_string();
     let now = crate::core::rfc3339(crate::core::now_unix());
-    let _g = a.provenance_lock.lock().await;
+    let _g = p.lock.lock().await;
     let mut bundles: Vec<Value> = a
-        .get_json(&format!("{b}bundle/{d}"))
+        .get_json(&format!("bundle/{d}"))
         .await?
         .unwrap_or_default();
     let bare = unlogged(&bundle);
@@ -175,7 +192,7 @@ async fn register(a: &Active, m: &MountEntry, req: &Request, who: &str) -> ApiRe
             "tlog_entries": known.get("tlogEntries").cloned().unwrap_or(json!([])),
         })));
     }
-    if let Some(existing) = a.get_json::<Summary>(&format!("{b}image/{d}")).await? {
+    if let Some(existing) = a.get_json::<Summary>(&format!("image/{d}")).await? {
         if existing != rec.summary {
             return Err(ApiError::bad(format!(
                 "bundle: image {d} is already registered with other facts (device class {}, version {}, security version {})",
@@ -196,12 +213,12 @@ async fn register(a: &Active, m: &MountEntry, req: &Request, who: &str) -> ApiRe
         .map(|e| EnvelopeDigest {
             payload_type: e.payload_type.clone(),
             payload_sha256: custos_provenance::dsse::decode_b64(&e.payload)
-                .map(|p| crate::pki::sha256_hex(&p))
+                .map(|p| crate::core::sha256_hex(&p))
                 .unwrap_or_default(),
         })
         .collect();
-    let log = a.log()?;
-    let index = log
+    let index = p
+        .log
         .append(LogEvent::FirmwareSigned {
             mount: m.path.clone(),
             image_sha256: d.clone(),
@@ -210,20 +227,21 @@ async fn register(a: &Active, m: &MountEntry, req: &Request, who: &str) -> ApiRe
             builder: rec.details.builder_id.clone(),
             signers: rec.signer_ids(),
             envelopes,
-            requester: who.to_string(),
+            requester: who,
         })
         .await?;
     let receipt = serde_json::to_value(
-        log.witnessed_receipt(a, index, std::time::Duration::from_secs(10))
+        p.log
+            .receipt(index, std::time::Duration::from_secs(10))
             .await?,
     )?;
     let mut logged = bare;
     logged.tlog_entries = vec![receipt.clone()];
     bundles.push(serde_json::to_value(&logged)?);
     let mut ops = vec![
-        Plain::Put(format!("{b}image/{d}"), serde_json::to_vec(&rec.summary)?),
-        Plain::Put(format!("{b}detail/{d}"), serde_json::to_vec(&rec.details)?),
-        Plain::Put(format!("{b}bundle/{d}"), serde_json::to_vec(&bundles)?),
+        Plain::Put(format!("image/{d}"), serde_json::to_vec(&rec.summary)?),
+        Plain::Put(format!("detail/{d}"), serde_json::to_vec(&rec.details)?),
+        Plain::Put(format!("bundle/{d}"), serde_json::to_vec(&bundles)?),
     ];
     let event = Event {
         image: d.clone(),
@@ -233,7 +251,7 @@ async fn register(a: &Active, m: &MountEntry, req: &Request, who: &str) -> ApiRe
         registered_at: now,
     };
     for id in rec.signer_ids() {
-        let key = format!("{b}signer/{}", signer_key(&id));
+        let key = format!("signer/{}", signer_key(&id));
         let mut v: Value = a
             .get_json(&key)
             .await?
@@ -253,14 +271,13 @@ async fn register(a: &Active, m: &MountEntry, req: &Request, who: &str) -> ApiRe
 
 /// image → parents → components, by digest; registered nodes carry their summary facts.
 fn lineage<'a>(
-    a: &'a Active,
-    b: &'a str,
+    a: &'a View,
     d: &'a str,
     depth: usize,
     seen: &'a mut Vec<String>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ApiResult<Value>> + Send + 'a>> {
     Box::pin(async move {
-        let s: Option<Summary> = a.get_json(&format!("{b}image/{d}")).await?;
+        let s: Option<Summary> = a.get_json(&format!("image/{d}")).await?;
         let Some(s) = s else {
             return Ok(json!({"sha256": d, "registered": false}));
         };
@@ -279,7 +296,7 @@ fn lineage<'a>(
         }
         let mut parents = Vec::new();
         for p in &s.parents {
-            parents.push(lineage(a, b, p, depth + 1, seen).await?);
+            parents.push(lineage(a, p, depth + 1, seen).await?);
         }
         node["parents"] = Value::Array(parents);
         Ok(node)

@@ -1,6 +1,7 @@
 //! Mount tables (`sys/mounts`, `sys/auth`) and the KV version 1 secrets engine.
 
-use crate::core::{Active, Plain};
+use crate::core::engine::Table;
+use crate::core::{Active, Core, Plain};
 use crate::duration::duration_value;
 use crate::error::{ApiError, ApiResult};
 use crate::logical::{Request, Response};
@@ -12,8 +13,6 @@ use serde_json::{json, Map, Value};
 pub const MOUNTS_PATH: &str = "core/mounts";
 /// Storage key of the auth mount table.
 pub const AUTH_PATH: &str = "core/auth";
-/// Secrets engine types this build can mount.
-pub const SECRET_TYPES: &[&str] = &["kv", "pki", "provenance"];
 /// Paths that can never be mounted over.
 const RESERVED: &[&str] = &["sys/", "auth/", "cubbyhole/", "identity/"];
 
@@ -175,9 +174,14 @@ fn parse_config(v: Option<&Value>) -> ApiResult<MountConfig> {
     Ok(c)
 }
 
-impl Active {
+impl Core {
     /// `POST sys/mounts/<path>`.
-    pub(crate) async fn enable_mount(&self, path: &str, req: &Request) -> ApiResult<Response> {
+    pub(crate) async fn enable_mount(
+        &self,
+        a: &Active,
+        path: &str,
+        req: &Request,
+    ) -> ApiResult<Response> {
         let path = normalize_mount_path(path)?;
         if RESERVED.iter().any(|r| path.starts_with(r)) {
             return Err(ApiError::bad(format!(
@@ -187,10 +191,39 @@ impl Active {
         let kind = req
             .str_field("type")
             .ok_or_else(|| ApiError::bad("missing required field \"type\""))?;
-        if !SECRET_TYPES.contains(&kind.as_str()) {
+        let Some(engine) = self.registry.find(Table::Secrets, &kind) else {
             return Err(ApiError::bad(format!(
                 "secrets engine type {kind:?} is not available in this build (available: {})",
-                SECRET_TYPES.join(", ")
+                self.registry.kinds(Table::Secrets).join(", ")
+            )));
+        };
+        let mut e = entry(
+            &path,
+            &kind,
+            &req.str_field("description").unwrap_or_default(),
+        );
+        e.config = parse_config(req.data.get("config"))?;
+        if let Some(o) = req.data.get("options").filter(|o| !o.is_null()) {
+            e.options = engine.engine.mount_options(o)?;
+        }
+        a.add_mount(&a.mounts, MOUNTS_PATH, e, "").await
+    }
+
+    /// `POST sys/auth/<path> {type}`: enables a login method.
+    pub(crate) async fn enable_auth(
+        &self,
+        a: &Active,
+        path: &str,
+        req: &Request,
+    ) -> ApiResult<Response> {
+        let path = normalize_mount_path(path)?;
+        let kind = req
+            .str_field("type")
+            .ok_or_else(|| ApiError::bad("missing required field \"type\""))?;
+        if self.registry.find(Table::Auth, &kind).is_none() {
+            return Err(ApiError::bad(format!(
+                "auth method type {kind:?} is not available in this build (available: {})",
+                self.registry.kinds(Table::Auth).join(", ")
             )));
         }
         let mut e = entry(
@@ -199,30 +232,59 @@ impl Active {
             &req.str_field("description").unwrap_or_default(),
         );
         e.config = parse_config(req.data.get("config"))?;
-        if let Some(o) = req
-            .data
-            .get("options")
-            .filter(|o| !o.is_null() && kind == "kv")
-        {
-            let o = o
-                .as_object()
-                .ok_or_else(|| ApiError::bad("options: must be an object"))?;
-            if let Some(v) = o.get("version") {
-                let v = v
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string());
-                if v != "1" {
-                    return Err(ApiError::bad(format!(
-                        "kv version {v:?} is not supported; only version 1 is available"
-                    )));
-                }
-            }
-            e.options = o.clone();
-        }
-        self.add_mount(&self.mounts, MOUNTS_PATH, e, "").await
+        a.add_mount(&a.auth_mounts, AUTH_PATH, e, "auth/").await
     }
 
+    /// `DELETE sys/auth/<path>`: removes the login method, its config and roles. Tokens it
+    /// issued stay valid until they expire or are revoked.
+    pub(crate) async fn disable_auth(&self, a: &Active, path: &str) -> ApiResult<Response> {
+        let path = normalize_mount_path(path)?;
+        self.unmount(a, Table::Auth, &path).await
+    }
+
+    /// `DELETE sys/mounts/<path>`: removes the mount and all of its data.
+    pub(crate) async fn disable_mount(&self, a: &Active, path: &str) -> ApiResult<Response> {
+        let path = normalize_mount_path(path)?;
+        if path == "sys/" {
+            return Err(ApiError::bad("cannot unmount \"sys/\""));
+        }
+        self.unmount(a, Table::Secrets, &path).await
+    }
+
+    /// Removes a mount: its engine's unmount hook first (rows outside the view, caches),
+    /// then the table entry and every entry under the mount's view, in one write.
+    async fn unmount(&self, a: &Active, table: Table, path: &str) -> ApiResult<Response> {
+        let (lock, key) = match table {
+            Table::Auth => (&a.auth_mounts, AUTH_PATH),
+            _ => (&a.mounts, MOUNTS_PATH),
+        };
+        let mut t = lock.write().await;
+        let Some(e) = t.entries.iter().find(|x| x.path == path).cloned() else {
+            return Ok(Response::empty());
+        };
+        let mut next = t.clone();
+        next.entries.retain(|x| x.path != path);
+        let mut ops = vec![Plain::Put(key.into(), serde_json::to_vec(&next)?)];
+        if let Some(i) = self
+            .registry
+            .engines
+            .iter()
+            .position(|r| r.table == table && r.kind == e.kind)
+        {
+            let (r, sys) = (&self.registry.engines[i], &self.sys[i]);
+            r.engine.unmount(sys, &e).await?;
+            let prefix = format!("{}{}/", r.engine.storage_root(), e.uuid);
+            for k in a.list_all(&prefix).await? {
+                ops.push(Plain::Delete(k));
+            }
+        }
+        a.write(ops).await?;
+        *t = next;
+        Ok(Response::empty())
+    }
+}
+
+impl Active {
     /// Adds `e` to a mount table unless its path overlaps another mount; the table is
     /// persisted before the in-memory copy changes.
     async fn add_mount(
@@ -247,83 +309,6 @@ impl Active {
         next.entries.push(e);
         self.write(vec![Plain::Put(key.into(), serde_json::to_vec(&next)?)])
             .await?;
-        *table = next;
-        Ok(Response::empty())
-    }
-
-    /// `POST sys/auth/<path> {type}`: enables a login method.
-    pub(crate) async fn enable_auth(&self, path: &str, req: &Request) -> ApiResult<Response> {
-        let path = normalize_mount_path(path)?;
-        let kind = req
-            .str_field("type")
-            .ok_or_else(|| ApiError::bad("missing required field \"type\""))?;
-        if !crate::auth_methods::AUTH_TYPES.contains(&kind.as_str()) {
-            return Err(ApiError::bad(format!(
-                "auth method type {kind:?} is not available in this build (available: {})",
-                crate::auth_methods::AUTH_TYPES.join(", ")
-            )));
-        }
-        let mut e = entry(
-            &path,
-            &kind,
-            &req.str_field("description").unwrap_or_default(),
-        );
-        e.config = parse_config(req.data.get("config"))?;
-        self.add_mount(&self.auth_mounts, AUTH_PATH, e, "auth/")
-            .await
-    }
-
-    /// `DELETE sys/auth/<path>`: removes the login method, its config and roles. Tokens it
-    /// issued stay valid until they expire or are revoked.
-    pub(crate) async fn disable_auth(&self, path: &str) -> ApiResult<Response> {
-        let path = normalize_mount_path(path)?;
-        let mut table = self.auth_mounts.write().await;
-        let Some(e) = table.entries.iter().find(|x| x.path == path).cloned() else {
-            return Ok(Response::empty());
-        };
-        let mut next = table.clone();
-        next.entries.retain(|x| x.path != path);
-        let mut ops = vec![Plain::Put(AUTH_PATH.into(), serde_json::to_vec(&next)?)];
-        for k in self.list_all(&format!("auth/{}/", e.uuid)).await? {
-            ops.push(Plain::Delete(k));
-        }
-        self.write(ops).await?;
-        *table = next;
-        Ok(Response::empty())
-    }
-
-    /// `DELETE sys/mounts/<path>`: removes the mount and all of its data.
-    pub(crate) async fn disable_mount(&self, path: &str) -> ApiResult<Response> {
-        let path = normalize_mount_path(path)?;
-        if path == "sys/" {
-            return Err(ApiError::bad("cannot unmount \"sys/\""));
-        }
-        let mut table = self.mounts.write().await;
-        let Some(e) = table.entries.iter().find(|x| x.path == path).cloned() else {
-            return Ok(Response::empty());
-        };
-        let mut next = table.clone();
-        next.entries.retain(|x| x.path != path);
-        let mut ops = vec![Plain::Put(MOUNTS_PATH.into(), serde_json::to_vec(&next)?)];
-        for k in self.list_all(&format!("logical/{}/", e.uuid)).await? {
-            ops.push(Plain::Delete(k));
-        }
-        // A PKI mount's certificate rows go too, a page at a time.
-        loop {
-            let page = self.store.list_certs(&e.uuid, None, 10_000).await?;
-            if page.is_empty() {
-                break;
-            }
-            let dels = page
-                .into_iter()
-                .map(|serial| custos_store::WriteOp::DeleteCert {
-                    mount: e.uuid.clone(),
-                    serial,
-                })
-                .collect();
-            self.store.write(dels).await?;
-        }
-        self.write(ops).await?;
         *table = next;
         Ok(Response::empty())
     }
@@ -385,79 +370,5 @@ impl Active {
         .await?;
         *table = next;
         Ok(Response::empty())
-    }
-
-    /// Every key under `prefix`, recursively.
-    pub(crate) async fn list_all(&self, prefix: &str) -> ApiResult<Vec<String>> {
-        let mut out = Vec::new();
-        let mut stack = vec![prefix.to_string()];
-        while let Some(p) = stack.pop() {
-            for k in self.list(&p).await? {
-                if k.ends_with('/') {
-                    stack.push(format!("{p}{k}"));
-                } else {
-                    out.push(format!("{p}{k}"));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Whether the KV entry exists (for create vs update).
-    pub(crate) async fn kv_exists(&self, mount: &MountEntry, key: &str) -> ApiResult<bool> {
-        Ok(self
-            .store
-            .get(&format!("logical/{}/{key}", mount.uuid))
-            .await?
-            .is_some())
-    }
-
-    /// The KV v1 engine.
-    pub(crate) async fn kv(
-        &self,
-        mount: &MountEntry,
-        key: &str,
-        req: &Request,
-    ) -> ApiResult<Response> {
-        let storage_key = format!("logical/{}/{key}", mount.uuid);
-        match req.op {
-            Operation::List => {
-                let prefix = if key.is_empty() || key.ends_with('/') {
-                    key.to_string()
-                } else {
-                    format!("{key}/")
-                };
-                Response::list(
-                    self.list(&format!("logical/{}/{prefix}", mount.uuid))
-                        .await?,
-                )
-            }
-            _ if key.is_empty() || key.ends_with('/') => {
-                Err(ApiError::bad("missing secret path: a key name is required"))
-            }
-            Operation::Read => {
-                let v: Map<String, Value> = self
-                    .get_json(&storage_key)
-                    .await?
-                    .ok_or(ApiError::NotFound)?;
-                Ok(Response::data(Value::Object(v)))
-            }
-            Operation::Create | Operation::Update => {
-                if req.data.is_empty() {
-                    return Err(ApiError::bad("missing data fields"));
-                }
-                self.write(vec![Plain::Put(
-                    storage_key,
-                    serde_json::to_vec(&req.data)?,
-                )])
-                .await?;
-                Ok(Response::empty())
-            }
-            Operation::Delete => {
-                self.write(vec![Plain::Delete(storage_key)]).await?;
-                Ok(Response::empty())
-            }
-            Operation::Patch => Err(ApiError::MethodNotAllowed),
-        }
     }
 }

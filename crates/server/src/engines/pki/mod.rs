@@ -6,7 +6,12 @@
 //! Revocation updates one row (O(log n)); the CRL is rebuilt lazily from the revocation
 //! index, a page at a time, the next time it is fetched.
 
-use crate::core::{now_unix, Active, Core, Plain};
+mod tidy;
+
+use crate::core::barrier::{Plain, View};
+use crate::core::engine::{Ctx, Engine, PathSpec, Sys};
+use crate::core::now_unix;
+use crate::core::services::{CertIssuer, RevocationLookup, TrustLog};
 use crate::error::{ApiError, ApiResult};
 use crate::logical::{Request, Response};
 use crate::mounts::MountEntry;
@@ -46,6 +51,36 @@ struct CachedCrl {
     next_update: i64,
 }
 
+/// The PKI engine: every mount of type `pki`.
+pub struct Pki {
+    log: Arc<dyn TrustLog>,
+    issuers: Arc<IssuerCache>,
+    /// Set at the first unseal: background callers (certificate login, the NRF) reach the
+    /// mounts through it.
+    sys: std::sync::OnceLock<Sys>,
+}
+
+/// One request's handle on one PKI mount: its storage view, the engine's caches and the log.
+pub(crate) struct Pk<'a> {
+    view: View,
+    pub(crate) issuers: Arc<IssuerCache>,
+    log: &'a Arc<dyn TrustLog>,
+    sys: &'a Sys,
+}
+
+impl std::ops::Deref for Pk<'_> {
+    type Target = View;
+    fn deref(&self) -> &View {
+        &self.view
+    }
+}
+
+impl Pk<'_> {
+    fn log(&self) -> ApiResult<&Arc<dyn TrustLog>> {
+        Ok(self.log)
+    }
+}
+
 /// In-memory PKI state of the unsealed core: parsed issuers and built CRLs.
 #[derive(Default)]
 pub(crate) struct IssuerCache {
@@ -57,7 +92,24 @@ pub(crate) struct IssuerCache {
     /// Bumped by every invalidation; a fill that raced one is dropped (no stale re-insert).
     parsed_epoch: std::sync::atomic::AtomicU64,
     /// Tidy runs, per mount uuid.
-    pub(crate) tidy: std::sync::Mutex<HashMap<String, crate::pki_tidy::TidyStatus>>,
+    pub(crate) tidy: std::sync::Mutex<HashMap<String, tidy::TidyStatus>>,
+}
+
+impl IssuerCache {
+    /// Drops every parsed issuer (their keys zeroize) and every cached CRL and role.
+    fn clear(&self) {
+        if let Ok(mut c) = self.issuers.write() {
+            c.clear();
+        }
+        if let Ok(mut c) = self.crls.write() {
+            c.clear();
+        }
+        if let Ok(mut c) = self.parsed.write() {
+            c.clear();
+        }
+        self.parsed_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -93,24 +145,18 @@ impl Drop for KeyEntry {
     }
 }
 
-/// Route facts for a path below the mount.
-pub(crate) struct RouteInfo {
-    pub ops: &'static [Operation],
-    /// The operations that need no token (Vault's unauthenticated PKI paths).
-    pub unauth_ops: &'static [Operation],
-    pub existence: bool,
-}
-
-/// A route; if `public`, every one of its operations is unauthenticated.
-fn ri(ops: &'static [Operation], public: bool) -> RouteInfo {
-    RouteInfo {
-        ops,
-        unauth_ops: if public { ops } else { &[] },
-        existence: false,
+/// A route; if `public`, every one of its operations is unauthenticated (Vault's
+/// unauthenticated PKI paths).
+const fn ri(ops: &'static [Operation], public: bool) -> PathSpec {
+    let p = PathSpec::new(ops);
+    if public {
+        p.open()
+    } else {
+        p
     }
 }
 
-pub(crate) fn route(sub: &str) -> Option<RouteInfo> {
+fn route(sub: &str) -> Option<PathSpec> {
     let parts: Vec<&str> = sub.split('/').collect();
     Some(match parts.as_slice() {
         ["root", "generate", "internal" | "exported"]
@@ -124,11 +170,7 @@ pub(crate) fn route(sub: &str) -> Option<RouteInfo> {
             ri(&[Read, Update], false)
         }
         ["roles"] => ri(&[List, Read], false),
-        ["roles", _] => RouteInfo {
-            ops: &[Read, Create, Update, Delete],
-            unauth_ops: &[],
-            existence: true,
-        },
+        ["roles", _] => PathSpec::new(&[Read, Create, Update, Delete]).existence(),
         ["issue", _]
         | ["sign", _]
         | ["sign-verbatim"]
@@ -150,11 +192,7 @@ pub(crate) fn route(sub: &str) -> Option<RouteInfo> {
         ["issuers"] => ri(&[List, Read], true),
         ["ocsp"] => ri(&[Update], true),
         ["ocsp", ..] => ri(&[Read], true),
-        ["issuer", _] => RouteInfo {
-            ops: &[Read, Update, Patch, Delete],
-            unauth_ops: &[Read],
-            existence: false,
-        },
+        ["issuer", _] => PathSpec::new(&[Read, Update, Patch, Delete]).open_for(&[Read]),
         ["keys"] => ri(&[List, Read], false),
         ["keys", "generate", "internal" | "exported"] | ["keys", "import"] => ri(&[Update], false),
         ["key", _] => ri(&[Read, Delete], false),
@@ -166,21 +204,6 @@ pub(crate) fn route(sub: &str) -> Option<RouteInfo> {
         | ["issuer", _, "crl", "pem" | "der"] => ri(&[Read], true),
         _ => return None,
     })
-}
-
-pub(crate) fn base(m: &MountEntry) -> String {
-    format!("pki/{}/", m.uuid)
-}
-
-pub(crate) async fn exists(a: &Active, m: &MountEntry, sub: &str) -> ApiResult<bool> {
-    match sub.strip_prefix("roles/") {
-        Some(name) => Ok(a
-            .store
-            .get(&format!("{}role/{name}", base(m)))
-            .await?
-            .is_some()),
-        None => Ok(true),
-    }
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
@@ -228,7 +251,7 @@ fn valid_name(field: &str, n: &str) -> ApiResult<()> {
     Ok(())
 }
 
-async fn urls(a: &Active, m: &MountEntry) -> ApiResult<Urls> {
+async fn urls(a: &Pk<'_>, m: &MountEntry) -> ApiResult<Urls> {
     let key = format!("{}/urls", m.uuid);
     if let Some(Parsed::Urls(u)) = a
         .issuers
@@ -243,10 +266,7 @@ async fn urls(a: &Active, m: &MountEntry) -> ApiResult<Urls> {
         .issuers
         .parsed_epoch
         .load(std::sync::atomic::Ordering::Acquire);
-    let u: Urls = a
-        .get_json(&format!("{}config/urls", base(m)))
-        .await?
-        .unwrap_or_default();
+    let u: Urls = a.get_json("config/urls").await?.unwrap_or_default();
     fill_parsed(a, key, Parsed::Urls(Arc::new(u.clone())), epoch);
     Ok(u)
 }
@@ -258,7 +278,7 @@ pub(crate) enum Parsed {
     Urls(Arc<Urls>),
 }
 
-async fn cached_role(a: &Active, m: &MountEntry, name: &str) -> ApiResult<Arc<Role>> {
+async fn cached_role(a: &Pk<'_>, m: &MountEntry, name: &str) -> ApiResult<Arc<Role>> {
     let key = format!("{}/role/{name}", m.uuid);
     if let Some(Parsed::Role(r)) = a
         .issuers
@@ -274,7 +294,7 @@ async fn cached_role(a: &Active, m: &MountEntry, name: &str) -> ApiResult<Arc<Ro
         .parsed_epoch
         .load(std::sync::atomic::Ordering::Acquire);
     let r: Role = a
-        .get_json(&format!("{}role/{name}", base(m)))
+        .get_json(&format!("role/{name}"))
         .await?
         .ok_or_else(|| ApiError::bad(format!("unknown role: {name}")))?;
     let r = Arc::new(r);
@@ -282,7 +302,7 @@ async fn cached_role(a: &Active, m: &MountEntry, name: &str) -> ApiResult<Arc<Ro
     Ok(r)
 }
 
-fn fill_parsed(a: &Active, key: String, v: Parsed, epoch: u64) {
+fn fill_parsed(a: &Pk<'_>, key: String, v: Parsed, epoch: u64) {
     if let Ok(mut c) = a.issuers.parsed.write() {
         if a.issuers
             .parsed_epoch
@@ -295,7 +315,7 @@ fn fill_parsed(a: &Active, key: String, v: Parsed, epoch: u64) {
 }
 
 /// Drops the parsed roles and settings of a mount (after any write to them).
-fn forget_parsed(a: &Active, m: &MountEntry) {
+fn forget_parsed(a: &Pk<'_>, m: &MountEntry) {
     let prefix = format!("{}/", m.uuid);
     if let Ok(mut c) = a.issuers.parsed.write() {
         a.issuers
@@ -305,32 +325,25 @@ fn forget_parsed(a: &Active, m: &MountEntry) {
     }
 }
 
-async fn default_issuer_id(a: &Active, m: &MountEntry) -> ApiResult<Option<String>> {
-    let v: Option<Value> = a.get_json(&format!("{}config/issuers", base(m))).await?;
+async fn default_issuer_id(a: &Pk<'_>) -> ApiResult<Option<String>> {
+    let v: Option<Value> = a.get_json("config/issuers").await?;
     Ok(
         v.and_then(|v| v.get("default").and_then(Value::as_str).map(str::to_string))
             .filter(|s| !s.is_empty()),
     )
 }
 
-async fn resolve_issuer_id(a: &Active, m: &MountEntry, reference: &str) -> ApiResult<String> {
+async fn resolve_issuer_id(a: &Pk<'_>, reference: &str) -> ApiResult<String> {
     if reference.is_empty() || reference == "default" {
-        return default_issuer_id(a, m).await?.ok_or_else(|| {
+        return default_issuer_id(a).await?.ok_or_else(|| {
             ApiError::bad("no default issuer is configured: generate or import a CA first")
         });
     }
-    if a.store
-        .get(&format!("{}issuer/{reference}", base(m)))
-        .await?
-        .is_some()
-    {
+    if a.exists(&format!("issuer/{reference}")).await? {
         return Ok(reference.to_string());
     }
-    for id in a.list(&format!("{}issuer/", base(m))).await? {
-        if let Some(e) = a
-            .get_json::<IssuerEntry>(&format!("{}issuer/{id}", base(m)))
-            .await?
-        {
+    for id in a.list("issuer/").await? {
+        if let Some(e) = a.get_json::<IssuerEntry>(&format!("issuer/{id}")).await? {
             if e.issuer_name == reference {
                 return Ok(id);
             }
@@ -339,8 +352,8 @@ async fn resolve_issuer_id(a: &Active, m: &MountEntry, reference: &str) -> ApiRe
     Err(ApiError::bad(format!("unknown issuer {reference:?}")))
 }
 
-async fn load_issuer(a: &Active, m: &MountEntry, reference: &str) -> ApiResult<Arc<Loaded>> {
-    let id = resolve_issuer_id(a, m, reference).await?;
+async fn load_issuer(a: &Pk<'_>, m: &MountEntry, reference: &str) -> ApiResult<Arc<Loaded>> {
+    let id = resolve_issuer_id(a, reference).await?;
     let cache_key = format!("{}/{id}", m.uuid);
     if let Some(l) = a
         .issuers
@@ -352,11 +365,11 @@ async fn load_issuer(a: &Active, m: &MountEntry, reference: &str) -> ApiResult<A
         return Ok(l);
     }
     let entry: IssuerEntry = a
-        .get_json(&format!("{}issuer/{id}", base(m)))
+        .get_json(&format!("issuer/{id}"))
         .await?
         .ok_or_else(|| ApiError::bad(format!("unknown issuer {id:?}")))?;
     let key: KeyEntry = a
-        .get_json(&format!("{}key/{}", base(m), entry.key_id))
+        .get_json(&format!("key/{}", entry.key_id))
         .await?
         .ok_or_else(|| {
             ApiError::bad(format!(
@@ -375,109 +388,192 @@ async fn load_issuer(a: &Active, m: &MountEntry, reference: &str) -> ApiResult<A
     Ok(l)
 }
 
-/// Issues a certificate from `mount_path` (e.g. `pki/`) and `role` for the server itself
-/// (the NRF's SBI certificate): the same checks as `issue/:role`. Returns the `data` block.
-pub(crate) async fn issue_internal(
-    core: &Core,
-    a: &Active,
-    mount_path: &str,
-    role: &str,
-    data: Map<String, Value>,
-) -> ApiResult<Map<String, Value>> {
-    let m = pki_mounts(a)
-        .await
-        .into_iter()
-        .find(|m| m.path == mount_path)
-        .ok_or_else(|| ApiError::bad(format!("no pki mount at {mount_path:?}")))?;
-    let req = Request {
-        id: String::new(),
-        op: Update,
-        path: format!("{mount_path}issue/{role}"),
-        data,
-        token: None,
-        remote_addr: None,
-        head: false,
-        raw_body: None,
-        peer_certs: Vec::new(),
-    };
-    let who = Who {
-        identity: BTreeMap::new(),
-        requester: "custos".into(),
-    };
-    let r = issue_or_sign(core, a, &m, role, None, &req, false, &who).await?;
-    r.data
-        .ok_or_else(|| ApiError::internal(std::io::Error::other("issue returned no data")))
+impl Pki {
+    /// A PKI engine whose issuances, revocations and role changes are logged to `log`.
+    pub fn new(log: Arc<dyn TrustLog>) -> Self {
+        Pki {
+            log,
+            issuers: Arc::default(),
+            sys: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn sys(&self) -> ApiResult<&Sys> {
+        self.sys.get().ok_or(ApiError::Sealed)
+    }
+
+    /// The request handle for the mount `m`.
+    fn pk<'a>(&'a self, sys: &'a Sys, m: &MountEntry) -> ApiResult<Pk<'a>> {
+        Ok(Pk {
+            view: sys.view(m)?,
+            issuers: self.issuers.clone(),
+            log: &self.log,
+            sys,
+        })
+    }
+
+    /// The mounted PKI engine at `mount_path`, if any.
+    async fn mount_at(&self, sys: &Sys, mount_path: &str) -> ApiResult<Option<MountEntry>> {
+        Ok(sys
+            .mounts()
+            .await?
+            .into_iter()
+            .find(|m| m.path == mount_path))
+    }
 }
 
-/// Whether the certificate `serial` issued by the mount at `mount_path` is revoked (false
-/// for serials the mount never issued).
-pub(crate) async fn revoked_in_mount(
-    a: &Active,
-    mount_path: &str,
-    serial: &[u8],
-) -> ApiResult<bool> {
-    let Some(m) = pki_mounts(a)
-        .await
-        .into_iter()
-        .find(|m| m.path == mount_path)
-    else {
-        return Ok(false);
-    };
-    Ok(a.store
-        .get_cert(&m.uuid, &issue::serial_hex(serial))
-        .await?
-        .is_some_and(|r| r.revoked_at.is_some()))
+#[async_trait::async_trait]
+impl CertIssuer for Pki {
+    /// The same checks as `issue/:role`, requested by the server itself.
+    async fn issue(
+        &self,
+        mount_path: &str,
+        role: &str,
+        data: Map<String, Value>,
+    ) -> ApiResult<Map<String, Value>> {
+        let sys = self.sys()?;
+        let m = self
+            .mount_at(sys, mount_path)
+            .await?
+            .ok_or_else(|| ApiError::bad(format!("no pki mount at {mount_path:?}")))?;
+        let a = &self.pk(sys, &m)?;
+        let req = Request {
+            id: String::new(),
+            op: Update,
+            path: format!("{mount_path}issue/{role}"),
+            data,
+            token: None,
+            remote_addr: None,
+            head: false,
+            raw_body: None,
+            peer_certs: Vec::new(),
+        };
+        let who = Who {
+            identity: BTreeMap::new(),
+            requester: "custos".into(),
+        };
+        let r = issue_or_sign(a, &m, role, None, &req, false, &who).await?;
+        r.data
+            .ok_or_else(|| ApiError::internal(std::io::Error::other("issue returned no data")))
+    }
 }
 
-/// Every mounted PKI engine.
-pub(crate) async fn pki_mounts(a: &Active) -> Vec<MountEntry> {
-    a.mounts
-        .read()
-        .await
-        .entries
-        .iter()
-        .filter(|m| m.kind == "pki")
-        .cloned()
-        .collect()
-}
+#[async_trait::async_trait]
+impl RevocationLookup for Pki {
+    async fn revoked_in_mount(&self, mount_path: &str, serial: &[u8]) -> ApiResult<bool> {
+        let sys = self.sys()?;
+        let Some(m) = self.mount_at(sys, mount_path).await? else {
+            return Ok(false);
+        };
+        Ok(sys
+            .view(&m)?
+            .cert_status(&issue::serial_hex(serial))
+            .await?
+            .is_some_and(|r| r.revoked_at.is_some()))
+    }
 
-/// Revocation as Custos's own PKI knows it, for certificate login: if a PKI mount holds the
-/// issuer `issuer_der`, says why the certificate `serial` (or that issuer) is revoked, if it
-/// is. Certificates of CAs no mount holds are not judged here.
-pub(crate) async fn local_revocation(
-    a: &Active,
-    issuer_der: &[u8],
-    serial: &[u8],
-) -> ApiResult<Option<String>> {
-    let serial = issue::serial_hex(serial);
-    for m in &pki_mounts(a).await {
-        for id in a.list(&format!("{}issuer/", base(m))).await? {
-            let Some(e) = a
-                .get_json::<IssuerEntry>(&format!("{}issuer/{id}", base(m)))
-                .await?
-            else {
-                continue;
-            };
-            if pem_to_der(&e.certificate).ok().as_deref() != Some(issuer_der) {
-                continue;
-            }
-            if e.revoked {
-                return Ok(Some(format!(
-                    "the issuing CA {} of the client certificate is revoked",
-                    e.issuer_id
-                )));
-            }
-            if let Some(row) = a.store.get_cert(&m.uuid, &serial).await? {
-                if row.issuer_id == e.issuer_id && row.revoked_at.is_some() {
-                    return Ok(Some(format!("client certificate {serial} is revoked")));
+    async fn revoked_by_issuer(
+        &self,
+        issuer_der: &[u8],
+        serial: &[u8],
+    ) -> ApiResult<Option<String>> {
+        let sys = self.sys()?;
+        let serial = issue::serial_hex(serial);
+        for m in &sys.mounts().await? {
+            let a = sys.view(m)?;
+            for id in a.list("issuer/").await? {
+                let Some(e) = a.get_json::<IssuerEntry>(&format!("issuer/{id}")).await? else {
+                    continue;
+                };
+                if pem_to_der(&e.certificate).ok().as_deref() != Some(issuer_der) {
+                    continue;
+                }
+                if e.revoked {
+                    return Ok(Some(format!(
+                        "the issuing CA {} of the client certificate is revoked",
+                        e.issuer_id
+                    )));
+                }
+                if let Some(row) = a.cert_status(&serial).await? {
+                    if row.issuer_id == e.issuer_id && row.revoked_at.is_some() {
+                        return Ok(Some(format!("client certificate {serial} is revoked")));
+                    }
                 }
             }
         }
+        Ok(None)
     }
-    Ok(None)
 }
 
-fn invalidate(a: &Active, m: &MountEntry) {
+#[async_trait::async_trait]
+impl Engine for Pki {
+    fn storage_root(&self) -> &'static str {
+        "pki/"
+    }
+
+    fn route(&self, sub: &str) -> Option<PathSpec> {
+        route(sub.trim_end_matches('/'))
+    }
+
+    async fn exists(&self, ctx: &Ctx<'_>) -> ApiResult<bool> {
+        match ctx.sub.trim_end_matches('/').strip_prefix("roles/") {
+            Some(name) => ctx.view.exists(&format!("role/{name}")).await,
+            None => Ok(true),
+        }
+    }
+
+    async fn handle(&self, ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+        let a = Pk {
+            view: ctx.view.clone(),
+            issuers: self.issuers.clone(),
+            log: &self.log,
+            sys: ctx.sys,
+        };
+        handle(&a, ctx, req).await
+    }
+
+    async fn unseal(&self, sys: &Sys) -> ApiResult<()> {
+        let _ = self.sys.set(sys.clone());
+        self.issuers.clear();
+        Ok(())
+    }
+
+    /// Parsed CA keys and built CRLs are dropped (the keys zeroize on drop).
+    fn seal(&self) {
+        self.issuers.clear();
+    }
+
+    /// The mount's certificate rows go too, a page at a time, and its caches.
+    async fn unmount(&self, sys: &Sys, m: &MountEntry) -> ApiResult<()> {
+        let v = sys.view(m)?;
+        loop {
+            let page = v.list_certs(None, 10_000).await?;
+            if page.is_empty() {
+                break;
+            }
+            v.write(
+                page.into_iter()
+                    .map(|serial| Plain::DeleteCert(String::new(), serial))
+                    .collect(),
+            )
+            .await?;
+        }
+        let a = self.pk(sys, m)?;
+        invalidate(&a, m);
+        Ok(())
+    }
+
+    /// Auto-tidy: runs a tidy on every mount whose interval has passed.
+    async fn periodic(&self, sys: &Sys) -> ApiResult<()> {
+        for m in sys.mounts().await? {
+            let a = self.pk(sys, &m)?;
+            tidy::auto_tick(&a, &m).await?;
+        }
+        Ok(())
+    }
+}
+
+fn invalidate(a: &Pk<'_>, m: &MountEntry) {
     forget_parsed(a, m);
     let prefix = format!("{}/", m.uuid);
     if let Ok(mut c) = a.issuers.issuers.write() {
@@ -488,13 +584,13 @@ fn invalidate(a: &Active, m: &MountEntry) {
     }
 }
 
-pub(crate) fn bump_generation(a: &Active, m: &MountEntry) {
-    if let Ok(mut g) = a.issuers.generation.write() {
+pub(crate) fn bump_generation(issuers: &IssuerCache, m: &MountEntry) {
+    if let Ok(mut g) = issuers.generation.write() {
         *g.entry(m.uuid.clone()).or_default() += 1;
     }
 }
 
-fn generation(a: &Active, m: &MountEntry) -> u64 {
+fn generation(a: &Pk<'_>, m: &MountEntry) -> u64 {
     a.issuers
         .generation
         .read()
@@ -503,16 +599,16 @@ fn generation(a: &Active, m: &MountEntry) -> u64 {
         .unwrap_or(0)
 }
 
-fn mount_ttls(core: &Core, m: &MountEntry) -> (u64, u64) {
+fn mount_ttls(a: &Pk<'_>, m: &MountEntry) -> (u64, u64) {
     let max = if m.config.max_lease_ttl > 0 {
         m.config.max_lease_ttl
     } else {
-        core.cfg.max_lease_ttl
+        a.sys.lease_defaults().1
     };
     let def = if m.config.default_lease_ttl > 0 {
         m.config.default_lease_ttl
     } else {
-        core.cfg.default_lease_ttl
+        a.sys.lease_defaults().0
     };
     (def.min(max), max)
 }
@@ -524,25 +620,10 @@ pub(crate) struct Who {
     requester: String,
 }
 
-/// The display name of a caller, as the transparency log records it.
-pub(crate) fn requester(caller: Option<&crate::token::TokenEntry>) -> String {
-    caller.map_or_else(|| "custos".to_string(), |c| c.display_name.clone())
-}
+use crate::core::sha256_hex;
 
-/// Lower-case hex SHA-256.
-pub(crate) fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b))
-}
-
-pub(crate) async fn handle(
-    core: &Core,
-    active: &Arc<Active>,
-    m: &MountEntry,
-    sub: &str,
-    req: &Request,
-    caller: Option<&crate::token::TokenEntry>,
-) -> ApiResult<Response> {
-    let a: &Active = active;
+async fn handle(a: &Pk<'_>, ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+    let (m, caller) = (ctx.mount, ctx.caller);
     // The caller's login metadata: the signer identity for `provenance_extensions` roles.
     let identity: BTreeMap<String, String> = caller
         .map(|c| {
@@ -554,12 +635,12 @@ pub(crate) async fn handle(
         .unwrap_or_default();
     let who = Who {
         identity,
-        requester: requester(caller),
+        requester: ctx.requester(),
     };
     let id = &who;
-    let parts: Vec<&str> = sub.split('/').collect();
+    let parts: Vec<&str> = ctx.sub.trim_end_matches('/').split('/').collect();
     match (parts.as_slice(), req.op) {
-        (["tidy"], _) => crate::pki_tidy::start(active, m, &req.data, false).await,
+        (["tidy"], _) => tidy::start(a, m, &req.data, false).await,
         (["ocsp"], _) => {
             let der = req.raw_body.clone().ok_or_else(|| {
                 ApiError::bad("OCSP requests must be sent as application/ocsp-request")
@@ -573,54 +654,46 @@ pub(crate) async fn handle(
                 Err(_) => Ok(ocsp_bytes(custos_pki::ocsp::error_response(1))),
             }
         }
-        (["tidy-status"], _) => Ok(Response::data(crate::pki_tidy::status(a, m))),
-        (["tidy-cancel"], _) => Ok(Response::data(crate::pki_tidy::cancel(a, m))),
-        (["config", "auto-tidy"], Read) => {
-            Ok(Response::data(crate::pki_tidy::auto_config(a, m).await?))
-        }
-        (["config", "auto-tidy"], _) => crate::pki_tidy::write_auto_config(a, m, &req.data).await,
+        (["tidy-status"], _) => Ok(Response::data(tidy::status(a, m))),
+        (["tidy-cancel"], _) => Ok(Response::data(tidy::cancel(a, m))),
+        (["config", "auto-tidy"], Read) => Ok(Response::data(tidy::auto_config(a, m).await?)),
+        (["config", "auto-tidy"], _) => tidy::write_auto_config(a, m, &req.data).await,
         (["root", "generate", kind] | ["issuers", "generate", "root", kind], _) => {
-            generate_root(core, a, m, kind, req).await
+            generate_root(a, m, kind, req).await
         }
         (["root"], Delete) => delete_root(a, m).await,
         (["intermediate", "generate", kind] | ["issuers", "generate", "intermediate", kind], _) => {
-            generate_intermediate(a, m, kind, req).await
+            generate_intermediate(a, kind, req).await
         }
-        (["root", "sign-intermediate"], _) => sign_intermediate(core, a, m, "default", req).await,
-        (["issuer", iref, "sign-intermediate"], _) => {
-            sign_intermediate(core, a, m, iref, req).await
-        }
+        (["root", "sign-intermediate"], _) => sign_intermediate(a, m, "default", req).await,
+        (["issuer", iref, "sign-intermediate"], _) => sign_intermediate(a, m, iref, req).await,
         (["intermediate", "set-signed"], _) => set_signed(a, m, req).await,
         (["config", "urls"], Read) => Ok(Response::data(serde_json::to_value(urls(a, m).await?)?)),
         (["config", "urls"], _) => write_urls(a, m, req).await,
         (["config", "issuers"], Read) => Ok(Response::data(
-            json!({"default": default_issuer_id(a, m).await?.unwrap_or_default(), "default_follows_latest_issuer": false}),
+            json!({"default": default_issuer_id(a).await?.unwrap_or_default(), "default_follows_latest_issuer": false}),
         )),
         (["config", "issuers"], _) => {
             let reference = fields::str_of(&req.data, "default")?;
-            let id = resolve_issuer_id(a, m, &reference).await?;
-            a.put_json(
-                &format!("{}config/issuers", base(m)),
-                &json!({"default": id}),
-            )
-            .await?;
+            let id = resolve_issuer_id(a, &reference).await?;
+            a.put_json("config/issuers", &json!({"default": id}))
+                .await?;
             Ok(Response::data(
                 json!({"default": id, "default_follows_latest_issuer": false}),
             ))
         }
-        (["config", "crl"], Read) => Ok(Response::data(crl_config(a, m).await?)),
-        (["config", "crl"], _) => write_crl_config(a, m, req).await,
-        (["roles"], _) => Response::list(a.list(&format!("{}role/", base(m))).await?),
+        (["config", "crl"], Read) => Ok(Response::data(crl_config(a).await?)),
+        (["config", "crl"], _) => write_crl_config(a, req).await,
+        (["roles"], _) => Response::list(a.list("role/").await?),
         (["roles", name], Read) => {
             let r: Role = a
-                .get_json(&format!("{}role/{name}", base(m)))
+                .get_json(&format!("role/{name}"))
                 .await?
                 .ok_or(ApiError::NotFound)?;
             Ok(Response::data(r.to_json()))
         }
         (["roles", name], Delete) => {
-            a.write(vec![Plain::Delete(format!("{}role/{name}", base(m)))])
-                .await?;
+            a.write(vec![Plain::Delete(format!("role/{name}"))]).await?;
             forget_parsed(a, m);
             a.log()?
                 .append(Event::RoleChanged {
@@ -634,32 +707,32 @@ pub(crate) async fn handle(
             Ok(Response::empty())
         }
         (["roles", name], _) => write_role(a, m, name, req, &who.requester).await,
-        (["issue", role], _) => issue_or_sign(core, a, m, role, None, req, false, id).await,
-        (["sign", role], _) => issue_or_sign(core, a, m, role, None, req, true, id).await,
+        (["issue", role], _) => issue_or_sign(a, m, role, None, req, false, id).await,
+        (["sign", role], _) => issue_or_sign(a, m, role, None, req, true, id).await,
         (["issuer", iref, "issue", role], _) => {
-            issue_or_sign(core, a, m, role, Some(iref), req, false, id).await
+            issue_or_sign(a, m, role, Some(iref), req, false, id).await
         }
         (["issuer", iref, "sign", role], _) => {
-            issue_or_sign(core, a, m, role, Some(iref), req, true, id).await
+            issue_or_sign(a, m, role, Some(iref), req, true, id).await
         }
         (["sign-verbatim"] | ["sign-verbatim", _], _) => {
-            sign_verbatim(core, a, m, parts.get(1).copied(), req, id).await
+            sign_verbatim(a, m, parts.get(1).copied(), req, id).await
         }
         (["revoke"], _) => revoke(a, m, req, &who.requester).await,
-        (["certs"], _) => list_certs(a, m, false, req).await,
-        (["certs", "revoked"], _) => list_certs(a, m, true, req).await,
+        (["certs"], _) => list_certs(a, false, req).await,
+        (["certs", "revoked"], _) => list_certs(a, true, req).await,
         (["cert", "ca"], _)
         | (["ca", "pem"], _)
         | (["ca"], _)
         | (["ca_chain"], _)
-        | (["cert", "ca_chain"], _) => ca(a, m, sub).await,
+        | (["cert", "ca_chain"], _) => ca(a, ctx.sub.trim_end_matches('/')).await,
         (["cert", "crl"], _) => {
             let der = crl(a, m, "default", false).await?;
             Ok(Response::data(
                 json!({"certificate": pem("X509 CRL", &der), "revocation_time": 0}),
             ))
         }
-        (["cert", serial, rest @ ..], _) => read_cert(a, m, serial, rest).await,
+        (["cert", serial, rest @ ..], _) => read_cert(a, serial, rest).await,
         (["crl"], _) | (["issuer", _, "crl", "der"], _) => {
             raw_crl(a, m, parts.get(1).copied(), false).await
         }
@@ -680,26 +753,26 @@ pub(crate) async fn handle(
             crl(a, m, "default", true).await?;
             Ok(Response::data(json!({"success": true})))
         }
-        (["issuers"], _) => list_issuers(a, m).await,
+        (["issuers"], _) => list_issuers(a).await,
         (["issuer", iref], Update | Patch | Create) => update_issuer(a, m, iref, req).await,
         (["issuer", iref], Delete) => delete_issuer(a, m, iref).await,
         (["issuer", iref, "revoke"], _) => revoke_issuer(a, m, iref).await,
-        (["keys", "generate", kind], _) => generate_key_only(a, m, kind, req).await,
-        (["keys", "import"], _) => import_key(a, m, req).await,
-        (["keys"], _) => list_keys(a, m).await,
-        (["key", kref], Read) => Ok(Response::data(key_json(&find_key(a, m, kref).await?))),
-        (["key", kref], Delete) => delete_key(a, m, kref).await,
+        (["keys", "generate", kind], _) => generate_key_only(a, kind, req).await,
+        (["keys", "import"], _) => import_key(a, req).await,
+        (["keys"], _) => list_keys(a).await,
+        (["key", kref], Read) => Ok(Response::data(key_json(&find_key(a, kref).await?))),
+        (["key", kref], Delete) => delete_key(a, kref).await,
         (["config", "ca"] | ["issuers", "import", "bundle"], _) => {
             import_bundle(a, m, req, true).await
         }
         (["issuers", "import", "cert"], _) => import_bundle(a, m, req, false).await,
-        (["intermediate", "cross-sign"], _) => cross_sign_csr(a, m, req).await,
+        (["intermediate", "cross-sign"], _) => cross_sign_csr(a, req).await,
         (["issuer", iref], _) | (["issuer", iref, "json"], _) => {
-            let l = load_issuer_entry(a, m, iref).await?;
+            let l = load_issuer_entry(a, iref).await?;
             Ok(Response::data(issuer_json(&l)))
         }
         (["issuer", iref, fmt @ ("pem" | "der")], _) => {
-            let l = load_issuer_entry(a, m, iref).await?;
+            let l = load_issuer_entry(a, iref).await?;
             let der = pem_to_der(&l.certificate)?;
             Ok(raw(if *fmt == "pem" {
                 (
@@ -737,11 +810,11 @@ fn require_usage(l: &Loaded, usage: &str) -> ApiResult<()> {
     }
 }
 
-async fn load_issuer_entry(a: &Active, m: &MountEntry, reference: &str) -> ApiResult<IssuerEntry> {
-    let id = resolve_issuer_id(a, m, reference)
+async fn load_issuer_entry(a: &Pk<'_>, reference: &str) -> ApiResult<IssuerEntry> {
+    let id = resolve_issuer_id(a, reference)
         .await
         .map_err(|_| ApiError::NotFound)?;
-    a.get_json(&format!("{}issuer/{id}", base(m)))
+    a.get_json(&format!("issuer/{id}"))
         .await?
         .ok_or(ApiError::NotFound)
 }
@@ -763,7 +836,7 @@ fn issuer_json(e: &IssuerEntry) -> Value {
     })
 }
 
-async fn write_urls(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Response> {
+async fn write_urls(a: &Pk<'_>, m: &MountEntry, req: &Request) -> ApiResult<Response> {
     let mut u = urls(a, m).await?;
     for (field, slot) in [
         ("issuing_certificates", &mut u.issuing_certificates),
@@ -787,17 +860,19 @@ async fn write_urls(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Resp
             *slot = list;
         }
     }
-    a.put_json(&format!("{}config/urls", base(m)), &u).await?;
+    a.put_json("config/urls", &u).await?;
     invalidate(a, m);
     Ok(Response::data(serde_json::to_value(u)?))
 }
 
-async fn crl_config(a: &Active, m: &MountEntry) -> ApiResult<Value> {
-    Ok(a.get_json(&format!("{}config/crl", base(m))).await?.unwrap_or_else(|| json!({"expiry": "72h", "disable": false, "auto_rebuild": false, "enable_delta": false})))
+async fn crl_config(a: &Pk<'_>) -> ApiResult<Value> {
+    Ok(a.get_json("config/crl").await?.unwrap_or_else(
+        || json!({"expiry": "72h", "disable": false, "auto_rebuild": false, "enable_delta": false}),
+    ))
 }
 
-async fn write_crl_config(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Response> {
-    let mut c = crl_config(a, m).await?;
+async fn write_crl_config(a: &Pk<'_>, req: &Request) -> ApiResult<Response> {
+    let mut c = crl_config(a).await?;
     if req.data.contains_key("expiry") {
         let secs = fields::duration_of(&req.data, "expiry")?;
         if secs == 0 {
@@ -813,19 +888,19 @@ async fn write_crl_config(a: &Active, m: &MountEntry, req: &Request) -> ApiResul
     if c["disable"] == json!(true) {
         return Err(ApiError::bad("disable: turning CRLs off is not supported"));
     }
-    a.put_json(&format!("{}config/crl", base(m)), &c).await?;
+    a.put_json("config/crl", &c).await?;
     Ok(Response::data(c))
 }
 
 async fn write_role(
-    a: &Active,
+    a: &Pk<'_>,
     m: &MountEntry,
     name: &str,
     req: &Request,
     who: &str,
 ) -> ApiResult<Response> {
     valid_name("role name", name)?;
-    let key = format!("{}role/{name}", base(m));
+    let key = format!("role/{name}");
     let existing: Option<Role> = a.get_json(&key).await?;
     let (role, warnings) = Role::from_fields(existing.as_ref(), &req.data)?;
     let stored = Zeroizing::new(serde_json::to_vec(&role)?);
@@ -858,8 +933,7 @@ fn subject_from(d: &Map<String, Value>) -> ApiResult<SubjectFields> {
 }
 
 async fn generate_root(
-    core: &Core,
-    a: &Active,
+    a: &Pk<'_>,
     m: &MountEntry,
     kind: &str,
     req: &Request,
@@ -871,7 +945,7 @@ async fn generate_root(
     }
     let (kt, bits) = key_type_bits(d)?;
     let now = now_unix();
-    let (_, max) = mount_ttls(core, m);
+    let (_, max) = mount_ttls(a, m);
     let ttl = match fields::duration_of(d, "ttl")? {
         0 => max,
         t => t,
@@ -932,18 +1006,15 @@ async fn generate_root(
         private_key: key_pem.to_string(),
     };
     let mut ops = vec![
+        Plain::Put(format!("issuer/{issuer_id}"), serde_json::to_vec(&entry)?),
         Plain::Put(
-            format!("{}issuer/{issuer_id}", base(m)),
-            serde_json::to_vec(&entry)?,
-        ),
-        Plain::Put(
-            format!("{}key/{key_id}", base(m)),
+            format!("key/{key_id}"),
             Zeroizing::new(serde_json::to_vec(&key_entry)?).to_vec(),
         ),
     ];
-    if default_issuer_id(a, m).await?.is_none() {
+    if default_issuer_id(a).await?.is_none() {
         ops.push(Plain::Put(
-            format!("{}config/issuers", base(m)),
+            "config/issuers".to_string(),
             serde_json::to_vec(&json!({"default": issuer_id}))?,
         ));
     }
@@ -975,14 +1046,14 @@ async fn generate_root(
     Ok(Response::data(data))
 }
 
-async fn delete_root(a: &Active, m: &MountEntry) -> ApiResult<Response> {
+async fn delete_root(a: &Pk<'_>, m: &MountEntry) -> ApiResult<Response> {
     let mut ops = Vec::new();
     for p in ["issuer/", "key/"] {
-        for k in a.list(&format!("{}{p}", base(m))).await? {
-            ops.push(Plain::Delete(format!("{}{p}{k}", base(m))));
+        for k in a.list(&format!("{p}")).await? {
+            ops.push(Plain::Delete(format!("{p}{k}")));
         }
     }
-    ops.push(Plain::Delete(format!("{}config/issuers", base(m))));
+    ops.push(Plain::Delete("config/issuers".to_string()));
     a.write(ops).await?;
     invalidate(a, m);
     Ok(Response::empty())
@@ -1036,8 +1107,7 @@ fn check_csr_key(role: &Role, k: csr::KeyInfo) -> ApiResult<()> {
 
 #[allow(clippy::too_many_arguments)]
 async fn issue_or_sign(
-    core: &Core,
-    a: &Active,
+    a: &Pk<'_>,
     m: &MountEntry,
     role_name: &str,
     issuer_ref: Option<&str>,
@@ -1064,13 +1134,12 @@ async fn issue_or_sign(
     };
     let issuer = load_issuer(a, m, issuer_ref.unwrap_or(&role.issuer_ref)).await?;
     require_usage(&issuer, "issuing-certificates")?;
-    issue_with(core, a, m, (&role, role_name), &issuer, csr_info, req, who).await
+    issue_with(a, m, (&role, role_name), &issuer, csr_info, req, who).await
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn issue_with(
-    core: &Core,
-    a: &Active,
+    a: &Pk<'_>,
     m: &MountEntry,
     (role, role_name): (&Role, &str),
     issuer: &Arc<Loaded>,
@@ -1079,7 +1148,7 @@ async fn issue_with(
     who: &Who,
 ) -> ApiResult<Response> {
     let u = urls(a, m).await?;
-    let (default_ttl, max_ttl) = mount_ttls(core, m);
+    let (default_ttl, max_ttl) = mount_ttls(a, m);
     let ctx = Context {
         now: now_unix(),
         issuer_not_after: issuer.entry.not_after,
@@ -1147,7 +1216,7 @@ async fn issue_with(
             revoked_at: None,
             value: cert_der.clone(),
         };
-        a.store.write(vec![a.cert_op(row)?]).await?;
+        a.write(vec![Plain::Cert(row)]).await?;
     }
     // Handed out only once its log entry is durable: no certificate reaches anyone unlogged.
     a.log()?
@@ -1189,8 +1258,7 @@ async fn issue_with(
 }
 
 async fn sign_verbatim(
-    core: &Core,
-    a: &Active,
+    a: &Pk<'_>,
     m: &MountEntry,
     role_name: Option<&str>,
     req: &Request,
@@ -1205,7 +1273,7 @@ async fn sign_verbatim(
     let info = csr::parse_csr(&text)?;
     let base_role = match role_name {
         Some(n) => a
-            .get_json::<Role>(&format!("{}role/{n}", base(m)))
+            .get_json::<Role>(&format!("role/{n}"))
             .await?
             .ok_or_else(|| ApiError::bad(format!("unknown role: {n}")))?,
         None => Role::default(),
@@ -1224,17 +1292,17 @@ async fn sign_verbatim(
     check_csr_key(&role, info.key)?;
     let issuer = load_issuer(a, m, &role.issuer_ref).await?;
     let name = role_name.unwrap_or("sign-verbatim");
-    issue_with(core, a, m, (&role, name), &issuer, Some(info), req, who).await
+    issue_with(a, m, (&role, name), &issuer, Some(info), req, who).await
 }
 
-async fn revoke(a: &Active, m: &MountEntry, req: &Request, who: &str) -> ApiResult<Response> {
+async fn revoke(a: &Pk<'_>, m: &MountEntry, req: &Request, who: &str) -> ApiResult<Response> {
     let serial_field = fields::str_of(&req.data, "serial_number")?;
     let cert_field = fields::str_of(&req.data, "certificate")?;
     let (serial, row) = match (serial_field.is_empty(), cert_field.is_empty()) {
         (false, true) => {
             let s = norm_serial(&serial_field)?;
             let row = a
-                .get_cert(&m.uuid, &s)
+                .get_cert(&s)
                 .await?
                 .ok_or_else(|| ApiError::bad(format!("certificate with serial {s} not found")))?;
             (s, row)
@@ -1246,7 +1314,7 @@ async fn revoke(a: &Active, m: &MountEntry, req: &Request, who: &str) -> ApiResu
                 .map_err(|_| ApiError::bad("certificate: not a valid X.509 certificate"))?;
             let s = issue::serial_hex(x.raw_serial());
             let mut issuer_id = None;
-            for id in a.list(&format!("{}issuer/", base(m))).await? {
+            for id in a.list("issuer/").await? {
                 if let Ok(l) = load_issuer(a, m, &id).await {
                     if let Ok((_, ix)) = x509_parser::parse_x509_certificate(&l.der) {
                         if x.verify_signature(Some(ix.public_key())).is_ok() {
@@ -1259,7 +1327,7 @@ async fn revoke(a: &Active, m: &MountEntry, req: &Request, who: &str) -> ApiResu
             let issuer_id = issuer_id.ok_or_else(|| {
                 ApiError::bad("certificate: was not issued by any issuer of this mount")
             })?;
-            let row = match a.get_cert(&m.uuid, &s).await? {
+            let row = match a.get_cert(&s).await? {
                 Some(r) => r,
                 None => CertRow {
                     mount: m.uuid.clone(),
@@ -1278,11 +1346,8 @@ async fn revoke(a: &Active, m: &MountEntry, req: &Request, who: &str) -> ApiResu
             ))
         }
     };
-    for id in a.list(&format!("{}issuer/", base(m))).await? {
-        if let Some(e) = a
-            .get_json::<IssuerEntry>(&format!("{}issuer/{id}", base(m)))
-            .await?
-        {
+    for id in a.list("issuer/").await? {
+        if let Some(e) = a.get_json::<IssuerEntry>(&format!("issuer/{id}")).await? {
             if e.serial_number == serial {
                 return Err(ApiError::bad(
                     "adding a CA to a CRL is not allowed; revoke the issuer instead",
@@ -1298,8 +1363,8 @@ async fn revoke(a: &Active, m: &MountEntry, req: &Request, who: &str) -> ApiResu
     let now = now_unix();
     let mut new_row = row.clone();
     new_row.revoked_at = Some(now);
-    a.store.write(vec![a.cert_op(new_row)?]).await?;
-    bump_generation(a, m);
+    a.write(vec![Plain::Cert(new_row)]).await?;
+    bump_generation(&a.issuers, m);
     a.log()?
         .append(Event::CertRevoked {
             mount: m.path.clone(),
@@ -1312,31 +1377,25 @@ async fn revoke(a: &Active, m: &MountEntry, req: &Request, who: &str) -> ApiResu
     ))
 }
 
-async fn list_certs(
-    a: &Active,
-    m: &MountEntry,
-    revoked: bool,
-    req: &Request,
-) -> ApiResult<Response> {
+async fn list_certs(a: &Pk<'_>, revoked: bool, req: &Request) -> ApiResult<Response> {
     let after = fields::str_of(&req.data, "after")?;
     let limit = fields::int_of(&req.data, "limit", 100_000)?.clamp(1, 100_000) as usize;
     let after = (!after.is_empty()).then_some(after.as_str());
     let keys = if revoked {
-        a.store
-            .revoked_certs(&m.uuid, after, limit)
+        a.revoked_certs(after, limit)
             .await?
             .into_iter()
             .map(|(s, _)| s)
             .collect()
     } else {
-        a.store.list_certs(&m.uuid, after, limit).await?
+        a.list_certs(after, limit).await?
     };
     Response::list(keys)
 }
 
-async fn read_cert(a: &Active, m: &MountEntry, serial: &str, rest: &[&str]) -> ApiResult<Response> {
+async fn read_cert(a: &Pk<'_>, serial: &str, rest: &[&str]) -> ApiResult<Response> {
     let s = norm_serial(serial).map_err(|_| ApiError::NotFound)?;
-    let row = a.get_cert(&m.uuid, &s).await?.ok_or(ApiError::NotFound)?;
+    let row = a.get_cert(&s).await?.ok_or(ApiError::NotFound)?;
     // The stored record is the certificate's DER.
     let cert = pem("CERTIFICATE", &row.value);
     match rest {
@@ -1356,8 +1415,8 @@ async fn read_cert(a: &Active, m: &MountEntry, serial: &str, rest: &[&str]) -> A
     }
 }
 
-async fn ca(a: &Active, m: &MountEntry, sub: &str) -> ApiResult<Response> {
-    let e = load_issuer_entry(a, m, "default").await?;
+async fn ca(a: &Pk<'_>, sub: &str) -> ApiResult<Response> {
+    let e = load_issuer_entry(a, "default").await?;
     Ok(match sub {
         "ca" => raw(("application/pkix-cert", pem_to_der(&e.certificate)?)),
         "ca/pem" => raw((
@@ -1374,14 +1433,11 @@ async fn ca(a: &Active, m: &MountEntry, sub: &str) -> ApiResult<Response> {
     })
 }
 
-async fn list_issuers(a: &Active, m: &MountEntry) -> ApiResult<Response> {
+async fn list_issuers(a: &Pk<'_>) -> ApiResult<Response> {
     let mut keys = Vec::new();
     let mut info = Map::new();
-    for id in a.list(&format!("{}issuer/", base(m))).await? {
-        if let Some(e) = a
-            .get_json::<IssuerEntry>(&format!("{}issuer/{id}", base(m)))
-            .await?
-        {
+    for id in a.list("issuer/").await? {
+        if let Some(e) = a.get_json::<IssuerEntry>(&format!("issuer/{id}")).await? {
             info.insert(id.clone(), json!({"issuer_name": e.issuer_name, "is_default": false, "serial_number": e.serial_number}));
             keys.push(id);
         }
@@ -1393,7 +1449,7 @@ async fn list_issuers(a: &Active, m: &MountEntry) -> ApiResult<Response> {
 }
 
 async fn raw_crl(
-    a: &Active,
+    a: &Pk<'_>,
     m: &MountEntry,
     iref: Option<&str>,
     as_pem: bool,
@@ -1414,7 +1470,7 @@ async fn raw_crl(
 
 /// Returns the current CRL of an issuer, rebuilding it if revocations happened since it was
 /// built, if it is close to expiry, or if `force`.
-async fn crl(a: &Active, m: &MountEntry, iref: &str, force: bool) -> ApiResult<Vec<u8>> {
+async fn crl(a: &Pk<'_>, m: &MountEntry, iref: &str, force: bool) -> ApiResult<Vec<u8>> {
     let issuer = load_issuer(a, m, iref).await?;
     require_usage(&issuer, "crl-signing")?;
     let key = format!("{}/{}", m.uuid, issuer.entry.issuer_id);
@@ -1430,17 +1486,14 @@ async fn crl(a: &Active, m: &MountEntry, iref: &str, force: bool) -> ApiResult<V
             }
         }
     }
-    let cfg = crl_config(a, m).await?;
+    let cfg = crl_config(a).await?;
     let expiry = fields::parse_duration(cfg.get("expiry").and_then(Value::as_str).unwrap_or("72h"))
         .unwrap_or(72 * 3600);
     // Stream the revocation index a page at a time.
     let mut revoked = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = a
-            .store
-            .revoked_certs(&m.uuid, after.as_deref(), 10_000)
-            .await?;
+        let page = a.revoked_certs(after.as_deref(), 10_000).await?;
         if page.is_empty() {
             break;
         }
@@ -1452,7 +1505,7 @@ async fn crl(a: &Active, m: &MountEntry, iref: &str, force: bool) -> ApiResult<V
             });
         }
     }
-    let num_key = format!("{}crl-number/{}", base(m), issuer.entry.issuer_id);
+    let num_key = format!("crl-number/{}", issuer.entry.issuer_id);
     let number: u64 = a.get_json::<u64>(&num_key).await?.unwrap_or(0) + 1;
     a.put_json(&num_key, &number).await?;
     let iss = issuer.clone();
@@ -1463,7 +1516,7 @@ async fn crl(a: &Active, m: &MountEntry, iref: &str, force: bool) -> ApiResult<V
     .await
     .map_err(ApiError::internal)??;
     a.put_json(
-        &format!("{}crl-base/{}", base(m), issuer.entry.issuer_id),
+        &format!("crl-base/{}", issuer.entry.issuer_id),
         &json!({"number": number, "built_at": now}),
     )
     .await?;
@@ -1489,12 +1542,7 @@ fn key_type_bits(d: &Map<String, Value>) -> ApiResult<(KeyType, u32)> {
     Ok((kt, kt.bits(fields::int_of(d, "key_bits", 0)?)?))
 }
 
-async fn generate_intermediate(
-    a: &Active,
-    m: &MountEntry,
-    kind: &str,
-    req: &Request,
-) -> ApiResult<Response> {
+async fn generate_intermediate(a: &Pk<'_>, kind: &str, req: &Request) -> ApiResult<Response> {
     if kind != "internal" && kind != "exported" {
         return Err(ApiError::bad(format!(
             "unknown type {kind:?}: use internal or exported"
@@ -1522,7 +1570,7 @@ async fn generate_intermediate(
         private_key: key_pem.to_string(),
     };
     a.write(vec![Plain::Put(
-        format!("{}key/{key_id}", base(m)),
+        format!("key/{key_id}"),
         Zeroizing::new(serde_json::to_vec(&entry)?).to_vec(),
     )])
     .await?;
@@ -1535,8 +1583,7 @@ async fn generate_intermediate(
 }
 
 async fn sign_intermediate(
-    core: &Core,
-    a: &Active,
+    a: &Pk<'_>,
     m: &MountEntry,
     iref: &str,
     req: &Request,
@@ -1562,7 +1609,7 @@ async fn sign_intermediate(
     }
     let issuer = load_issuer(a, m, iref).await?;
     let now = now_unix();
-    let (_, max) = mount_ttls(core, m);
+    let (_, max) = mount_ttls(a, m);
     let ttl = match fields::duration_of(d, "ttl")? {
         0 => max,
         t => t,
@@ -1607,7 +1654,7 @@ async fn sign_intermediate(
         revoked_at: None,
         value: der.clone(),
     };
-    a.store.write(vec![a.cert_op(row)?]).await?;
+    a.write(vec![Plain::Cert(row)]).await?;
     let mut chain = vec![cert_pem.clone()];
     chain.extend(issuer.entry.ca_chain.iter().cloned());
     Ok(Response::data(json!({
@@ -1642,7 +1689,7 @@ fn split_pem_certs(bundle: &str) -> ApiResult<Vec<String>> {
     Ok(out)
 }
 
-async fn set_signed(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Response> {
+async fn set_signed(a: &Pk<'_>, m: &MountEntry, req: &Request) -> ApiResult<Response> {
     let bundle = fields::str_of(&req.data, "certificate")?;
     let certs = split_pem_certs(&bundle)?;
     let der = pem_to_der(&certs[0])?;
@@ -1655,11 +1702,8 @@ async fn set_signed(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Resp
     }
     let cert_pub = x.public_key().subject_public_key.data.to_vec();
     let mut key_id = None;
-    for id in a.list(&format!("{}key/", base(m))).await? {
-        if let Some(k) = a
-            .get_json::<KeyEntry>(&format!("{}key/{id}", base(m)))
-            .await?
-        {
+    for id in a.list("key/").await? {
+        if let Some(k) = a.get_json::<KeyEntry>(&format!("key/{id}")).await? {
             if let Ok(kp) = rcgen::KeyPair::from_pem(&k.private_key) {
                 if kp.public_key_raw() == cert_pub.as_slice() {
                     key_id = Some((id, k.key_type.clone()));
@@ -1685,12 +1729,12 @@ async fn set_signed(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Resp
         revocation_time: 0,
     };
     let mut ops = vec![Plain::Put(
-        format!("{}issuer/{issuer_id}", base(m)),
+        format!("issuer/{issuer_id}"),
         serde_json::to_vec(&entry)?,
     )];
-    if default_issuer_id(a, m).await?.is_none() {
+    if default_issuer_id(a).await?.is_none() {
         ops.push(Plain::Put(
-            format!("{}config/issuers", base(m)),
+            "config/issuers".to_string(),
             serde_json::to_vec(&json!({"default": issuer_id}))?,
         ));
     }
@@ -1706,7 +1750,7 @@ fn ocsp_bytes(b: Vec<u8>) -> Response {
 }
 
 /// OCSP responder: good / revoked / unknown per CertID, signed by the issuing CA, nonce echoed.
-async fn ocsp(a: &Active, m: &MountEntry, der: &[u8]) -> ApiResult<Response> {
+async fn ocsp(a: &Pk<'_>, m: &MountEntry, der: &[u8]) -> ApiResult<Response> {
     use custos_pki::ocsp::{
         build_response, error_response, parse_request, CertStatus, HashAlg, Responder,
     };
@@ -1716,7 +1760,7 @@ async fn ocsp(a: &Active, m: &MountEntry, der: &[u8]) -> ApiResult<Response> {
     };
     // Each issuer of the mount, with its name/key hashes under both CertID hash algorithms.
     let mut issuers = Vec::new();
-    for id in a.list(&format!("{}issuer/", base(m))).await? {
+    for id in a.list("issuer/").await? {
         let Ok(l) = load_issuer(a, m, &id).await else {
             continue;
         };
@@ -1743,7 +1787,7 @@ async fn ocsp(a: &Active, m: &MountEntry, der: &[u8]) -> ApiResult<Response> {
                     responder = Some((l.clone(), key.clone(), *info));
                 }
                 let serial = issue::serial_hex(&cid.serial);
-                match a.store.get_cert(&m.uuid, &serial).await? {
+                match a.cert_status(&serial).await? {
                     Some(row) if row.issuer_id == l.entry.issuer_id => match row.revoked_at {
                         Some(t) => CertStatus::Revoked(t),
                         None => CertStatus::Good,
@@ -1783,23 +1827,20 @@ const USAGES: &[&str] = &[
 ];
 
 async fn update_issuer(
-    a: &Active,
+    a: &Pk<'_>,
     m: &MountEntry,
     iref: &str,
     req: &Request,
 ) -> ApiResult<Response> {
-    let mut e = load_issuer_entry(a, m, iref)
+    let mut e = load_issuer_entry(a, iref)
         .await
         .map_err(|_| ApiError::bad(format!("unknown issuer {iref:?}")))?;
     let d = &req.data;
     if d.contains_key("issuer_name") {
         let n = fields::str_of(d, "issuer_name")?;
         valid_name("issuer_name", &n)?;
-        for id in a.list(&format!("{}issuer/", base(m))).await? {
-            if let Some(o) = a
-                .get_json::<IssuerEntry>(&format!("{}issuer/{id}", base(m)))
-                .await?
-            {
+        for id in a.list("issuer/").await? {
+            if let Some(o) = a.get_json::<IssuerEntry>(&format!("issuer/{id}")).await? {
                 if o.issuer_name == n && o.issuer_id != e.issuer_id {
                     return Err(ApiError::bad(format!(
                         "issuer_name {n:?} is already in use"
@@ -1838,7 +1879,7 @@ async fn update_issuer(
         let refs = fields::list_of(d, "manual_chain")?;
         let mut chain = vec![e.certificate.clone()];
         for r in refs.iter().filter(|r| r.as_str() != "self") {
-            let other = load_issuer_entry(a, m, r)
+            let other = load_issuer_entry(a, r)
                 .await
                 .map_err(|_| ApiError::bad(format!("manual_chain: unknown issuer {r:?}")))?;
             chain.push(other.certificate);
@@ -1849,8 +1890,7 @@ async fn update_issuer(
             chain
         };
     }
-    a.put_json(&format!("{}issuer/{}", base(m), e.issuer_id), &e)
-        .await?;
+    a.put_json(&format!("issuer/{}", e.issuer_id), &e).await?;
     invalidate(a, m);
     Ok(Response::data(issuer_json(&e)))
 }
@@ -1860,8 +1900,8 @@ async fn update_issuer(
 /// another issuer of this mount signed its certificate, that certificate is marked revoked
 /// there, in the same transaction, so it appears on the signer's CRL. Repeating the call is a
 /// no-op that returns the issuer as stored.
-async fn revoke_issuer(a: &Active, m: &MountEntry, iref: &str) -> ApiResult<Response> {
-    let mut e = load_issuer_entry(a, m, iref).await?;
+async fn revoke_issuer(a: &Pk<'_>, m: &MountEntry, iref: &str) -> ApiResult<Response> {
+    let mut e = load_issuer_entry(a, iref).await?;
     if e.revoked {
         return Ok(Response::data(issuer_json(&e)));
     }
@@ -1875,7 +1915,7 @@ async fn revoke_issuer(a: &Active, m: &MountEntry, iref: &str) -> ApiResult<Resp
     let mut ops = Vec::new();
     // A self-signed root is on no CRL; anything else is listed by the issuer that signed it.
     if x.subject().as_raw() != x.issuer().as_raw() || x.verify_signature(None).is_err() {
-        for id in a.list(&format!("{}issuer/", base(m))).await? {
+        for id in a.list("issuer/").await? {
             if id == e.issuer_id {
                 continue;
             }
@@ -1888,7 +1928,7 @@ async fn revoke_issuer(a: &Active, m: &MountEntry, iref: &str) -> ApiResult<Resp
             if x.verify_signature(Some(sx.public_key())).is_err() {
                 continue;
             }
-            let mut row = match a.get_cert(&m.uuid, &e.serial_number).await? {
+            let mut row = match a.get_cert(&e.serial_number).await? {
                 Some(r) => r,
                 None => CertRow {
                     mount: m.uuid.clone(),
@@ -1914,22 +1954,22 @@ async fn revoke_issuer(a: &Active, m: &MountEntry, iref: &str) -> ApiResult<Resp
         .collect::<Vec<_>>()
         .join(",");
     ops.push(Plain::Put(
-        format!("{}issuer/{}", base(m), e.issuer_id),
+        format!("issuer/{}", e.issuer_id),
         serde_json::to_vec(&e)?,
     ));
     a.write(ops).await?;
     invalidate(a, m);
-    bump_generation(a, m);
+    bump_generation(&a.issuers, m);
     Ok(Response::data(issuer_json(&e)))
 }
 
-async fn delete_issuer(a: &Active, m: &MountEntry, iref: &str) -> ApiResult<Response> {
-    let Ok(e) = load_issuer_entry(a, m, iref).await else {
+async fn delete_issuer(a: &Pk<'_>, m: &MountEntry, iref: &str) -> ApiResult<Response> {
+    let Ok(e) = load_issuer_entry(a, iref).await else {
         return Ok(Response::empty());
     };
-    let mut ops = vec![Plain::Delete(format!("{}issuer/{}", base(m), e.issuer_id))];
-    if default_issuer_id(a, m).await?.as_deref() == Some(e.issuer_id.as_str()) {
-        ops.push(Plain::Delete(format!("{}config/issuers", base(m))));
+    let mut ops = vec![Plain::Delete(format!("issuer/{}", e.issuer_id))];
+    if default_issuer_id(a).await?.as_deref() == Some(e.issuer_id.as_str()) {
+        ops.push(Plain::Delete("config/issuers".to_string()));
     }
     a.write(ops).await?;
     invalidate(a, m);
@@ -1940,18 +1980,12 @@ fn key_json(k: &KeyEntry) -> Value {
     json!({"key_id": k.key_id, "key_name": k.key_name, "key_type": k.key_type})
 }
 
-async fn find_key(a: &Active, m: &MountEntry, kref: &str) -> ApiResult<KeyEntry> {
-    if let Some(k) = a
-        .get_json::<KeyEntry>(&format!("{}key/{kref}", base(m)))
-        .await?
-    {
+async fn find_key(a: &Pk<'_>, kref: &str) -> ApiResult<KeyEntry> {
+    if let Some(k) = a.get_json::<KeyEntry>(&format!("key/{kref}")).await? {
         return Ok(k);
     }
-    for id in a.list(&format!("{}key/", base(m))).await? {
-        if let Some(k) = a
-            .get_json::<KeyEntry>(&format!("{}key/{id}", base(m)))
-            .await?
-        {
+    for id in a.list("key/").await? {
+        if let Some(k) = a.get_json::<KeyEntry>(&format!("key/{id}")).await? {
             if !k.key_name.is_empty() && k.key_name == kref {
                 return Ok(k);
             }
@@ -1960,14 +1994,11 @@ async fn find_key(a: &Active, m: &MountEntry, kref: &str) -> ApiResult<KeyEntry>
     Err(ApiError::NotFound)
 }
 
-async fn list_keys(a: &Active, m: &MountEntry) -> ApiResult<Response> {
+async fn list_keys(a: &Pk<'_>) -> ApiResult<Response> {
     let mut keys = Vec::new();
     let mut info = Map::new();
-    for id in a.list(&format!("{}key/", base(m))).await? {
-        if let Some(k) = a
-            .get_json::<KeyEntry>(&format!("{}key/{id}", base(m)))
-            .await?
-        {
+    for id in a.list("key/").await? {
+        if let Some(k) = a.get_json::<KeyEntry>(&format!("key/{id}")).await? {
             info.insert(
                 id.clone(),
                 json!({"key_name": k.key_name, "key_type": k.key_type}),
@@ -1981,13 +2012,10 @@ async fn list_keys(a: &Active, m: &MountEntry) -> ApiResult<Response> {
     Ok(Response::data(json!({"keys": keys, "key_info": info})))
 }
 
-async fn delete_key(a: &Active, m: &MountEntry, kref: &str) -> ApiResult<Response> {
-    let k = find_key(a, m, kref).await?;
-    for id in a.list(&format!("{}issuer/", base(m))).await? {
-        if let Some(e) = a
-            .get_json::<IssuerEntry>(&format!("{}issuer/{id}", base(m)))
-            .await?
-        {
+async fn delete_key(a: &Pk<'_>, kref: &str) -> ApiResult<Response> {
+    let k = find_key(a, kref).await?;
+    for id in a.list("issuer/").await? {
+        if let Some(e) = a.get_json::<IssuerEntry>(&format!("issuer/{id}")).await? {
             if e.key_id == k.key_id {
                 return Err(ApiError::bad(format!(
                     "key {} is used by issuer {}; delete the issuer first",
@@ -1996,7 +2024,7 @@ async fn delete_key(a: &Active, m: &MountEntry, kref: &str) -> ApiResult<Respons
             }
         }
     }
-    a.write(vec![Plain::Delete(format!("{}key/{}", base(m), k.key_id))])
+    a.write(vec![Plain::Delete(format!("key/{}", k.key_id))])
         .await?;
     Ok(Response::empty())
 }
@@ -2004,7 +2032,7 @@ async fn delete_key(a: &Active, m: &MountEntry, kref: &str) -> ApiResult<Respons
 /// Imports CA certificates (and, for bundles, private keys) from PEM. Certificates are matched
 /// to keys by public key; a certificate whose key is absent becomes a verify-only issuer.
 async fn import_bundle(
-    a: &Active,
+    a: &Pk<'_>,
     m: &MountEntry,
     req: &Request,
     allow_keys: bool,
@@ -2067,22 +2095,16 @@ async fn import_bundle(
         ));
     }
     let mut existing_keys = HashMap::new();
-    for id in a.list(&format!("{}key/", base(m))).await? {
-        if let Some(k) = a
-            .get_json::<KeyEntry>(&format!("{}key/{id}", base(m)))
-            .await?
-        {
+    for id in a.list("key/").await? {
+        if let Some(k) = a.get_json::<KeyEntry>(&format!("key/{id}")).await? {
             if let Ok(kp) = rcgen::KeyPair::from_pem(&k.private_key) {
                 existing_keys.insert(kp.public_key_raw().to_vec(), id);
             }
         }
     }
     let mut existing_certs = HashMap::new();
-    for id in a.list(&format!("{}issuer/", base(m))).await? {
-        if let Some(e) = a
-            .get_json::<IssuerEntry>(&format!("{}issuer/{id}", base(m)))
-            .await?
-        {
+    for id in a.list("issuer/").await? {
+        if let Some(e) = a.get_json::<IssuerEntry>(&format!("issuer/{id}")).await? {
             existing_certs.insert(pem_to_der(&e.certificate)?, id);
         }
     }
@@ -2110,7 +2132,7 @@ async fn import_bundle(
             private_key: pk8.to_string(),
         };
         ops.push(Plain::Put(
-            format!("{}key/{id}", base(m)),
+            format!("key/{id}"),
             Zeroizing::new(serde_json::to_vec(&entry)?).to_vec(),
         ));
         key_of.insert(pubk, id.clone());
@@ -2144,7 +2166,7 @@ async fn import_bundle(
             revocation_time: 0,
         };
         ops.push(Plain::Put(
-            format!("{}issuer/{id}", base(m)),
+            format!("issuer/{id}"),
             serde_json::to_vec(&entry)?,
         ));
         mapping.insert(id.clone(), json!(key_id));
@@ -2153,10 +2175,10 @@ async fn import_bundle(
         }
         imported_issuers.push(id);
     }
-    if default_issuer_id(a, m).await?.is_none() {
+    if default_issuer_id(a).await?.is_none() {
         if let Some(id) = &first_new {
             ops.push(Plain::Put(
-                format!("{}config/issuers", base(m)),
+                "config/issuers".to_string(),
                 serde_json::to_vec(&json!({"default": id}))?,
             ));
         }
@@ -2175,14 +2197,14 @@ async fn import_bundle(
 }
 
 /// `intermediate/cross-sign`: a CSR from an existing key, for another CA to sign.
-async fn cross_sign_csr(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Response> {
+async fn cross_sign_csr(a: &Pk<'_>, req: &Request) -> ApiResult<Response> {
     let d = &req.data;
     let kref = fields::str_of(d, "key_ref")?;
     let cn = fields::str_of(d, "common_name")?;
     if kref.is_empty() || cn.is_empty() {
         return Err(ApiError::bad("key_ref and common_name are required"));
     }
-    let k = find_key(a, m, &kref)
+    let k = find_key(a, &kref)
         .await
         .map_err(|_| ApiError::bad(format!("key_ref: unknown key {kref:?}")))?;
     let kp = rcgen::KeyPair::from_pem(&k.private_key)
@@ -2193,8 +2215,8 @@ async fn cross_sign_csr(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<
 
 /// The delta CRL of an issuer: revocations since the last full CRL (its base), from the
 /// `(mount, revoked_at)` index. Needs `enable_delta` in `config/crl`, as in Vault.
-async fn delta_crl(a: &Active, m: &MountEntry, iref: &str, as_pem: bool) -> ApiResult<Response> {
-    let cfg = crl_config(a, m).await?;
+async fn delta_crl(a: &Pk<'_>, m: &MountEntry, iref: &str, as_pem: bool) -> ApiResult<Response> {
+    let cfg = crl_config(a).await?;
     if cfg.get("enable_delta") != Some(&json!(true)) {
         return Err(ApiError::bad(
             "delta CRLs are disabled: set enable_delta=true in config/crl",
@@ -2202,7 +2224,7 @@ async fn delta_crl(a: &Active, m: &MountEntry, iref: &str, as_pem: bool) -> ApiR
     }
     let issuer = load_issuer(a, m, iref).await?;
     require_usage(&issuer, "crl-signing")?;
-    let base_key = format!("{}crl-base/{}", base(m), issuer.entry.issuer_id);
+    let base_key = format!("crl-base/{}", issuer.entry.issuer_id);
     if a.get_json::<Value>(&base_key).await?.is_none() {
         crl(a, m, iref, true).await?;
     }
@@ -2215,13 +2237,13 @@ async fn delta_crl(a: &Active, m: &MountEntry, iref: &str, as_pem: bool) -> ApiR
     // base already has, which RFC 5280 allows; nothing later can be missed.
     let since = b["built_at"].as_i64().unwrap_or(0) - 1;
     let mut revoked = Vec::new();
-    for (s, t) in a.store.revoked_since(&m.uuid, since, 1_000_000).await? {
+    for (s, t) in a.revoked_since(since, 1_000_000).await? {
         revoked.push(Revoked {
             serial: serial_bytes(&s)?,
             revoked_at: t,
         });
     }
-    let num_key = format!("{}crl-number/{}", base(m), issuer.entry.issuer_id);
+    let num_key = format!("crl-number/{}", issuer.entry.issuer_id);
     let number: u64 = a.get_json::<u64>(&num_key).await?.unwrap_or(0) + 1;
     a.put_json(&num_key, &number).await?;
     let now = now_unix();
@@ -2250,16 +2272,10 @@ async fn delta_crl(a: &Active, m: &MountEntry, iref: &str, as_pem: bool) -> ApiR
     })
 }
 
-async fn store_key(
-    a: &Active,
-    m: &MountEntry,
-    name: String,
-    kt: &str,
-    pem_text: &str,
-) -> ApiResult<String> {
+async fn store_key(a: &Pk<'_>, name: String, kt: &str, pem_text: &str) -> ApiResult<String> {
     if !name.is_empty() {
         valid_name("key_name", &name)?;
-        if find_key(a, m, &name).await.is_ok() {
+        if find_key(a, &name).await.is_ok() {
             return Err(ApiError::bad(format!(
                 "key_name {name:?} is already in use"
             )));
@@ -2273,7 +2289,7 @@ async fn store_key(
         private_key: pem_text.to_string(),
     };
     a.write(vec![Plain::Put(
-        format!("{}key/{id}", base(m)),
+        format!("key/{id}"),
         Zeroizing::new(serde_json::to_vec(&entry)?).to_vec(),
     )])
     .await?;
@@ -2281,12 +2297,7 @@ async fn store_key(
 }
 
 /// `keys/generate/{internal,exported}`: a managed key with no issuer yet.
-async fn generate_key_only(
-    a: &Active,
-    m: &MountEntry,
-    kind: &str,
-    req: &Request,
-) -> ApiResult<Response> {
+async fn generate_key_only(a: &Pk<'_>, kind: &str, req: &Request) -> ApiResult<Response> {
     if kind != "internal" && kind != "exported" {
         return Err(ApiError::bad(format!(
             "unknown type {kind:?}: use internal or exported"
@@ -2299,7 +2310,6 @@ async fn generate_key_only(
     let pem_text = Zeroizing::new(key.serialize_pem());
     let id = store_key(
         a,
-        m,
         fields::str_of(&req.data, "key_name")?,
         kt.name(),
         &pem_text,
@@ -2313,7 +2323,7 @@ async fn generate_key_only(
 }
 
 /// `keys/import`: a PKCS#8 PEM private key.
-async fn import_key(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Response> {
+async fn import_key(a: &Pk<'_>, req: &Request) -> ApiResult<Response> {
     let text = Zeroizing::new(fields::str_of(&req.data, "pem_bundle")?);
     if text.trim().is_empty() {
         return Err(ApiError::bad("pem_bundle: is required"));
@@ -2329,6 +2339,6 @@ async fn import_key(a: &Active, m: &MountEntry, req: &Request) -> ApiResult<Resp
         "rsa"
     };
     let pk8 = Zeroizing::new(kp.serialize_pem());
-    let id = store_key(a, m, fields::str_of(&req.data, "key_name")?, kt, &pk8).await?;
+    let id = store_key(a, fields::str_of(&req.data, "key_name")?, kt, &pk8).await?;
     Ok(Response::data(json!({"key_id": id, "key_type": kt})))
 }

@@ -5,12 +5,13 @@
 //! happens. Runs are tracked per mount (`tidy-status`) and can be cancelled (`tidy-cancel`).
 //! `config/auto-tidy` schedules runs from the server's background ticker.
 
-use crate::core::{now_unix, rfc3339, Active};
+use super::{bump_generation, IssuerCache, Pk};
+use crate::core::barrier::{Plain, View};
+use crate::core::{now_unix, rfc3339};
 use crate::error::{ApiError, ApiResult};
 use crate::logical::Response;
 use crate::mounts::MountEntry;
 use custos_pki::fields;
-use custos_store::WriteOp;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,7 +40,7 @@ fn idle() -> Value {
     json!({"state": "Inactive", "cert_store_deleted_count": 0, "revoked_cert_deleted_count": 0})
 }
 
-pub(crate) fn status(a: &Active, m: &MountEntry) -> Value {
+pub(crate) fn status(a: &Pk<'_>, m: &MountEntry) -> Value {
     a.issuers
         .tidy
         .lock()
@@ -51,7 +52,7 @@ pub(crate) fn status(a: &Active, m: &MountEntry) -> Value {
         .unwrap_or_else(idle)
 }
 
-pub(crate) fn cancel(a: &Active, m: &MountEntry) -> Value {
+pub(crate) fn cancel(a: &Pk<'_>, m: &MountEntry) -> Value {
     if let Ok(mut t) = a.issuers.tidy.lock() {
         if let Some(s) = t.get_mut(&m.uuid) {
             if s.state == "Running" {
@@ -65,7 +66,7 @@ pub(crate) fn cancel(a: &Active, m: &MountEntry) -> Value {
 
 /// Starts a run. `auto` runs use the stored auto-tidy settings.
 pub(crate) async fn start(
-    a: &Arc<Active>,
+    a: &Pk<'_>,
     m: &MountEntry,
     d: &Map<String, Value>,
     auto: bool,
@@ -123,11 +124,12 @@ pub(crate) async fn start(
             },
         );
     }
-    let a2 = a.clone();
+    let (v, ic) = (a.view.clone(), a.issuers.clone());
     let m2 = m.clone();
     tokio::spawn(async move {
         let r = run(
-            &a2,
+            &v,
+            &ic,
             &m2,
             safety_buffer,
             tidy_cert_store,
@@ -135,7 +137,7 @@ pub(crate) async fn start(
             &cancel,
         )
         .await;
-        if let Ok(mut t) = a2.issuers.tidy.lock() {
+        if let Ok(mut t) = ic.tidy.lock() {
             if let Some(s) = t.get_mut(&m2.uuid) {
                 s.time_finished = rfc3339(now_unix());
                 match r {
@@ -159,7 +161,8 @@ pub(crate) async fn start(
 }
 
 async fn run(
-    a: &Active,
+    a: &View,
+    issuers: &IssuerCache,
     m: &MountEntry,
     buffer: u64,
     certs: bool,
@@ -172,7 +175,7 @@ async fn run(
         if cancel.load(Ordering::SeqCst) {
             break;
         }
-        let page = a.store.certs_expiring_before(&m.uuid, cutoff, PAGE).await?;
+        let page = a.certs_expiring_before(cutoff, PAGE).await?;
         if page.is_empty() {
             break;
         }
@@ -182,10 +185,7 @@ async fn run(
         for row in page {
             let is_revoked = row.revoked_at.is_some();
             if (is_revoked && revoked) || (!is_revoked && certs) {
-                ops.push(WriteOp::DeleteCert {
-                    mount: row.mount,
-                    serial: row.serial,
-                });
+                ops.push(Plain::DeleteCert(row.mount, row.serial));
                 if is_revoked {
                     n_revoked += 1;
                 } else {
@@ -197,9 +197,9 @@ async fn run(
             // Everything expired is of a kind this run keeps; nothing more to do.
             break;
         }
-        a.store.write(ops).await?;
+        a.write(ops).await?;
         touched_revoked |= n_revoked > 0;
-        if let Ok(mut t) = a.issuers.tidy.lock() {
+        if let Ok(mut t) = issuers.tidy.lock() {
             if let Some(s) = t.get_mut(&m.uuid) {
                 s.cert_store_deleted_count += n_certs;
                 s.revoked_cert_deleted_count += n_revoked;
@@ -211,23 +211,21 @@ async fn run(
         tokio::task::yield_now().await;
     }
     if touched_revoked {
-        crate::pki::bump_generation(a, m);
+        bump_generation(issuers, m);
     }
     Ok(())
 }
 
-fn auto_key(m: &MountEntry) -> String {
-    format!("{}config/auto-tidy", crate::pki::base(m))
-}
+const AUTO_KEY: &str = "config/auto-tidy";
 
-pub(crate) async fn auto_config(a: &Active, m: &MountEntry) -> ApiResult<Value> {
-    Ok(a.get_json(&auto_key(m)).await?.unwrap_or_else(|| {
+pub(crate) async fn auto_config(a: &Pk<'_>, _m: &MountEntry) -> ApiResult<Value> {
+    Ok(a.get_json(AUTO_KEY).await?.unwrap_or_else(|| {
         json!({"enabled": false, "interval_duration": 12 * 3600, "tidy_cert_store": false, "tidy_revoked_certs": false, "safety_buffer": DEFAULT_SAFETY_BUFFER, "last_run": 0})
     }))
 }
 
 pub(crate) async fn write_auto_config(
-    a: &Active,
+    a: &Pk<'_>,
     m: &MountEntry,
     d: &Map<String, Value>,
 ) -> ApiResult<Response> {
@@ -254,30 +252,27 @@ pub(crate) async fn write_auto_config(
             "auto-tidy needs tidy_cert_store or tidy_revoked_certs",
         ));
     }
-    a.put_json(&auto_key(m), &c).await?;
+    a.put_json(AUTO_KEY, &c).await?;
     Ok(Response::data(c))
 }
 
-/// Called by the background ticker: starts due auto-tidy runs on every pki mount.
-pub(crate) async fn auto_tick(a: &Arc<Active>) -> ApiResult<()> {
-    let mounts = crate::pki::pki_mounts(a).await;
+/// Called by the background ticker for each pki mount: starts its auto-tidy run if due.
+pub(crate) async fn auto_tick(a: &Pk<'_>, m: &MountEntry) -> ApiResult<()> {
     let now = now_unix();
-    for m in mounts {
-        let mut c = auto_config(a, &m).await?;
-        if c["enabled"] != json!(true) {
-            continue;
-        }
-        let last = c["last_run"].as_i64().unwrap_or(0);
-        let every = c["interval_duration"].as_i64().unwrap_or(12 * 3600);
-        if now - last < every {
-            continue;
-        }
-        c["last_run"] = json!(now);
-        a.put_json(&auto_key(&m), &c).await?;
-        let d = c.as_object().cloned().unwrap_or_default();
-        if let Err(e) = start(a, &m, &d, true).await {
-            tracing::warn!(error = %e, mount = %m.path, "auto-tidy did not start");
-        }
+    let mut c = auto_config(a, m).await?;
+    if c["enabled"] != json!(true) {
+        return Ok(());
+    }
+    let last = c["last_run"].as_i64().unwrap_or(0);
+    let every = c["interval_duration"].as_i64().unwrap_or(12 * 3600);
+    if now - last < every {
+        return Ok(());
+    }
+    c["last_run"] = json!(now);
+    a.put_json(AUTO_KEY, &c).await?;
+    let d = c.as_object().cloned().unwrap_or_default();
+    if let Err(e) = start(a, m, &d, true).await {
+        tracing::warn!(error = %e, mount = %m.path, "auto-tidy did not start");
     }
     Ok(())
 }

@@ -18,7 +18,10 @@
 #![allow(clippy::result_large_err)]
 
 use crate::config::SbiConfig;
-use crate::core::{now_unix, Active, Core, Plain};
+use crate::core::barrier::{Plain, View};
+use crate::core::engine::Sys;
+use crate::core::now_unix;
+use crate::core::services::{CertIssuer, RevocationLookup, TrustLog};
 use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -35,7 +38,7 @@ use hyper_util::service::TowerToHyperService;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// Connections older than this re-check their client certificate's revocation per request.
@@ -67,7 +70,8 @@ impl Drop for StoredKeys {
 
 /// What is loaded from the barrier for one unsealed core.
 struct Loaded {
-    active: Weak<Active>,
+    /// The unsealed period it was loaded in ([`View::epoch`]).
+    epoch: usize,
     profiles: HashMap<String, Arc<Profile>>,
     /// The same profiles by NF type, each list sorted by instance ID: discovery and token
     /// requests name a target type, so they read one list instead of the whole registry.
@@ -95,6 +99,11 @@ impl Loaded {
 /// NRF state shared by the listener, its tasks and handlers.
 pub(crate) struct Nrf {
     pub(crate) cfg: SbiConfig,
+    /// The engine's handle on the core, from the first unseal on.
+    pub(crate) sys: std::sync::OnceLock<Sys>,
+    log: Arc<dyn TrustLog>,
+    revocation: Arc<dyn RevocationLookup>,
+    issuer: Arc<dyn CertIssuer>,
     tls: RwLock<Option<TlsState>>,
     loaded: RwLock<Option<Loaded>>,
     beats: Mutex<HashMap<String, Instant>>,
@@ -112,7 +121,6 @@ pub(crate) struct Peer {
 
 #[derive(Clone)]
 struct Sbi {
-    core: Arc<Core>,
     nrf: Arc<Nrf>,
 }
 
@@ -150,9 +158,18 @@ fn internal(e: impl std::fmt::Display) -> Response {
 }
 
 impl Nrf {
-    pub(crate) fn new(cfg: SbiConfig) -> Arc<Nrf> {
+    pub(crate) fn new(
+        cfg: SbiConfig,
+        log: Arc<dyn TrustLog>,
+        revocation: Arc<dyn RevocationLookup>,
+        issuer: Arc<dyn CertIssuer>,
+    ) -> Arc<Nrf> {
         Arc::new(Nrf {
             cfg,
+            sys: std::sync::OnceLock::new(),
+            log,
+            revocation,
+            issuer,
             tls: RwLock::new(None),
             loaded: RwLock::new(None),
             beats: Mutex::new(HashMap::new()),
@@ -181,25 +198,37 @@ impl Nrf {
             .unwrap_or_default()
     }
 
+    /// The NRF's storage while unsealed.
+    pub(crate) fn view(&self) -> Result<View, ApiError> {
+        self.sys.get().ok_or(ApiError::Sealed)?.root_view()
+    }
+
+    /// Drops the registry and the signing key (sealing).
+    pub(crate) fn unload(&self) {
+        if let Ok(mut l) = self.loaded.write() {
+            *l = None;
+        }
+    }
+
     fn signer(&self) -> Option<Arc<Signer>> {
         Some(self.loaded.read().ok()?.as_ref()?.signer.clone())
     }
 
     /// Loads the registry and keys for the current unsealed core (once per unseal).
-    async fn ensure_loaded(&self, a: &Arc<Active>) -> Result<(), ApiError> {
+    async fn ensure_loaded(&self, a: &View) -> Result<(), ApiError> {
         let fresh = self
             .loaded
             .read()
             .ok()
-            .and_then(|l| l.as_ref().map(|l| l.active.as_ptr() == Arc::as_ptr(a)))
+            .and_then(|l| l.as_ref().map(|l| l.epoch == a.epoch()))
             .unwrap_or(false);
         if fresh {
             return Ok(());
         }
         let _g = self.write.lock().await;
         let mut profiles = HashMap::new();
-        for id in a.list("nrf/profile/").await? {
-            if let Some(doc) = a.get_json::<Value>(&format!("nrf/profile/{id}")).await? {
+        for id in a.list("profile/").await? {
+            if let Some(doc) = a.get_json::<Value>(&format!("profile/{id}")).await? {
                 match Profile::parse(&id, &doc) {
                     Ok(p) => {
                         profiles.insert(p.id.clone(), Arc::new(p));
@@ -210,12 +239,12 @@ impl Nrf {
                 }
             }
         }
-        let mut keys: StoredKeys = a.get_json("nrf/signing").await?.unwrap_or_default();
+        let mut keys: StoredKeys = a.get_json("signing").await?.unwrap_or_default();
         if keys.current.is_empty() {
             let k = custos_nrf::jws::generate_pkcs8().map_err(ApiError::internal)?;
             keys.current = hex::encode(&k[..]);
             a.write(vec![Plain::Put(
-                "nrf/signing".into(),
+                "signing".into(),
                 serde_json::to_vec(&keys)?,
             )])
             .await?;
@@ -231,7 +260,7 @@ impl Nrf {
             }
         }
         let mut loaded = Loaded {
-            active: Arc::downgrade(a),
+            epoch: a.epoch(),
             profiles: HashMap::new(),
             by_type: HashMap::new(),
             signer,
@@ -247,8 +276,8 @@ impl Nrf {
     }
 
     /// Stores a profile (or deletes it, `None`) durably, then updates memory.
-    async fn put(&self, a: &Active, id: &str, p: Option<Profile>) -> Result<(), ApiError> {
-        let key = format!("nrf/profile/{id}");
+    async fn put(&self, a: &View, id: &str, p: Option<Profile>) -> Result<(), ApiError> {
+        let key = format!("profile/{id}");
         match &p {
             Some(p) => {
                 a.write(vec![Plain::Put(key, serde_json::to_vec(&p.doc)?)])
@@ -266,10 +295,10 @@ impl Nrf {
 
     /// Replaces the signing key. The old public key stays in the JWKS until every token it
     /// signed has expired (plus producers' leeway); keys retired longer ago are dropped.
-    pub(crate) async fn rotate_key(&self, a: &Arc<Active>) -> Result<Value, ApiError> {
+    pub(crate) async fn rotate_key(&self, a: &View) -> Result<Value, ApiError> {
         self.ensure_loaded(a).await?;
         let _g = self.write.lock().await;
-        let mut keys: StoredKeys = a.get_json("nrf/signing").await?.unwrap_or_default();
+        let mut keys: StoredKeys = a.get_json("signing").await?.unwrap_or_default();
         let old = {
             let der =
                 zeroize::Zeroizing::new(hex::decode(&keys.current).map_err(ApiError::internal)?);
@@ -288,7 +317,7 @@ impl Nrf {
         let signer = Arc::new(Signer::from_pkcs8(&k).map_err(ApiError::internal)?);
         keys.current = hex::encode(&k[..]);
         a.write(vec![Plain::Put(
-            "nrf/signing".into(),
+            "signing".into(),
             serde_json::to_vec(&keys)?,
         )])
         .await?;
@@ -299,7 +328,7 @@ impl Nrf {
             }
         }
         tracing::info!(kid = %signer.kid(), retired = %old.kid(), "NRF signing key rotated");
-        a.log()?
+        self.log
             .append(custos_tlog::entry::Event::NrfKeyRotated {
                 kid: signer.kid().to_string(),
                 retired_kid: old.kid().to_string(),
@@ -329,7 +358,7 @@ impl Nrf {
     /// the SBI, without the certificate-ownership rule. Returns whether it replaced a profile.
     pub(crate) async fn admin_put(
         &self,
-        a: &Arc<Active>,
+        a: &View,
         id: &str,
         mut doc: Value,
     ) -> Result<(bool, Value), ApiError> {
@@ -349,7 +378,7 @@ impl Nrf {
     }
 
     /// Administrative deregistration; false if there was no such profile.
-    pub(crate) async fn admin_delete(&self, a: &Arc<Active>, id: &str) -> Result<bool, ApiError> {
+    pub(crate) async fn admin_delete(&self, a: &View, id: &str) -> Result<bool, ApiError> {
         self.ensure_loaded(a).await?;
         let Some(id) = custos_nrf::canonical_uuid(id) else {
             return Ok(false);
@@ -363,11 +392,7 @@ impl Nrf {
     }
 
     /// A registered profile, for the management API.
-    pub(crate) async fn admin_get(
-        &self,
-        a: &Arc<Active>,
-        id: &str,
-    ) -> Result<Option<Value>, ApiError> {
+    pub(crate) async fn admin_get(&self, a: &View, id: &str) -> Result<Option<Value>, ApiError> {
         self.ensure_loaded(a).await?;
         Ok(custos_nrf::canonical_uuid(id)
             .and_then(|id| self.profile(&id))
@@ -375,7 +400,7 @@ impl Nrf {
     }
 
     /// The registered instance IDs, sorted.
-    pub(crate) async fn admin_list(&self, a: &Arc<Active>) -> Result<Vec<String>, ApiError> {
+    pub(crate) async fn admin_list(&self, a: &View) -> Result<Vec<String>, ApiError> {
         self.ensure_loaded(a).await?;
         let mut ids: Vec<String> = self.profiles().iter().map(|p| p.id.clone()).collect();
         ids.sort();
@@ -407,7 +432,7 @@ impl Nrf {
 }
 
 /// Makes sure the SBI certificate exists and is fresh; builds the TLS config.
-async fn refresh_tls(core: &Core, nrf: &Nrf) -> Result<(), ApiError> {
+async fn refresh_tls(nrf: &Nrf) -> Result<(), ApiError> {
     let due = nrf
         .tls
         .read()
@@ -417,7 +442,7 @@ async fn refresh_tls(core: &Core, nrf: &Nrf) -> Result<(), ApiError> {
     if !due {
         return Ok(());
     }
-    let a = core.active().ok_or(ApiError::Sealed)?;
+    nrf.view()?;
     let mut d = Map::new();
     d.insert("common_name".into(), json!(nrf.cfg.fqdn));
     d.insert("nf_instance_id".into(), json!(nrf.cfg.nf_instance_id));
@@ -426,7 +451,10 @@ async fn refresh_tls(core: &Core, nrf: &Nrf) -> Result<(), ApiError> {
         let ips: Vec<String> = nrf.cfg.ip_sans.iter().map(|i| i.to_string()).collect();
         d.insert("ip_sans".into(), json!(ips.join(",")));
     }
-    let data = crate::pki::issue_internal(core, &a, &nrf.cfg.pki_mount, &nrf.cfg.role, d).await?;
+    let data = nrf
+        .issuer
+        .issue(&nrf.cfg.pki_mount, &nrf.cfg.role, d)
+        .await?;
     let field = |k: &str| {
         data.get(k)
             .and_then(Value::as_str)
@@ -495,8 +523,8 @@ async fn refresh_tls(core: &Core, nrf: &Nrf) -> Result<(), ApiError> {
 
 /// Marks profiles whose heartbeats stopped as SUSPENDED (TS 29.510 5.2.2.3.2): after 1.5
 /// heartbeat intervals without a heartbeat.
-async fn sweep_heartbeats(core: &Core, nrf: &Nrf) -> Result<(), ApiError> {
-    let Some(a) = core.active() else {
+async fn sweep_heartbeats(nrf: &Nrf) -> Result<(), ApiError> {
+    let Ok(a) = nrf.view() else {
         return Ok(());
     };
     let limit = Duration::from_millis(nrf.cfg.heartbeat * 1500);
@@ -524,20 +552,19 @@ async fn sweep_heartbeats(core: &Core, nrf: &Nrf) -> Result<(), ApiError> {
 
 /// Starts the SBI listener and its certificate and heartbeat tasks.
 pub(crate) async fn start(
-    core: Arc<Core>,
     nrf: Arc<Nrf>,
 ) -> Result<tokio::task::JoinHandle<()>, crate::listener::ListenError> {
     let l = crate::listener::bind(nrf.cfg.addr).await?;
-    let (c2, n2) = (core.clone(), nrf.clone());
+    let n2 = nrf.clone();
     let maintain = async move {
         let mut last_err = String::new();
         loop {
-            let r = refresh_tls(&c2, &n2).await;
-            if let Some(a) = c2.active() {
+            let r = refresh_tls(&n2).await;
+            if let Ok(a) = n2.view() {
                 if let Err(e) = n2.ensure_loaded(&a).await {
                     tracing::error!(error = %e, "loading the NRF registry");
                 }
-                if let Err(e) = sweep_heartbeats(&c2, &n2).await {
+                if let Err(e) = sweep_heartbeats(&n2).await {
                     tracing::error!(error = %e, "heartbeat sweep");
                 }
             }
@@ -552,7 +579,7 @@ pub(crate) async fn start(
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     };
-    let st = Sbi { core, nrf };
+    let st = Sbi { nrf };
     let app = router(st.clone());
     // One task: aborting it stops both the listener and the maintenance loop.
     Ok(tokio::spawn(async move {
@@ -606,8 +633,11 @@ async fn serve(listener: tokio::net::TcpListener, st: Sbi, app: axum::Router) {
             let serial = x509_parser::parse_x509_certificate(&leaf)
                 .map(|(_, x)| x.raw_serial().to_vec())
                 .unwrap_or_default();
-            if let Some(a) = st.core.active() {
-                if crate::pki::revoked_in_mount(&a, &st.nrf.cfg.pki_mount, &serial)
+            if st.nrf.view().is_ok() {
+                if st
+                    .nrf
+                    .revocation
+                    .revoked_in_mount(&st.nrf.cfg.pki_mount, &serial)
                     .await
                     .unwrap_or(true)
                 {
@@ -661,18 +691,21 @@ fn router(st: Sbi) -> axum::Router {
 }
 
 /// The unsealed core and the caller's identity, or the answer refusing the request.
-async fn caller(st: &Sbi, peer: &Peer) -> Result<(Arc<Active>, NfIdentity), Response> {
+async fn caller(st: &Sbi, peer: &Peer) -> Result<(View, NfIdentity), Response> {
     let a = st
-        .core
-        .active()
-        .ok_or_else(|| problem(503, "NF_CONGESTION", "Custos is sealed", None))?;
+        .nrf
+        .view()
+        .map_err(|_| problem(503, "NF_CONGESTION", "Custos is sealed", None))?;
     st.nrf.ensure_loaded(&a).await.map_err(internal)?;
     let id = peer
         .identity
         .clone()
         .map_err(|e| problem(403, "CLIENT_CERTIFICATE_NOT_AN_NF", e.to_string(), None))?;
     if peer.since.elapsed() > RECHECK
-        && crate::pki::revoked_in_mount(&a, &st.nrf.cfg.pki_mount, &peer.serial)
+        && st
+            .nrf
+            .revocation
+            .revoked_in_mount(&st.nrf.cfg.pki_mount, &peer.serial)
             .await
             .map_err(internal)?
     {
@@ -716,7 +749,7 @@ async fn owner_call(
     st: &Sbi,
     peer: &Peer,
     id: &str,
-) -> Result<(Arc<Active>, NfIdentity, String), Response> {
+) -> Result<(View, NfIdentity, String), Response> {
     let (a, who) = caller(st, peer).await?;
     let id = path_id(id)?;
     owner(&who, &id)?;
@@ -1041,7 +1074,7 @@ async fn access_token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (a, who) = match caller(&st, &peer).await {
+    let (_, who) = match caller(&st, &peer).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -1070,7 +1103,12 @@ async fn access_token(
             Ok(v) => v,
             Err(e) => return refuse(e),
         };
-        match crate::pki::revoked_in_mount(&a, &st.nrf.cfg.pki_mount, &cca.serial).await {
+        match st
+            .nrf
+            .revocation
+            .revoked_in_mount(&st.nrf.cfg.pki_mount, &cca.serial)
+            .await
+        {
             Ok(false) => {}
             Ok(true) => {
                 return refuse("the client credentials assertion's certificate is revoked".into())

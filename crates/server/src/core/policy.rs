@@ -135,11 +135,11 @@ impl Active {
         if let Ok(mut c) = self.policies.write() {
             c.remove(&name);
         }
-        self.log()?
+        self.trust_log
             .append(Event::PolicyChanged {
                 name,
                 op: ChangeOp::Write,
-                policy_sha256: Some(crate::pki::sha256_hex(text.as_bytes())),
+                policy_sha256: Some(crate::core::sha256_hex(text.as_bytes())),
                 requester: who.to_string(),
             })
             .await?;
@@ -155,7 +155,7 @@ impl Active {
         if let Ok(mut c) = self.policies.write() {
             c.remove(&name);
         }
-        self.log()?
+        self.trust_log
             .append(Event::PolicyChanged {
                 name,
                 op: ChangeOp::Delete,

@@ -793,14 +793,7 @@ pub fn spawn_sweeper(core: Arc<Core>, every: std::time::Duration) {
                     Ok(n) => tracing::info!(revoked = n, "expired tokens revoked"),
                     Err(e) => tracing::warn!(error = %e, "token sweep failed"),
                 }
-                if let Err(e) = crate::pki_tidy::auto_tick(&a).await {
-                    tracing::warn!(error = %e, "pki auto-tidy tick failed");
-                }
-                if let Ok(log) = a.log() {
-                    if let Err(e) = log.log_audit_heads(&a).await {
-                        tracing::warn!(error = %e, "logging audit chain heads failed");
-                    }
-                }
+                core.periodic().await;
             }
         }
     });

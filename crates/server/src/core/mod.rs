@@ -1,6 +1,24 @@
 //! The core: seal state machine, the encrypted view of storage, and the request pipeline
 //! (route → authenticate → authorise → audit request → handle → audit response).
 
+pub mod audit_dev;
+pub mod barrier;
+pub mod duration;
+pub mod engine;
+pub mod error;
+pub mod http;
+pub mod listener;
+pub mod logical;
+pub mod metrics;
+pub mod mounts;
+mod policy;
+pub(crate) mod ratelimit;
+mod router;
+pub mod seal;
+pub mod services;
+mod sys;
+pub mod token;
+
 use crate::audit_dev::AuditBroker;
 use crate::config::{Limits, SealConfig};
 use crate::error::{ApiError, ApiResult};
@@ -10,12 +28,14 @@ use crate::mounts::MountTable;
 use crate::seal::{decode_share, StoredSealConfig, KEYRING_PATH, ROOT_KEY_PATH, SEAL_CONFIG_PATH};
 use crate::token::TokenEntry;
 use aws_lc_rs::hmac;
+use barrier::{Barrier, Plain};
 use custos_acl::Policy;
 use custos_barrier::{shamir, Keyring, SecretKey, KEY_LEN};
 use custos_store::{Storage, WriteOp};
+use engine::{Registry, Sys};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use zeroize::Zeroizing;
 
 /// Storage key of the token HMAC key (encrypted).
@@ -36,11 +56,6 @@ pub struct CoreConfig {
     pub unauthenticated_metrics_access: bool,
     /// Cluster name for health.
     pub cluster_name: String,
-    /// The transparency log's origin (checkpoint first line, key name), used when the log is
-    /// created; an existing log keeps its own.
-    pub tlog_origin: String,
-    /// Witnesses asked to cosign each new checkpoint.
-    pub tlog_witnesses: Vec<crate::config::TlogWitness>,
 }
 
 impl Default for CoreConfig {
@@ -52,16 +67,14 @@ impl Default for CoreConfig {
             max_lease_ttl: crate::config::DEFAULT_TTL,
             unauthenticated_metrics_access: false,
             cluster_name: "custos".into(),
-            tlog_origin: "custos.local/log".into(),
-            tlog_witnesses: Vec::new(),
         }
     }
 }
 
-/// Everything that exists only while unsealed. Dropping it zeroizes the keys.
+/// Everything that exists only while unsealed. Sealing drops it and seals its barrier
+/// (the keys are zeroized even if an engine still holds a view).
 pub(crate) struct Active {
-    pub(crate) store: Arc<dyn Storage>,
-    keyring: RwLock<Keyring>,
+    pub(crate) barrier: Arc<Barrier>,
     pub(crate) token_key: hmac::Key,
     pub(crate) policies: RwLock<HashMap<String, Arc<Policy>>>,
     pub(crate) mounts: tokio::sync::RwLock<MountTable>,
@@ -69,230 +82,34 @@ pub(crate) struct Active {
     pub(crate) audit: AuditBroker,
     /// Serialises use-count updates of limited-use tokens.
     pub(crate) use_lock: tokio::sync::Mutex<()>,
-    /// Serialises provenance registrations (read-modify-write of bundle lists and events).
-    pub(crate) provenance_lock: tokio::sync::Mutex<()>,
-    /// Parsed CA issuers (certificate + signing key), per `<mount uuid>/<issuer id>`.
-    pub(crate) issuers: crate::pki::IssuerCache,
-    /// Fetched JWKS documents of JWT/OIDC auth mounts.
-    pub(crate) jwks: crate::auth_methods::JwksCache,
-    /// Decrypted entries, when this process is the only writer (see [`EntryCache`]).
-    cache: Option<EntryCache>,
-    /// The transparency log, opened right after unseal.
-    pub(crate) tlog: std::sync::OnceLock<Arc<crate::tlog::Log>>,
+    /// Where trust events go (ACL policy changes are the core's own).
+    pub(crate) trust_log: Arc<dyn services::TrustLog>,
 }
 
-/// Most entries the cache holds before it starts over.
-const CACHE_MAX_ENTRIES: usize = 200_000;
-
-/// A write-through cache of decrypted entries for single-writer deployments (SQLite).
-///
-/// Correctness: writers update the cache *after* the store committed (new value or a
-/// tombstone); readers only fill empty slots, and only if no clear happened since they began
-/// reading (`epoch`), so a reader can never put back a value older than a committed write.
-/// Values are zeroized when evicted.
-/// A cached entry: `None` is a tombstone (known absent).
-type Cached = Option<Arc<Zeroizing<Vec<u8>>>>;
-
-#[derive(Default)]
-struct EntryCache {
-    map: RwLock<HashMap<String, Cached>>,
-    epoch: std::sync::atomic::AtomicU64,
-}
-
-impl EntryCache {
-    fn get(&self, k: &str) -> Option<Cached> {
-        self.map.read().ok()?.get(k).cloned()
+impl std::ops::Deref for Active {
+    type Target = Barrier;
+    fn deref(&self) -> &Barrier {
+        &self.barrier
     }
-
-    fn fill(&self, k: &str, v: Cached, epoch: u64) {
-        if let Ok(mut m) = self.map.write() {
-            if self.epoch.load(std::sync::atomic::Ordering::Acquire) == epoch {
-                m.entry(k.to_string()).or_insert(v);
-            }
-        }
-    }
-
-    fn invalidate(&self, k: &str) {
-        if let Ok(mut m) = self.map.write() {
-            m.remove(k);
-            self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        }
-    }
-
-    fn set(&self, k: String, v: Cached) {
-        if let Ok(mut m) = self.map.write() {
-            if m.len() >= CACHE_MAX_ENTRIES {
-                m.clear();
-                self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            }
-            m.insert(k, v);
-        }
-    }
-}
-
-/// A plaintext write, encrypted by [`Active::write`].
-pub(crate) enum Plain {
-    Put(String, Vec<u8>),
-    Delete(String),
-    /// A certificate row, written in the same transaction as the entries beside it.
-    Cert(custos_store::CertRow),
 }
 
 impl Active {
-    fn new(store: Arc<dyn Storage>, keyring: Keyring, token_key: &[u8]) -> Self {
-        let cache = single_writer(&*store).then(EntryCache::default);
+    fn new(
+        store: Arc<dyn Storage>,
+        keyring: Keyring,
+        token_key: &[u8],
+        trust_log: Arc<dyn services::TrustLog>,
+    ) -> Self {
         Active {
-            store,
-            keyring: RwLock::new(keyring),
+            barrier: Arc::new(Barrier::new(store, keyring)),
             token_key: hmac::Key::new(hmac::HMAC_SHA256, token_key),
             policies: RwLock::new(HashMap::new()),
             mounts: tokio::sync::RwLock::new(MountTable::default_secrets()),
             auth_mounts: tokio::sync::RwLock::new(MountTable::default_auth()),
             audit: AuditBroker::default(),
             use_lock: tokio::sync::Mutex::new(()),
-            provenance_lock: tokio::sync::Mutex::new(()),
-            issuers: Default::default(),
-            jwks: Default::default(),
-            cache,
-            tlog: std::sync::OnceLock::new(),
+            trust_log,
         }
-    }
-
-    pub(crate) fn encrypt(&self, path: &str, value: &[u8]) -> ApiResult<Vec<u8>> {
-        let kr = self.keyring.read().map_err(|_| poisoned())?;
-        Ok(kr.encrypt(path, value)?)
-    }
-
-    /// Decrypts a value read from the store under `path` (bypassing the entry cache).
-    pub(crate) fn decrypt(&self, path: &str, ct: &[u8]) -> ApiResult<Zeroizing<Vec<u8>>> {
-        let kr = self.keyring.read().map_err(|_| poisoned())?;
-        Ok(Zeroizing::new(kr.decrypt(path, ct)?))
-    }
-
-    /// The transparency log (opened at unseal).
-    pub(crate) fn log(&self) -> ApiResult<&Arc<crate::tlog::Log>> {
-        self.tlog
-            .get()
-            .ok_or_else(|| ApiError::Unavailable("transparency log is not open".into()))
-    }
-
-    /// Reads and decrypts one entry.
-    pub(crate) async fn get(&self, path: &str) -> ApiResult<Option<Zeroizing<Vec<u8>>>> {
-        let epoch = match &self.cache {
-            Some(c) => {
-                if let Some(hit) = c.get(path) {
-                    return Ok(hit.map(|v| Zeroizing::new(v.to_vec())));
-                }
-                c.epoch.load(std::sync::atomic::Ordering::Acquire)
-            }
-            None => 0,
-        };
-        let value = match self.store.get(path).await? {
-            Some(ct) => {
-                let kr = self.keyring.read().map_err(|_| poisoned())?;
-                Some(Zeroizing::new(kr.decrypt(path, &ct)?))
-            }
-            None => None,
-        };
-        if let Some(c) = &self.cache {
-            c.fill(path, value.as_ref().map(|v| Arc::new(v.clone())), epoch);
-        }
-        Ok(value)
-    }
-
-    /// Reads and parses a JSON entry.
-    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-    ) -> ApiResult<Option<T>> {
-        match self.get(path).await? {
-            Some(b) => Ok(Some(serde_json::from_slice(&b)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Encrypts and writes a batch atomically; the cache learns the new values only after
-    /// the store has committed them.
-    pub(crate) async fn write(&self, ops: Vec<Plain>) -> ApiResult<()> {
-        let mut out = Vec::with_capacity(ops.len());
-        let mut after = Vec::new();
-        for op in ops {
-            out.push(match op {
-                Plain::Put(k, v) => {
-                    let value = self.encrypt(&k, &v)?;
-                    if self.cache.is_some() {
-                        after.push((k.clone(), Some(Arc::new(Zeroizing::new(v)))));
-                    }
-                    WriteOp::Put { key: k, value }
-                }
-                Plain::Delete(k) => {
-                    if self.cache.is_some() {
-                        after.push((k.clone(), None));
-                    }
-                    WriteOp::Delete { key: k }
-                }
-                Plain::Cert(row) => self.cert_op(row)?,
-            });
-        }
-        let result = self.store.write(out).await;
-        if let Some(c) = &self.cache {
-            match &result {
-                Ok(()) => after.into_iter().for_each(|(k, v)| c.set(k, v)),
-                // Unknown outcome: forget these keys so the next read goes to the store.
-                Err(_) => after.into_iter().for_each(|(k, _)| c.invalidate(&k)),
-            }
-        }
-        Ok(result?)
-    }
-
-    pub(crate) async fn put_json(&self, path: &str, v: &impl serde::Serialize) -> ApiResult<()> {
-        let bytes = Zeroizing::new(serde_json::to_vec(v)?);
-        self.write(vec![Plain::Put(path.to_string(), bytes.to_vec())])
-            .await
-    }
-
-    /// Stores a certificate row; the record is encrypted with `certs/<mount>/<serial>` as AAD.
-    pub(crate) fn cert_op(&self, mut row: custos_store::CertRow) -> ApiResult<WriteOp> {
-        row.value = self.encrypt(&format!("certs/{}/{}", row.mount, row.serial), &row.value)?;
-        Ok(WriteOp::PutCert(row))
-    }
-
-    /// Reads and decrypts a certificate row.
-    pub(crate) async fn get_cert(
-        &self,
-        mount: &str,
-        serial: &str,
-    ) -> ApiResult<Option<custos_store::CertRow>> {
-        let Some(mut row) = self.store.get_cert(mount, serial).await? else {
-            return Ok(None);
-        };
-        let kr = self.keyring.read().map_err(|_| poisoned())?;
-        row.value = kr.decrypt(&format!("certs/{mount}/{serial}"), &row.value)?;
-        Ok(Some(row))
-    }
-
-    pub(crate) async fn list(&self, prefix: &str) -> ApiResult<Vec<String>> {
-        Ok(self.store.list(prefix).await?)
-    }
-
-    pub(crate) fn key_status(&self) -> ApiResult<custos_barrier::KeyringStatus> {
-        Ok(self.keyring.read().map_err(|_| poisoned())?.status())
-    }
-
-    /// Adds a data key (sys/rotate) and persists the keyring. Old data stays readable.
-    pub(crate) async fn rotate(&self) -> ApiResult<custos_barrier::KeyringStatus> {
-        let sealed = {
-            let mut kr = self.keyring.write().map_err(|_| poisoned())?;
-            kr.rotate(now_unix())?;
-            kr.seal()?
-        };
-        self.store
-            .write(vec![WriteOp::Put {
-                key: KEYRING_PATH.to_string(),
-                value: sealed,
-            }])
-            .await?;
-        self.key_status()
     }
 }
 
@@ -300,17 +117,16 @@ fn poisoned() -> ApiError {
     ApiError::internal(std::io::Error::other("lock poisoned"))
 }
 
-/// The entry cache is only correct when this process is the only writer: true for the
-/// embedded SQLite backend, not for PostgreSQL (several nodes may share the database).
-fn single_writer(store: &dyn Storage) -> bool {
-    store.backend() == "sqlite"
-}
-
 pub(crate) fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Lower-case hex SHA-256.
+pub(crate) fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b))
 }
 
 pub(crate) fn rfc3339(unix: i64) -> String {
@@ -326,6 +142,8 @@ pub(crate) fn rfc3339(unix: i64) -> String {
 enum State {
     Uninitialized,
     Sealed,
+    /// Unsealed, engines still starting: requests see a sealed core, engines their storage.
+    Unsealing(Arc<Active>),
     Active(Arc<Active>),
 }
 
@@ -344,9 +162,11 @@ pub struct Core {
     pub(crate) metrics: Metrics,
     pub(crate) started: i64,
     /// Login rate limit per (auth mount, role, source).
-    pub(crate) login_limiter: crate::ratelimit::LoginLimiter,
-    /// The NRF, when `[sbi]` is configured (its management paths live under `sys/nrf/`).
-    pub(crate) nrf: std::sync::OnceLock<Arc<crate::sbi::Nrf>>,
+    pub(crate) login_limiter: crate::core::ratelimit::LoginLimiter,
+    /// The engines, by type name.
+    pub(crate) registry: Registry,
+    /// One handle per registered engine (same order as `registry.engines`).
+    pub(crate) sys: Vec<Sys>,
 }
 
 /// The result of `sys/init`.
@@ -360,7 +180,11 @@ pub struct InitResult {
 impl Core {
     /// Opens the core over `store`. Reads the seal configuration; never unseals by itself
     /// (call [`Core::auto_unseal`] for keyfile seals).
-    pub async fn new(store: Arc<dyn Storage>, cfg: CoreConfig) -> Result<Arc<Self>, ApiError> {
+    pub async fn new(
+        store: Arc<dyn Storage>,
+        cfg: CoreConfig,
+        registry: Registry,
+    ) -> Result<Arc<Self>, ApiError> {
         let sc: Option<StoredSealConfig> = match store.get(SEAL_CONFIG_PATH).await? {
             Some(b) => Some(serde_json::from_slice(&b)?),
             None => None,
@@ -370,9 +194,17 @@ impl Core {
         } else {
             State::Uninitialized
         };
-        let login_limiter =
-            crate::ratelimit::LoginLimiter::new(cfg.limits.login_rate, cfg.limits.login_burst);
-        Ok(Arc::new(Core {
+        let login_limiter = crate::core::ratelimit::LoginLimiter::new(
+            cfg.limits.login_rate,
+            cfg.limits.login_burst,
+        );
+        Ok(Arc::new_cyclic(|me: &Weak<Core>| Core {
+            sys: registry
+                .engines
+                .iter()
+                .map(|r| Sys::new(me.clone(), r))
+                .collect(),
+            registry,
             login_limiter,
             store,
             cfg,
@@ -384,13 +216,20 @@ impl Core {
             }),
             metrics: Metrics::default(),
             started: now_unix(),
-            nrf: std::sync::OnceLock::new(),
         }))
     }
 
     pub(crate) fn active(&self) -> Option<Arc<Active>> {
         match &*self.state.read().ok()? {
             State::Active(a) => Some(a.clone()),
+            _ => None,
+        }
+    }
+
+    /// The unsealed state as engines see it: also while their unseal hooks run.
+    pub(crate) fn active_for_engines(&self) -> Option<Arc<Active>> {
+        match &*self.state.read().ok()? {
+            State::Active(a) | State::Unsealing(a) => Some(a.clone()),
             _ => None,
         }
     }
@@ -470,12 +309,17 @@ impl Core {
         let root_wrapped =
             custos_barrier::seal_with_key(&unseal_key, ROOT_KEY_PATH, keyring.root_key())?;
         let token_key = custos_barrier::generate_key()?;
-        let active = Active::new(self.store.clone(), keyring, token_key.as_ref());
+        let active = Active::new(
+            self.store.clone(),
+            keyring,
+            token_key.as_ref(),
+            self.registry.trust_log.clone(),
+        );
         let (root_token, root_entry) = TokenEntry::new_root(&active, root_token_id, now)?;
         let mut plain = vec![
             Plain::Put(TOKEN_KEY_PATH.into(), token_key.to_vec()),
             Plain::Put(
-                crate::policy::policy_key("default"),
+                policy::policy_key("default"),
                 serde_json::to_vec(
                     &json!({"name": "default", "policy": custos_acl::DEFAULT_POLICY}),
                 )?,
@@ -501,7 +345,7 @@ impl Core {
             },
             WriteOp::Put {
                 key: KEYRING_PATH.into(),
-                value: active.keyring.read().map_err(|_| poisoned())?.seal()?,
+                value: active.sealed_keyring()?,
             },
         ];
         for p in plain {
@@ -512,6 +356,7 @@ impl Core {
                 }
                 Plain::Delete(k) => WriteOp::Delete { key: k },
                 Plain::Cert(row) => active.cert_op(row)?,
+                Plain::DeleteCert(mount, serial) => WriteOp::DeleteCert { mount, serial },
             });
         }
         self.store.write(ops).await?;
@@ -608,6 +453,9 @@ impl Core {
     }
 
     async fn unseal_with_key(&self, key: &[u8; KEY_LEN]) -> ApiResult<()> {
+        if self.active_for_engines().is_some() {
+            return Ok(());
+        }
         let wrapped = self
             .store
             .get(ROOT_KEY_PATH)
@@ -633,7 +481,12 @@ impl Core {
             .await?
             .ok_or_else(|| ApiError::internal(std::io::Error::other("token key missing")))?;
         let tk = Zeroizing::new(keyring.decrypt(TOKEN_KEY_PATH, &tk_ct)?);
-        let active = Active::new(self.store.clone(), keyring, &tk);
+        let active = Active::new(
+            self.store.clone(),
+            keyring,
+            &tk,
+            self.registry.trust_log.clone(),
+        );
         if let Some(t) = active
             .get_json::<MountTable>(crate::mounts::MOUNTS_PATH)
             .await?
@@ -648,22 +501,50 @@ impl Core {
         }
         active.audit.load(&active).await?;
         let active = Arc::new(active);
-        let log = crate::tlog::Log::open(&active, &self.cfg.tlog_origin, &self.cfg.tlog_witnesses)
-            .await?;
-        let _ = active.tlog.set(log);
+        // Engines build their caches (the transparency log rebuilds its tree) while requests
+        // still see a sealed core; a failing engine leaves the core sealed.
+        *self.state.write().map_err(|_| poisoned())? = State::Unsealing(active.clone());
+        for (r, sys) in self.registry.engines.iter().zip(&self.sys) {
+            if let Err(e) = r.engine.unseal(sys).await {
+                tracing::error!(engine = r.kind, error = %e, "engine failed to unseal; staying sealed");
+                for r in &self.registry.engines {
+                    r.engine.seal();
+                }
+                active.barrier.seal();
+                *self.state.write().map_err(|_| poisoned())? = State::Sealed;
+                return Err(e);
+            }
+        }
         *self.state.write().map_err(|_| poisoned())? = State::Active(active);
         tracing::info!("custos unsealed");
         Ok(())
     }
 
-    /// Seals: drops every key from memory.
+    /// Seals: every engine drops what it derived from unsealed data, and the keys are
+    /// zeroized.
     pub fn seal(&self) -> ApiResult<()> {
         let mut st = self.state.write().map_err(|_| poisoned())?;
-        if matches!(*st, State::Active(_)) {
+        if let State::Active(a) = &*st {
+            for r in &self.registry.engines {
+                r.engine.seal();
+            }
+            a.barrier.seal();
             *st = State::Sealed;
             tracing::info!("custos sealed");
         }
         Ok(())
+    }
+
+    /// Runs every engine's periodic hook (the background task calls this every minute).
+    pub(crate) async fn periodic(&self) {
+        if self.sealed() {
+            return;
+        }
+        for (r, sys) in self.registry.engines.iter().zip(&self.sys) {
+            if let Err(e) = r.engine.periodic(sys).await {
+                tracing::warn!(engine = r.kind, error = %e, "engine periodic task failed");
+            }
+        }
     }
 
     /// The `sys/seal-status` body.
@@ -699,29 +580,8 @@ impl Core {
         a.sweep_expired(now_unix()).await
     }
 
-    /// Appends `event` to the transparency log exactly as the server's own handlers do, and
-    /// returns its index once durable. For in-process harnesses (`custos bench --tlog`); the
-    /// HTTP API has no append endpoint.
-    pub async fn tlog_append(&self, event: custos_tlog::entry::Event) -> ApiResult<u64> {
-        let a = self.active().ok_or(ApiError::Sealed)?;
-        let log = a.log()?.clone();
-        log.append(event).await
-    }
-
-    /// The published tree size of the transparency log.
-    pub fn tlog_size(&self) -> ApiResult<u64> {
-        let a = self.active().ok_or(ApiError::Sealed)?;
-        Ok(a.log()?.head()?.size)
-    }
-
-    /// An inclusion proof from the published tree (in-process harnesses).
-    pub fn tlog_inclusion(&self, index: u64, size: u64) -> ApiResult<Vec<[u8; 32]>> {
-        let a = self.active().ok_or(ApiError::Sealed)?;
-        a.log()?.inclusion(index, size)
-    }
-
     /// Runs one request through the whole pipeline.
     pub async fn handle(self: &Arc<Self>, req: Request) -> ApiResult<Response> {
-        crate::router::dispatch(self, req).await
+        router::dispatch(self, req).await
     }
 }

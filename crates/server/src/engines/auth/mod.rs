@@ -7,12 +7,14 @@
 //! and for AppRole `role_id/<role id>` (→ role name), `secret_id/<role>/<hmac>` and
 //! `secret_id_accessor/<role>/<accessor>` (→ hmac). Secret IDs themselves are never stored.
 
-use crate::core::{now_unix, rfc3339, Active, Core, Plain};
+use crate::core::barrier::{Plain, View};
+use crate::core::engine::{Ctx, Engine, Login, PathSpec, Sys};
+use crate::core::services::RevocationLookup;
+use crate::core::{now_unix, rfc3339};
 use crate::error::{ApiError, ApiResult};
 use crate::logical::{Request, Response};
 use crate::mounts::MountEntry;
-use crate::token::login_token;
-use custos_acl::Operation::{self, *};
+use custos_acl::Operation::*;
 use custos_auth::approle::{valid_id, AppRole, SecretId};
 use custos_auth::cert::CertRole;
 use custos_auth::jwt::{self, JwtConfig, JwtRole, KeySet};
@@ -20,23 +22,118 @@ use custos_auth::kube::{service_account, KubeConfig, KubeRole, ServiceAccount};
 use custos_auth::AuthError;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Auth method types this build offers besides the built-in token method.
-pub(crate) const AUTH_TYPES: &[&str] = &["approle", "jwt", "oidc", "kubernetes", "cert"];
+/// Login method types this engine offers (besides the core's built-in token method).
+pub const KINDS: [&str; 5] = ["approle", "jwt", "oidc", "kubernetes", "cert"];
 
-/// How a route under an auth mount may be called.
-pub(crate) struct AuthRoute {
-    pub ops: &'static [Operation],
-    /// Login: no token needed.
-    pub login: bool,
+/// What the login methods share: the PKI's revocation lookup, fetched key sets, and the
+/// lock that counts secret-ID uses.
+pub struct Shared {
+    revocation: Arc<dyn RevocationLookup>,
+    jwks: JwksCache,
+    /// Serialises use counts of secret IDs, so a single-use secret ID logs in once.
+    use_lock: tokio::sync::Mutex<()>,
+}
+
+/// One login method type (`approle`, `jwt`, `oidc`, `kubernetes`, `cert`).
+pub struct LoginMethod {
+    kind: &'static str,
+    shared: Arc<Shared>,
+}
+
+/// Every login method type, sharing `revocation` for certificate login.
+pub fn methods(revocation: Arc<dyn RevocationLookup>) -> Vec<(&'static str, Arc<LoginMethod>)> {
+    let shared = Arc::new(Shared {
+        revocation,
+        jwks: JwksCache::default(),
+        use_lock: tokio::sync::Mutex::new(()),
+    });
+    KINDS
+        .iter()
+        .map(|k| {
+            (
+                *k,
+                Arc::new(LoginMethod {
+                    kind: k,
+                    shared: shared.clone(),
+                }),
+            )
+        })
+        .collect()
+}
+
+/// One request's handle: the mount's storage and what the methods share.
+struct Au<'a> {
+    view: View,
+    shared: &'a Shared,
+    sys: &'a Sys,
+}
+
+impl std::ops::Deref for Au<'_> {
+    type Target = View;
+    fn deref(&self) -> &View {
+        &self.view
+    }
+}
+
+#[async_trait::async_trait]
+impl Engine for LoginMethod {
+    fn storage_root(&self) -> &'static str {
+        "auth/"
+    }
+
+    fn route(&self, sub: &str) -> Option<PathSpec> {
+        route(self.kind, sub)
+    }
+
+    async fn handle(&self, ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+        handle(&self.au(ctx), ctx.mount, ctx.sub, req).await
+    }
+
+    async fn login(&self, ctx: &Ctx<'_>, req: &Request) -> ApiResult<Login> {
+        login(&self.au(ctx), ctx.mount, req).await
+    }
+
+    fn login_bucket(&self, m: &MountEntry, req: &Request) -> String {
+        limit_key(m, req)
+    }
+
+    fn seal(&self) {
+        if let Ok(mut c) = self.shared.jwks.sets.lock() {
+            c.clear();
+        }
+    }
+
+    async fn unmount(&self, _sys: &Sys, m: &MountEntry) -> ApiResult<()> {
+        if let Ok(mut c) = self.shared.jwks.sets.lock() {
+            c.remove(&m.uuid);
+        }
+        Ok(())
+    }
+}
+
+impl LoginMethod {
+    fn au<'a>(&'a self, ctx: &'a Ctx<'_>) -> Au<'a> {
+        Au {
+            view: ctx.view.clone(),
+            shared: &self.shared,
+            sys: ctx.sys,
+        }
+    }
 }
 
 /// The route table of one auth mount of type `kind`.
-pub(crate) fn route(kind: &str, sub: &str) -> Option<AuthRoute> {
+fn route(kind: &str, sub: &str) -> Option<PathSpec> {
     let parts: Vec<&str> = sub.split('/').collect();
-    let r = |ops, login| Some(AuthRoute { ops, login });
+    let r = |ops, login: bool| {
+        Some(if login {
+            PathSpec::new(ops).login()
+        } else {
+            PathSpec::new(ops)
+        })
+    };
     match (kind, parts.as_slice()) {
         (_, ["login"]) => r(&[Update], true),
         (_, ["role"]) => r(&[List, Read], false),
@@ -54,8 +151,8 @@ pub(crate) fn route(kind: &str, sub: &str) -> Option<AuthRoute> {
     }
 }
 
-/// The rate-limit bucket of a login: mount, role (AppRole role IDs hashed) and source.
-pub(crate) fn limit_key(m: &MountEntry, req: &Request) -> String {
+/// The role part of a login's rate-limit bucket (AppRole role IDs hashed).
+fn limit_key(m: &MountEntry, req: &Request) -> String {
     let role = match m.kind.as_str() {
         "approle" => req
             .data
@@ -66,17 +163,7 @@ pub(crate) fn limit_key(m: &MountEntry, req: &Request) -> String {
         "cert" => req.str_field("name").unwrap_or_default(),
         _ => req.str_field("role").unwrap_or_default(),
     };
-    let src = req
-        .remote_addr
-        .map(|r| r.ip().to_string())
-        .unwrap_or_default();
-    // Bounded: a hostile role field cannot grow the key.
-    let role: String = role.chars().take(128).collect();
-    format!("{}/{role}/{src}", m.uuid)
-}
-
-fn base(m: &MountEntry) -> String {
-    format!("auth/{}/", m.uuid)
+    role
 }
 
 fn valid_name(name: &str) -> ApiResult<()> {
@@ -149,7 +236,7 @@ async fn jwks_url_of(cfg: &JwtConfig) -> ApiResult<String> {
 /// The mount's keys: configured PEMs, or the cached JWKS (fetched when absent or stale, or
 /// when `want_kid` is unknown and the last fetch is older than [`JWKS_MIN_REFRESH`]).
 async fn keys_for(
-    a: &Active,
+    a: &Au<'_>,
     m: &MountEntry,
     cfg: &JwtConfig,
     want_kid: Option<&str>,
@@ -158,6 +245,7 @@ async fn keys_for(
         return Ok(KeySet::from_pems(&cfg.jwt_validation_pubkeys)?);
     }
     let cached = a
+        .shared
         .jwks
         .sets
         .lock()
@@ -173,21 +261,21 @@ async fn keys_for(
     }
     let url = jwks_url_of(cfg).await?;
     let set = KeySet::from_jwks(&fetch(&url, &cfg.ca_pem).await?)?;
-    if let Ok(mut c) = a.jwks.sets.lock() {
+    if let Ok(mut c) = a.shared.jwks.sets.lock() {
         c.insert(m.uuid.clone(), (set.clone(), Instant::now()));
     }
     Ok(set)
 }
 
-fn forget_keys(a: &Active, m: &MountEntry) {
-    if let Ok(mut c) = a.jwks.sets.lock() {
+fn forget_keys(a: &Au<'_>, m: &MountEntry) {
+    if let Ok(mut c) = a.shared.jwks.sets.lock() {
         c.remove(&m.uuid);
     }
 }
 
 /// Verifies a JWT against the mount's keys, refreshing the JWKS once for an unknown `kid`.
 async fn verified_claims(
-    a: &Active,
+    a: &Au<'_>,
     m: &MountEntry,
     cfg: &JwtConfig,
     token: &str,
@@ -219,23 +307,17 @@ fn meta_map<'a>(pairs: impl IntoIterator<Item = (&'a str, String)>) -> Map<Strin
 }
 
 /// Logins (no token). Every outcome is audited by the caller.
-pub(crate) async fn login(
-    core: &Core,
-    a: &Active,
-    m: &MountEntry,
-    req: &Request,
-) -> ApiResult<Response> {
-    let path = format!("auth/{}login", m.path);
+async fn login(a: &Au<'_>, m: &MountEntry, req: &Request) -> ApiResult<Login> {
     match m.kind.as_str() {
         "approle" => {
             let role_id = login_field(req, "role_id")?;
             let denied = || ApiError::LoginDenied("invalid role or secret ID".into());
             let name: String = a
-                .get_json(&format!("{}role_id/{}", base(m), hex_id(&role_id)))
+                .get_json(&format!("role_id/{}", hex_id(&role_id)))
                 .await?
                 .ok_or_else(denied)?;
             let role: AppRole = a
-                .get_json(&format!("{}role/{name}", base(m)))
+                .get_json(&format!("role/{name}"))
                 .await?
                 .ok_or_else(denied)?;
             let remote = req.remote_addr.map(|r| r.ip());
@@ -243,17 +325,16 @@ pub(crate) async fn login(
             let mut token_params = role.token.clone();
             if role.bind_secret_id {
                 let secret = login_field(req, "secret_id")?;
-                let key = format!("{}secret_id/{name}/{}", base(m), secret_hash(a, &secret));
+                let key = format!("secret_id/{name}/{}", secret_hash(a, &secret)?);
                 // Uses are counted under one lock so a single-use secret ID logs in once.
-                let _g = a.use_lock.lock().await;
+                let _g = a.shared.use_lock.lock().await;
                 let mut s: SecretId = a.get_json(&key).await?.ok_or_else(denied)?;
                 s.check(&role, now_unix(), remote).map_err(|_| denied())?;
                 let mut ops = Vec::new();
                 if s.num_uses == 1 {
                     ops.push(Plain::Delete(key.clone()));
                     ops.push(Plain::Delete(format!(
-                        "{}secret_id_accessor/{name}/{}",
-                        base(m),
+                        "secret_id_accessor/{name}/{}",
                         s.accessor
                     )));
                 } else if s.num_uses > 1 {
@@ -276,19 +357,15 @@ pub(crate) async fn login(
                     "secret_id_bound_cidrs",
                 )?;
             }
-            login_token(
-                core,
-                a,
-                &path,
-                &token_params,
-                &format!("approle-{name}"),
+            Ok(Login {
+                params: token_params,
+                display_name: format!("approle-{name}"),
                 meta,
-            )
-            .await
+            })
         }
         "jwt" | "oidc" => {
             let cfg: JwtConfig = a
-                .get_json(&format!("{}config", base(m)))
+                .get_json("config")
                 .await?
                 .ok_or_else(|| ApiError::bad("this JWT method is not configured yet"))?;
             let mut name = req.str_field("role").unwrap_or_default();
@@ -300,7 +377,7 @@ pub(crate) async fn login(
             }
             let token = login_field(req, "jwt")?;
             let role: JwtRole = a
-                .get_json(&format!("{}role/{name}", base(m)))
+                .get_json(&format!("role/{name}"))
                 .await?
                 .ok_or_else(|| ApiError::bad(format!("role {name:?} could not be found")))?;
             let claims = verified_claims(a, m, &cfg, &token).await?;
@@ -315,25 +392,21 @@ pub(crate) async fn login(
             if let Some(iss) = claims.get("iss").and_then(|v| v.as_str()) {
                 meta.insert("issuer".into(), json!(iss));
             }
-            login_token(
-                core,
-                a,
-                &path,
-                &role.token,
-                &format!("{}-{}", m.kind, id.user),
+            Ok(Login {
+                params: role.token.clone(),
+                display_name: format!("{}-{}", m.kind, id.user),
                 meta,
-            )
-            .await
+            })
         }
         "kubernetes" => {
             let cfg: KubeConfig = a
-                .get_json(&format!("{}config", base(m)))
+                .get_json("config")
                 .await?
                 .ok_or_else(|| ApiError::bad("this Kubernetes method is not configured yet"))?;
             let name = login_field(req, "role")?;
             let token = login_field(req, "jwt")?;
             let role: KubeRole = a
-                .get_json(&format!("{}role/{name}", base(m)))
+                .get_json(&format!("role/{name}"))
                 .await?
                 .ok_or_else(|| ApiError::bad(format!("role {name:?} could not be found")))?;
             let sa = if cfg.pem_keys.is_empty() && cfg.jwks_url.is_empty() {
@@ -359,17 +432,13 @@ pub(crate) async fn login(
                 ("service_account_namespace", sa.namespace.clone()),
                 ("service_account_uid", sa.uid.clone()),
             ]);
-            login_token(
-                core,
-                a,
-                &path,
-                &role.token,
-                &format!("kubernetes-{}-{}", sa.namespace, sa.name),
+            Ok(Login {
+                params: role.token.clone(),
+                display_name: format!("kubernetes-{}-{}", sa.namespace, sa.name),
                 meta,
-            )
-            .await
+            })
         }
-        "cert" => cert_login(core, a, m, req, &path).await,
+        "cert" => cert_login(a, req).await,
         other => Err(ApiError::bad(format!("auth type {other:?} has no login"))),
     }
 }
@@ -378,13 +447,7 @@ pub(crate) async fn login(
 /// a role (`name`, or the first that accepts it, in name order) must trust its issuer and
 /// names, and neither it nor its issuer may be revoked (Custos's own PKI mounts, and CRLs
 /// uploaded at `crls/:name`).
-async fn cert_login(
-    core: &Core,
-    a: &Active,
-    m: &MountEntry,
-    req: &Request,
-    path: &str,
-) -> ApiResult<Response> {
+async fn cert_login(a: &Au<'_>, req: &Request) -> ApiResult<Login> {
     let leaf = req.peer_certs.first().ok_or_else(|| {
         ApiError::bad(
             "no client certificate was presented: certificate login needs a TLS connection \
@@ -396,7 +459,7 @@ async fn cert_login(
         Some(n) => vec![n.clone()],
         None => {
             let mut v: Vec<String> = a
-                .list(&format!("{}role/", base(m)))
+                .list("role/")
                 .await?
                 .into_iter()
                 .filter(|k| !k.contains('/'))
@@ -409,10 +472,7 @@ async fn cert_login(
     let mut reason = None;
     let mut hit = None;
     for name in names {
-        let Some(role) = a
-            .get_json::<CertRole>(&format!("{}role/{name}", base(m)))
-            .await?
-        else {
+        let Some(role) = a.get_json::<CertRole>(&format!("role/{name}")).await? else {
             if wanted.is_some() {
                 return Err(ApiError::bad(format!("role {name:?} could not be found")));
             }
@@ -435,15 +495,17 @@ async fn cert_login(
             ))
         }
     };
-    if let Some(why) = crate::pki::local_revocation(a, &c.issuer_der, &c.serial).await? {
+    if let Some(why) = a
+        .shared
+        .revocation
+        .revoked_by_issuer(&c.issuer_der, &c.serial)
+        .await?
+    {
         return Err(ApiError::LoginDenied(why));
     }
     let serial = custos_pki::issue::serial_hex(&c.serial);
-    for crl in a.list(&format!("{}crl/", base(m))).await? {
-        if let Some(l) = a
-            .get_json::<StoredCrl>(&format!("{}crl/{crl}", base(m)))
-            .await?
-        {
+    for crl in a.list("crl/").await? {
+        if let Some(l) = a.get_json::<StoredCrl>(&format!("crl/{crl}")).await? {
             if l.issuer == hex::encode(&c.issuer_name) && l.serials.binary_search(&serial).is_ok() {
                 return Err(ApiError::LoginDenied(format!(
                     "client certificate {serial} is revoked (CRL {crl:?})"
@@ -464,7 +526,11 @@ async fn cert_login(
     } else {
         role.display_name.clone()
     };
-    login_token(core, a, path, &role.token, &format!("cert-{display}"), meta).await
+    Ok(Login {
+        params: role.token.clone(),
+        display_name: format!("cert-{display}"),
+        meta,
+    })
 }
 
 /// An uploaded CRL, reduced to what login needs: the issuer's DER name and sorted serials.
@@ -547,8 +613,8 @@ async fn token_review(cfg: &KubeConfig, token: &str, audience: &str) -> ApiResul
     )?)
 }
 
-fn secret_hash(a: &Active, secret: &str) -> String {
-    crate::token::hash_token(&a.token_key, secret)
+fn secret_hash(a: &Au<'_>, secret: &str) -> ApiResult<String> {
+    a.sys.keyed_hash(secret)
 }
 
 /// Role IDs are looked up by a keyed hash too, so storage keys never reveal them.
@@ -564,26 +630,20 @@ fn random_id() -> ApiResult<String> {
 }
 
 /// Everything but login: config and roles (token required, ACL applied by the router).
-pub(crate) async fn handle(
-    a: &Active,
-    m: &MountEntry,
-    sub: &str,
-    req: &Request,
-) -> ApiResult<Response> {
+async fn handle(a: &Au<'_>, m: &MountEntry, sub: &str, req: &Request) -> ApiResult<Response> {
     let mut parts: Vec<&str> = sub.split('/').collect();
-    let b = base(m);
     if m.kind == "cert" {
         match parts.as_slice() {
             ["certs", ..] => parts[0] = "role",
             ["crls"] => {
-                let names = a.list(&format!("{b}crl/")).await?;
+                let names = a.list("crl/").await?;
                 return if names.is_empty() {
                     Err(ApiError::NotFound)
                 } else {
                     Response::list(names)
                 };
             }
-            ["crls", name] => return crl_op(a, m, name, req).await,
+            ["crls", name] => return crl_op(a, name, req).await,
             _ => {}
         }
     }
@@ -591,11 +651,11 @@ pub(crate) async fn handle(
         (["config"], Read) => {
             let v = match m.kind.as_str() {
                 "kubernetes" => a
-                    .get_json::<KubeConfig>(&format!("{b}config"))
+                    .get_json::<KubeConfig>("config")
                     .await?
                     .map(|c| c.to_json()),
                 _ => a
-                    .get_json::<JwtConfig>(&format!("{b}config"))
+                    .get_json::<JwtConfig>("config")
                     .await?
                     .map(|c| c.to_json()),
             };
@@ -606,14 +666,14 @@ pub(crate) async fn handle(
                 "kubernetes" => serde_json::to_vec(&KubeConfig::from_request(&req.data)?)?,
                 _ => serde_json::to_vec(&JwtConfig::from_request(&req.data)?)?,
             };
-            a.write(vec![Plain::Put(format!("{b}config"), bytes)])
+            a.write(vec![Plain::Put("config".to_string(), bytes)])
                 .await?;
             forget_keys(a, m);
             Ok(Response::empty())
         }
         (["role"], _) => {
             let names: Vec<String> = a
-                .list(&format!("{b}role/"))
+                .list("role/")
                 .await?
                 .into_iter()
                 .filter(|k| !k.contains('/'))
@@ -624,7 +684,7 @@ pub(crate) async fn handle(
             Response::list(names)
         }
         (["role", name], Read) => {
-            let key = format!("{b}role/{name}");
+            let key = format!("role/{name}");
             let v = match m.kind.as_str() {
                 "approle" => a.get_json::<AppRole>(&key).await?.map(|r| r.to_json()),
                 "kubernetes" => a.get_json::<KubeRole>(&key).await?.map(|r| r.to_json()),
@@ -633,11 +693,11 @@ pub(crate) async fn handle(
             };
             v.map(Response::data).ok_or(ApiError::NotFound)
         }
-        (["role", name], Delete) => delete_role(a, m, name).await,
+        (["role", name], Delete) => delete_role(a, name).await,
         (["role", name], _) => write_role(a, m, name, &req.data).await,
         (["role", name, "role-id"], Read) => {
             let r: AppRole = a
-                .get_json(&format!("{b}role/{name}"))
+                .get_json(&format!("role/{name}"))
                 .await?
                 .ok_or(ApiError::NotFound)?;
             Ok(Response::data(json!({"role_id": r.role_id})))
@@ -651,35 +711,35 @@ pub(crate) async fn handle(
             write_role(a, m, name, &d).await
         }
         (["role", name, "secret-id"], List | Read) => {
-            let keys = a.list(&format!("{b}secret_id_accessor/{name}/")).await?;
+            let keys = a.list(&format!("secret_id_accessor/{name}/")).await?;
             if keys.is_empty() {
                 return Err(ApiError::NotFound);
             }
             Response::list(keys)
         }
-        (["role", name, "secret-id"], _) => new_secret_id(a, m, name, req).await,
+        (["role", name, "secret-id"], _) => new_secret_id(a, name, req).await,
         (["role", name, "secret-id", op], _) => {
             let secret = login_field(req, "secret_id")?;
-            let key = format!("{b}secret_id/{name}/{}", secret_hash(a, &secret));
-            secret_id_op(a, m, name, &key, op).await
+            let key = format!("secret_id/{name}/{}", secret_hash(a, &secret)?);
+            secret_id_op(a, name, &key, op).await
         }
         (["role", name, "secret-id-accessor", op], _) => {
             let acc = login_field(req, "secret_id_accessor")?;
             valid_id("secret_id_accessor", &acc)?;
             let hash: String = a
-                .get_json(&format!("{b}secret_id_accessor/{name}/{acc}"))
+                .get_json(&format!("secret_id_accessor/{name}/{acc}"))
                 .await?
                 .ok_or_else(|| ApiError::bad("unknown secret_id_accessor"))?;
-            let key = format!("{b}secret_id/{name}/{hash}");
-            secret_id_op(a, m, name, &key, op).await
+            let key = format!("secret_id/{name}/{hash}");
+            secret_id_op(a, name, &key, op).await
         }
         _ => Err(ApiError::MethodNotAllowed),
     }
 }
 
-async fn crl_op(a: &Active, m: &MountEntry, name: &str, req: &Request) -> ApiResult<Response> {
+async fn crl_op(a: &Au<'_>, name: &str, req: &Request) -> ApiResult<Response> {
     valid_name(name)?;
-    let key = format!("{}crl/{name}", base(m));
+    let key = format!("crl/{name}");
     match req.op {
         Read => {
             let c: StoredCrl = a.get_json(&key).await?.ok_or(ApiError::NotFound)?;
@@ -705,13 +765,7 @@ async fn crl_op(a: &Active, m: &MountEntry, name: &str, req: &Request) -> ApiRes
     }
 }
 
-async fn secret_id_op(
-    a: &Active,
-    m: &MountEntry,
-    name: &str,
-    key: &str,
-    op: &str,
-) -> ApiResult<Response> {
+async fn secret_id_op(a: &Au<'_>, name: &str, key: &str, op: &str) -> ApiResult<Response> {
     let Some(s) = a.get_json::<SecretId>(key).await? else {
         return if op == "destroy" {
             Ok(Response::empty())
@@ -724,25 +778,20 @@ async fn secret_id_op(
     }
     a.write(vec![
         Plain::Delete(key.to_string()),
-        Plain::Delete(format!(
-            "{}secret_id_accessor/{name}/{}",
-            base(m),
-            s.accessor
-        )),
+        Plain::Delete(format!("secret_id_accessor/{name}/{}", s.accessor)),
     ])
     .await?;
     Ok(Response::empty())
 }
 
 async fn write_role(
-    a: &Active,
+    a: &Au<'_>,
     m: &MountEntry,
     name: &str,
     data: &Map<String, Value>,
 ) -> ApiResult<Response> {
     valid_name(name)?;
-    let b = base(m);
-    let key = format!("{b}role/{name}");
+    let key = format!("role/{name}");
     let bytes;
     let mut ops = Vec::new();
     match m.kind.as_str() {
@@ -754,14 +803,14 @@ async fn write_role(
             };
             r.update(data)?;
             if old.as_ref().map(|o| &o.role_id) != Some(&r.role_id) {
-                let idx = format!("{b}role_id/{}", hex_id(&r.role_id));
+                let idx = format!("role_id/{}", hex_id(&r.role_id));
                 if let Some(owner) = a.get_json::<String>(&idx).await? {
                     if owner != name {
                         return Err(ApiError::bad("role_id: already in use by another role"));
                     }
                 }
                 if let Some(o) = &old {
-                    ops.push(Plain::Delete(format!("{b}role_id/{}", hex_id(&o.role_id))));
+                    ops.push(Plain::Delete(format!("role_id/{}", hex_id(&o.role_id))));
                 }
                 ops.push(Plain::Put(idx, serde_json::to_vec(name)?));
             }
@@ -788,20 +837,19 @@ async fn write_role(
     Ok(Response::empty())
 }
 
-async fn delete_role(a: &Active, m: &MountEntry, name: &str) -> ApiResult<Response> {
-    let b = base(m);
-    let mut ops = vec![Plain::Delete(format!("{b}role/{name}"))];
+async fn delete_role(a: &Au<'_>, name: &str) -> ApiResult<Response> {
+    let mut ops = vec![Plain::Delete(format!("role/{name}"))];
     if let Some(r) = a
-        .get_json::<AppRole>(&format!("{b}role/{name}"))
+        .get_json::<AppRole>(&format!("role/{name}"))
         .await
         .ok()
         .flatten()
     {
-        ops.push(Plain::Delete(format!("{b}role_id/{}", hex_id(&r.role_id))));
+        ops.push(Plain::Delete(format!("role_id/{}", hex_id(&r.role_id))));
     }
     for prefix in [
-        format!("{b}secret_id/{name}/"),
-        format!("{b}secret_id_accessor/{name}/"),
+        format!("secret_id/{name}/"),
+        format!("secret_id_accessor/{name}/"),
     ] {
         for k in a.list(&prefix).await? {
             ops.push(Plain::Delete(format!("{prefix}{k}")));
@@ -811,28 +859,19 @@ async fn delete_role(a: &Active, m: &MountEntry, name: &str) -> ApiResult<Respon
     Ok(Response::empty())
 }
 
-async fn new_secret_id(
-    a: &Active,
-    m: &MountEntry,
-    name: &str,
-    req: &Request,
-) -> ApiResult<Response> {
-    let b = base(m);
+async fn new_secret_id(a: &Au<'_>, name: &str, req: &Request) -> ApiResult<Response> {
     let role: AppRole = a
-        .get_json(&format!("{b}role/{name}"))
+        .get_json(&format!("role/{name}"))
         .await?
         .ok_or_else(|| ApiError::bad(format!("role {name:?} does not exist")))?;
     let accessor = random_id()?;
     let s = SecretId::new(&role, &req.data, accessor.clone(), now_unix())?;
     let secret = zeroize::Zeroizing::new(random_id()?);
-    let hash = secret_hash(a, &secret);
+    let hash = secret_hash(a, &secret)?;
     a.write(vec![
+        Plain::Put(format!("secret_id/{name}/{hash}"), serde_json::to_vec(&s)?),
         Plain::Put(
-            format!("{b}secret_id/{name}/{hash}"),
-            serde_json::to_vec(&s)?,
-        ),
-        Plain::Put(
-            format!("{b}secret_id_accessor/{name}/{accessor}"),
+            format!("secret_id_accessor/{name}/{accessor}"),
             serde_json::to_vec(&hash)?,
         ),
     ])

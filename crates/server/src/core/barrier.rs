@@ -1,0 +1,506 @@
+//! The barrier: the encrypted view of storage while unsealed, and the scoped [`View`]s
+//! engines get of it.
+//!
+//! Every value is sealed with the active keyring term, its storage key as AAD. With the
+//! SQLite backend a write-through cache of decrypted entries sits in front of the store.
+//! [`Barrier::seal`] drops the keyring (zeroizing the keys) and the cache, so a handle an
+//! engine still holds after seal can neither read nor write.
+
+use crate::core::now_unix;
+use crate::core::seal::KEYRING_PATH;
+use crate::error::{ApiError, ApiResult};
+use custos_barrier::Keyring;
+use custos_store::{Storage, WriteOp};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use zeroize::Zeroizing;
+
+/// Most entries the cache holds before it starts over.
+const CACHE_MAX_ENTRIES: usize = 200_000;
+
+/// A write-through cache of decrypted entries for single-writer deployments (SQLite).
+///
+/// Correctness: writers update the cache *after* the store committed (new value or a
+/// tombstone); readers only fill empty slots, and only if no clear happened since they began
+/// reading (`epoch`), so a reader can never put back a value older than a committed write.
+/// Values are zeroized when evicted.
+/// A cached entry: `None` is a tombstone (known absent).
+type Cached = Option<Arc<Zeroizing<Vec<u8>>>>;
+
+#[derive(Default)]
+struct EntryCache {
+    map: RwLock<HashMap<String, Cached>>,
+    epoch: std::sync::atomic::AtomicU64,
+}
+
+impl EntryCache {
+    fn get(&self, k: &str) -> Option<Cached> {
+        self.map.read().ok()?.get(k).cloned()
+    }
+
+    fn fill(&self, k: &str, v: Cached, epoch: u64) {
+        if let Ok(mut m) = self.map.write() {
+            if self.epoch.load(std::sync::atomic::Ordering::Acquire) == epoch {
+                m.entry(k.to_string()).or_insert(v);
+            }
+        }
+    }
+
+    fn invalidate(&self, k: &str) {
+        if let Ok(mut m) = self.map.write() {
+            m.remove(k);
+            self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut m) = self.map.write() {
+            m.clear();
+            self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
+    fn set(&self, k: String, v: Cached) {
+        if let Ok(mut m) = self.map.write() {
+            if m.len() >= CACHE_MAX_ENTRIES {
+                m.clear();
+                self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            }
+            m.insert(k, v);
+        }
+    }
+}
+
+/// A plaintext write, encrypted by the barrier.
+pub enum Plain {
+    /// Writes the value at the key.
+    Put(String, Vec<u8>),
+    /// Deletes the key.
+    Delete(String),
+    /// A certificate row, written in the same transaction as the entries beside it.
+    Cert(custos_store::CertRow),
+    /// Deletes the certificate row (mount uuid, serial); a [`View`] fills in its mount.
+    DeleteCert(String, String),
+}
+
+/// The unsealed, encrypted view of storage.
+pub(crate) struct Barrier {
+    pub(crate) store: Arc<dyn Storage>,
+    keyring: RwLock<Option<Keyring>>,
+    /// Decrypted entries, when this process is the only writer (see [`EntryCache`]).
+    cache: Option<EntryCache>,
+}
+
+/// A read guard on the keyring that is present while unsealed.
+struct KeyringRef<'a>(RwLockReadGuard<'a, Option<Keyring>>);
+
+impl std::ops::Deref for KeyringRef<'_> {
+    type Target = Keyring;
+    fn deref(&self) -> &Keyring {
+        // Checked in `Barrier::keyring` before the guard is wrapped.
+        match &*self.0 {
+            Some(k) => k,
+            None => unreachable!("KeyringRef is only built over a present keyring"),
+        }
+    }
+}
+
+impl Barrier {
+    pub(crate) fn new(store: Arc<dyn Storage>, keyring: Keyring) -> Self {
+        let cache = single_writer(&*store).then(EntryCache::default);
+        Barrier {
+            store,
+            keyring: RwLock::new(Some(keyring)),
+            cache,
+        }
+    }
+
+    fn keyring(&self) -> ApiResult<KeyringRef<'_>> {
+        let g = self.keyring.read().map_err(|_| poisoned())?;
+        if g.is_none() {
+            return Err(ApiError::Sealed);
+        }
+        Ok(KeyringRef(g))
+    }
+
+    /// Drops the keyring (its keys are zeroized) and every cached plaintext.
+    pub(crate) fn seal(&self) {
+        if let Ok(mut k) = self.keyring.write() {
+            *k = None;
+        }
+        if let Some(c) = &self.cache {
+            c.clear();
+        }
+    }
+
+    /// The sealed keyring blob (for `sys/init`).
+    pub(crate) fn sealed_keyring(&self) -> ApiResult<Vec<u8>> {
+        Ok(self.keyring()?.seal()?)
+    }
+
+    /// A view of the keys under `prefix`; certificate rows of `mount` (a mount uuid).
+    pub(crate) fn view(self: &Arc<Self>, prefix: String, mount: Option<String>) -> View {
+        View {
+            barrier: self.clone(),
+            prefix: prefix.into(),
+            mount: mount.map(Into::into),
+        }
+    }
+
+    pub(crate) fn encrypt(&self, path: &str, value: &[u8]) -> ApiResult<Vec<u8>> {
+        let kr = self.keyring()?;
+        Ok(kr.encrypt(path, value)?)
+    }
+
+    /// Decrypts a value read from the store under `path` (bypassing the entry cache).
+    pub(crate) fn decrypt(&self, path: &str, ct: &[u8]) -> ApiResult<Zeroizing<Vec<u8>>> {
+        let kr = self.keyring()?;
+        Ok(Zeroizing::new(kr.decrypt(path, ct)?))
+    }
+
+    /// Reads and decrypts one entry.
+    pub(crate) async fn get(&self, path: &str) -> ApiResult<Option<Zeroizing<Vec<u8>>>> {
+        let epoch = match &self.cache {
+            Some(c) => {
+                if let Some(hit) = c.get(path) {
+                    return Ok(hit.map(|v| Zeroizing::new(v.to_vec())));
+                }
+                c.epoch.load(std::sync::atomic::Ordering::Acquire)
+            }
+            None => 0,
+        };
+        let value = match self.store.get(path).await? {
+            Some(ct) => {
+                let kr = self.keyring()?;
+                Some(Zeroizing::new(kr.decrypt(path, &ct)?))
+            }
+            None => None,
+        };
+        if let Some(c) = &self.cache {
+            c.fill(path, value.as_ref().map(|v| Arc::new(v.clone())), epoch);
+        }
+        Ok(value)
+    }
+
+    /// Reads and parses a JSON entry.
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> ApiResult<Option<T>> {
+        match self.get(path).await? {
+            Some(b) => Ok(Some(serde_json::from_slice(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Encrypts and writes a batch atomically; the cache learns the new values only after
+    /// the store has committed them.
+    pub(crate) async fn write(&self, ops: Vec<Plain>) -> ApiResult<()> {
+        let mut out = Vec::with_capacity(ops.len());
+        let mut after = Vec::new();
+        for op in ops {
+            out.push(match op {
+                Plain::Put(k, v) => {
+                    let value = self.encrypt(&k, &v)?;
+                    if self.cache.is_some() {
+                        after.push((k.clone(), Some(Arc::new(Zeroizing::new(v)))));
+                    }
+                    WriteOp::Put { key: k, value }
+                }
+                Plain::Delete(k) => {
+                    if self.cache.is_some() {
+                        after.push((k.clone(), None));
+                    }
+                    WriteOp::Delete { key: k }
+                }
+                Plain::Cert(row) => self.cert_op(row)?,
+                Plain::DeleteCert(mount, serial) => WriteOp::DeleteCert { mount, serial },
+            });
+        }
+        let result = self.store.write(out).await;
+        if let Some(c) = &self.cache {
+            match &result {
+                Ok(()) => after.into_iter().for_each(|(k, v)| c.set(k, v)),
+                // Unknown outcome: forget these keys so the next read goes to the store.
+                Err(_) => after.into_iter().for_each(|(k, _)| c.invalidate(&k)),
+            }
+        }
+        Ok(result?)
+    }
+
+    /// Writes a batch past the entry cache (which forgets the keys written).
+    pub(crate) async fn write_uncached(&self, ops: Vec<Plain>) -> ApiResult<()> {
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(match op {
+                Plain::Put(k, v) => {
+                    let value = self.encrypt(&k, &v)?;
+                    WriteOp::Put { key: k, value }
+                }
+                Plain::Delete(k) => WriteOp::Delete { key: k },
+                Plain::Cert(row) => self.cert_op(row)?,
+                Plain::DeleteCert(mount, serial) => WriteOp::DeleteCert { mount, serial },
+            });
+        }
+        let keys: Vec<String> = out
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::Put { key, .. } | WriteOp::Delete { key } => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
+        let result = self.store.write(out).await;
+        // After the write (whatever its outcome), so no reader can refill an older value.
+        if let Some(c) = &self.cache {
+            keys.iter().for_each(|k| c.invalidate(k));
+        }
+        Ok(result?)
+    }
+
+    pub(crate) async fn put_json(&self, path: &str, v: &impl serde::Serialize) -> ApiResult<()> {
+        let bytes = Zeroizing::new(serde_json::to_vec(v)?);
+        self.write(vec![Plain::Put(path.to_string(), bytes.to_vec())])
+            .await
+    }
+
+    /// Stores a certificate row; the record is encrypted with `certs/<mount>/<serial>` as AAD.
+    pub(crate) fn cert_op(&self, mut row: custos_store::CertRow) -> ApiResult<WriteOp> {
+        row.value = self.encrypt(&format!("certs/{}/{}", row.mount, row.serial), &row.value)?;
+        Ok(WriteOp::PutCert(row))
+    }
+
+    /// Reads and decrypts a certificate row.
+    pub(crate) async fn get_cert(
+        &self,
+        mount: &str,
+        serial: &str,
+    ) -> ApiResult<Option<custos_store::CertRow>> {
+        let Some(mut row) = self.store.get_cert(mount, serial).await? else {
+            return Ok(None);
+        };
+        let kr = self.keyring()?;
+        row.value = kr.decrypt(&format!("certs/{mount}/{serial}"), &row.value)?;
+        Ok(Some(row))
+    }
+
+    pub(crate) async fn list(&self, prefix: &str) -> ApiResult<Vec<String>> {
+        Ok(self.store.list(prefix).await?)
+    }
+
+    /// Every key under `prefix`, recursively.
+    pub(crate) async fn list_all(&self, prefix: &str) -> ApiResult<Vec<String>> {
+        let mut out = Vec::new();
+        let mut stack = vec![prefix.to_string()];
+        while let Some(p) = stack.pop() {
+            for k in self.list(&p).await? {
+                if k.ends_with('/') {
+                    stack.push(format!("{p}{k}"));
+                } else {
+                    out.push(format!("{p}{k}"));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn key_status(&self) -> ApiResult<custos_barrier::KeyringStatus> {
+        Ok(self.keyring()?.status())
+    }
+
+    /// Adds a data key (sys/rotate) and persists the keyring. Old data stays readable.
+    pub(crate) async fn rotate(&self) -> ApiResult<custos_barrier::KeyringStatus> {
+        let sealed = {
+            let mut g = self.keyring.write().map_err(|_| poisoned())?;
+            let kr = g.as_mut().ok_or(ApiError::Sealed)?;
+            kr.rotate(now_unix())?;
+            kr.seal()?
+        };
+        self.store
+            .write(vec![WriteOp::Put {
+                key: KEYRING_PATH.to_string(),
+                value: sealed,
+            }])
+            .await?;
+        self.key_status()
+    }
+}
+
+fn poisoned() -> ApiError {
+    ApiError::internal(std::io::Error::other("lock poisoned"))
+}
+
+/// The entry cache is only correct when this process is the only writer: true for the
+/// embedded SQLite backend, not for PostgreSQL (several nodes may share the database).
+fn single_writer(store: &dyn Storage) -> bool {
+    store.backend() == "sqlite"
+}
+
+/// Storage as one engine mount sees it: keys are relative to the view's prefix, and
+/// certificate rows belong to the view's mount. An engine cannot name a key outside it.
+#[derive(Clone)]
+pub struct View {
+    barrier: Arc<Barrier>,
+    prefix: Arc<str>,
+    mount: Option<Arc<str>>,
+}
+
+fn check_rel(k: &str) -> ApiResult<()> {
+    if k.starts_with('/') || k.split('/').any(|s| s == "..") {
+        return Err(ApiError::internal(std::io::Error::other(format!(
+            "storage key {k:?} escapes its view"
+        ))));
+    }
+    Ok(())
+}
+
+impl View {
+    /// The absolute key of `rel`.
+    fn abs(&self, rel: &str) -> ApiResult<String> {
+        check_rel(rel)?;
+        Ok(format!("{}{rel}", self.prefix))
+    }
+
+    fn mount(&self) -> ApiResult<&str> {
+        self.mount.as_deref().ok_or_else(|| {
+            ApiError::internal(std::io::Error::other("this view has no certificate rows"))
+        })
+    }
+
+    /// The absolute prefix (for log lines and AAD-bound formats that record it).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Reads and decrypts one entry.
+    pub async fn get(&self, k: &str) -> ApiResult<Option<Zeroizing<Vec<u8>>>> {
+        self.barrier.get(&self.abs(k)?).await
+    }
+
+    /// Reads and parses a JSON entry.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, k: &str) -> ApiResult<Option<T>> {
+        self.barrier.get_json(&self.abs(k)?).await
+    }
+
+    /// Whether an entry exists (no decryption).
+    pub async fn exists(&self, k: &str) -> ApiResult<bool> {
+        Ok(self.barrier.store.get(&self.abs(k)?).await?.is_some())
+    }
+
+    /// Writes one JSON entry durably.
+    pub async fn put_json(&self, k: &str, v: &impl serde::Serialize) -> ApiResult<()> {
+        self.barrier.put_json(&self.abs(k)?, v).await
+    }
+
+    /// Vault-style LIST of the keys directly under `k`.
+    pub async fn list(&self, k: &str) -> ApiResult<Vec<String>> {
+        self.barrier.list(&self.abs(k)?).await
+    }
+
+    /// Every key under `k`, recursively, relative to `k`'s view.
+    pub async fn list_all(&self, k: &str) -> ApiResult<Vec<String>> {
+        let all = self.barrier.list_all(&self.abs(k)?).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|a| a.strip_prefix(&*self.prefix).map(str::to_string))
+            .collect())
+    }
+
+    /// Encrypts and writes a batch atomically (keys relative; certificate rows are this
+    /// view's mount's).
+    pub async fn write(&self, ops: Vec<Plain>) -> ApiResult<()> {
+        self.barrier.write(self.absolute(ops)?).await
+    }
+
+    fn absolute(&self, ops: Vec<Plain>) -> ApiResult<Vec<Plain>> {
+        ops.into_iter()
+            .map(|op| {
+                Ok(match op {
+                    Plain::Put(k, v) => Plain::Put(self.abs(&k)?, v),
+                    Plain::Delete(k) => Plain::Delete(self.abs(&k)?),
+                    Plain::Cert(mut row) => {
+                        row.mount = self.mount()?.to_string();
+                        Plain::Cert(row)
+                    }
+                    Plain::DeleteCert(_, serial) => {
+                        Plain::DeleteCert(self.mount()?.to_string(), serial)
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Writes a batch without passing through the entry cache (large values read once, such
+    /// as log bundles); the cache forgets these keys.
+    pub async fn write_uncached(&self, ops: Vec<Plain>) -> ApiResult<()> {
+        self.barrier.write_uncached(self.absolute(ops)?).await
+    }
+
+    /// Reads one entry without the entry cache.
+    pub async fn get_uncached(&self, k: &str) -> ApiResult<Option<Zeroizing<Vec<u8>>>> {
+        let key = self.abs(k)?;
+        match self.barrier.store.get(&key).await? {
+            Some(ct) => Ok(Some(self.barrier.decrypt(&key, &ct)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads and decrypts one certificate row of this mount.
+    pub async fn get_cert(&self, serial: &str) -> ApiResult<Option<custos_store::CertRow>> {
+        self.barrier.get_cert(self.mount()?, serial).await
+    }
+
+    /// A certificate row's index fields only (revocation, expiry): the value stays sealed.
+    pub async fn cert_status(&self, serial: &str) -> ApiResult<Option<custos_store::CertRow>> {
+        Ok(self.barrier.store.get_cert(self.mount()?, serial).await?)
+    }
+
+    /// A page of this mount's certificate serials, after `after`.
+    pub async fn list_certs(&self, after: Option<&str>, limit: usize) -> ApiResult<Vec<String>> {
+        Ok(self
+            .barrier
+            .store
+            .list_certs(self.mount()?, after, limit)
+            .await?)
+    }
+
+    /// Revoked certificates `(serial, revoked_at)` by serial after `after`.
+    pub async fn revoked_certs(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> ApiResult<Vec<(String, i64)>> {
+        Ok(self
+            .barrier
+            .store
+            .revoked_certs(self.mount()?, after, limit)
+            .await?)
+    }
+
+    /// Serials revoked at or after `since`, with their revocation times.
+    pub async fn revoked_since(&self, since: i64, limit: usize) -> ApiResult<Vec<(String, i64)>> {
+        Ok(self
+            .barrier
+            .store
+            .revoked_since(self.mount()?, since, limit)
+            .await?)
+    }
+
+    /// A page of certificates expiring before `cutoff`.
+    pub async fn certs_expiring_before(
+        &self,
+        cutoff: i64,
+        limit: usize,
+    ) -> ApiResult<Vec<custos_store::CertRow>> {
+        Ok(self
+            .barrier
+            .store
+            .certs_expiring_before(self.mount()?, cutoff, limit)
+            .await?)
+    }
+
+    /// A number identifying the unsealed period this view belongs to (changes at every
+    /// unseal): caches built from storage compare it to know they are current.
+    pub fn epoch(&self) -> usize {
+        Arc::as_ptr(&self.barrier) as usize
+    }
+}
