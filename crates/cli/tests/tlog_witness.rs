@@ -234,7 +234,7 @@ async fn the_log_collects_cosignatures_and_verifiers_can_require_two_of_two() {
     let k1 = keygen(dir, "w1.example", "w1.key");
     let k2 = keygen(dir, "w2.example", "w2.key");
     let (p1, p2) = (free_port(), free_port());
-    let cfg = custos_server::compose::EngineSettings {
+    let cfg = custos_server::engines::EngineSettings {
         tlog_witnesses: vec![
             custos_server::config::TlogWitness {
                 url: format!("http://127.0.0.1:{p1}"),

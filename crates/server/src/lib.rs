@@ -14,7 +14,6 @@
 #![forbid(unsafe_code)]
 #![allow(missing_docs)]
 
-pub mod compose;
 pub mod config;
 pub mod core;
 pub mod engines;
@@ -71,7 +70,7 @@ pub struct Running {
     /// The core.
     pub core: Arc<Core>,
     /// The engines the composition root built (in-process harnesses reach the log here).
-    pub engines: compose::Engines,
+    pub engines: engines::Engines,
     /// The serving task.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -100,13 +99,13 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
             source,
         })?;
     let store = open_storage(&cfg.storage).await?;
-    let (registry, engines) = compose::engines(&compose::EngineSettings::from_config(cfg));
+    let (registry, wired) = engines::engines(&engines::EngineSettings::from_config(cfg));
     let core = Core::new(store, core_config(cfg), registry).await?;
     if core.initialized() && matches!(cfg.seal, config::SealConfig::Keyfile { .. }) {
         core.auto_unseal().await?;
     }
     token::spawn_sweeper(core.clone(), std::time::Duration::from_secs(60));
-    let side = compose::start_listeners(&engines).await?;
+    let side = engines::start_listeners(&wired).await?;
     let app = http::router(core.clone());
     let api = listener::serve(l, tls, app);
     let task = tokio::spawn(async move {
@@ -125,7 +124,7 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
     Ok(Running {
         addr,
         core,
-        engines,
+        engines: wired,
         task,
     })
 }
@@ -141,7 +140,7 @@ pub async fn start_dev(
         addr,
         root_token_id,
         CoreConfig::default(),
-        compose::EngineSettings::default(),
+        engines::EngineSettings::default(),
     )
     .await
 }
@@ -153,7 +152,7 @@ pub async fn start_dev_with(
     addr: SocketAddr,
     root_token_id: Option<&str>,
     core_config: CoreConfig,
-    engine_settings: compose::EngineSettings,
+    engine_settings: engines::EngineSettings,
 ) -> Result<(Running, zeroize::Zeroizing<String>, String), StartError> {
     let l = listener::bind(addr).await?;
     let bound = l
@@ -163,7 +162,7 @@ pub async fn start_dev_with(
         path: dir.join("custos.db"),
     })
     .await?;
-    let (registry, engines) = compose::engines(&engine_settings);
+    let (registry, wired) = engines::engines(&engine_settings);
     let core = Core::new(store, core_config, registry).await?;
     let init = core.init(1, 1, root_token_id).await?;
     let share = hex::encode(&init.keys[0][..]);
@@ -190,7 +189,7 @@ pub async fn start_dev_with(
         Running {
             addr: bound,
             core,
-            engines,
+            engines: wired,
             task,
         },
         init.root_token,

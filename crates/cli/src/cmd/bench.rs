@@ -365,7 +365,7 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> CliResult<()> {
                 .map_err(|_| CliError::Other("addr".into()))?,
             None,
             cc,
-            custos_server::compose::EngineSettings::default(),
+            custos_server::engines::EngineSettings::default(),
         )
         .await
         .map_err(|e| CliError::Other(e.to_string()))?;

@@ -79,7 +79,7 @@ pub async fn run(a: &BenchArgs) -> CliResult<()> {
         "127.0.0.1:0".parse().map_err(other)?,
         None,
         custos_server::CoreConfig::default(),
-        custos_server::compose::EngineSettings::default(),
+        custos_server::engines::EngineSettings::default(),
     )
     .await
     .map_err(other)?;

@@ -9,11 +9,11 @@
 //! * it **handles** requests given the request and a [`Ctx`]: the mount, the caller, a
 //!   [`View`] of storage under its own mount, and a [`Sys`] handle (time settings, its own
 //!   mounts, the audit heads, a keyed hash), never the core itself;
-//! * it has **lifecycle hooks**: unseal (build caches, open files), seal (drop them; keys
-//!   in them are zeroized), unmount (remove what the generic mount data removal does not),
-//!   and a periodic tick (tidy, audit heads).
+//! * it has **lifecycle hooks**: mount (initialise a new mount), unseal (build caches, open
+//!   files), seal (drop them; keys in them are zeroized), unmount (remove what the generic
+//!   removal of the mount's view does not), and a periodic tick (tidy, audit heads).
 //!
-//! The core never names an engine: the composition root (`crate::compose`) builds a
+//! The core never names an engine: the composition root (`crate::engines`) builds a
 //! [`Registry`] of engines by type name and hands it to [`crate::core::Core::new`]. What
 //! engines need from each other goes through the narrow traits in [`crate::core::services`],
 //! wired in the composition root.
@@ -188,6 +188,12 @@ pub trait Engine: Send + Sync + 'static {
         Ok(Map::new())
     }
 
+    /// After `sys/mounts/<path>` (or `sys/auth/<path>`) stored a new mount of this engine:
+    /// initialise it. An error undoes the mount.
+    async fn mount(&self, _sys: &Sys, _mount: &MountEntry) -> ApiResult<()> {
+        Ok(())
+    }
+
     /// After unseal, before any request is served.
     async fn unseal(&self, _sys: &Sys) -> ApiResult<()> {
         Ok(())
@@ -275,6 +281,12 @@ impl Registry {
         self.engines
             .iter()
             .find(|r| r.table == table && r.kind == kind)
+    }
+
+    /// Every registered type name (secrets engines, login methods, system engines), in
+    /// registration order.
+    pub fn type_names(&self) -> Vec<&'static str> {
+        self.engines.iter().map(|r| r.kind).collect()
     }
 
     /// Type names of one table, in registration order.

@@ -206,7 +206,7 @@ impl Core {
         if let Some(o) = req.data.get("options").filter(|o| !o.is_null()) {
             e.options = engine.engine.mount_options(o)?;
         }
-        a.add_mount(&a.mounts, MOUNTS_PATH, e, "").await
+        self.mounted(a, Table::Secrets, e, "").await
     }
 
     /// `POST sys/auth/<path> {type}`: enables a login method.
@@ -232,7 +232,41 @@ impl Core {
             &req.str_field("description").unwrap_or_default(),
         );
         e.config = parse_config(req.data.get("config"))?;
-        a.add_mount(&a.auth_mounts, AUTH_PATH, e, "auth/").await
+        self.mounted(a, Table::Auth, e, "auth/").await
+    }
+
+    /// Stores the new mount `e`, then runs its engine's mount hook; a failing hook undoes it.
+    async fn mounted(
+        &self,
+        a: &Active,
+        table: Table,
+        e: MountEntry,
+        shown_prefix: &str,
+    ) -> ApiResult<Response> {
+        let (lock, key) = match table {
+            Table::Auth => (&a.auth_mounts, AUTH_PATH),
+            _ => (&a.mounts, MOUNTS_PATH),
+        };
+        let path = e.path.clone();
+        let kind = e.kind.clone();
+        a.add_mount(lock, key, e.clone(), shown_prefix).await?;
+        if let Some(i) = self
+            .registry
+            .engines
+            .iter()
+            .position(|r| r.table == table && r.kind == kind)
+        {
+            if let Err(err) = self.registry.engines[i]
+                .engine
+                .mount(&self.sys[i], &e)
+                .await
+            {
+                tracing::warn!(mount = %path, error = %err, "engine refused the new mount; undone");
+                self.unmount(a, table, &path).await?;
+                return Err(err);
+            }
+        }
+        Ok(Response::empty())
     }
 
     /// `DELETE sys/auth/<path>`: removes the login method, its config and roles. Tokens it

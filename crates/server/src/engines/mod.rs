@@ -1,8 +1,12 @@
-//! The engines: each folder is one engine (a secrets engine, a login method or a system
-//! engine) behind [`crate::core::engine::Engine`]. An engine may use the core's engine
-//! interface, the barrier [`crate::core::barrier::View`] and the narrow services of
-//! [`crate::core::services`]; it never imports another engine. The composition root
-//! ([`crate::compose`]) builds and registers them.
+//! The engines, and the composition root: the one place that knows every engine. Each
+//! folder is one engine (a secrets engine, a login method or a system engine) behind
+//! [`crate::core::engine::Engine`]; an engine may use the engine interface, its barrier
+//! [`crate::core::barrier::View`] and the narrow services of [`crate::core::services`], and
+//! never imports another engine. [`engines`] builds them, wires the services they offer each
+//! other, and registers them by type name in the [`Registry`] the core is built with.
+//!
+//! **Adding an engine** touches this file and nothing else outside the engine's folder: its
+//! `pub mod` line and its registration line in [`engines`].
 
 pub mod auth;
 pub mod kv;
@@ -10,3 +14,91 @@ pub mod nrf;
 pub mod pki;
 pub mod provenance;
 pub mod tlog;
+
+use crate::config::{Config, SbiConfig, TlogWitness};
+use crate::core::engine::Registry;
+use crate::core::services::{CertIssuer, RevocationLookup, TrustLog};
+use std::sync::Arc;
+
+/// What the engines are configured with (the parts of [`Config`] that are theirs).
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// The transparency log's origin, used when the log is created.
+    pub tlog_origin: String,
+    /// Witnesses asked to cosign each new checkpoint.
+    pub tlog_witnesses: Vec<TlogWitness>,
+    /// The NRF's SBI listener, when configured.
+    pub sbi: Option<SbiConfig>,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            tlog_origin: "custos.local/log".into(),
+            tlog_witnesses: Vec::new(),
+            sbi: None,
+        }
+    }
+}
+
+impl EngineSettings {
+    /// The engine settings of a server config.
+    pub fn from_config(cfg: &Config) -> Self {
+        EngineSettings {
+            tlog_origin: cfg.tlog_origin.clone(),
+            tlog_witnesses: cfg.tlog_witnesses.clone(),
+            sbi: cfg.sbi.clone(),
+        }
+    }
+}
+
+/// Engines the server keeps handles to beyond the registry: listeners of their own, and
+/// in-process harnesses (`custos bench --tlog`).
+#[derive(Clone)]
+pub struct Engines {
+    /// The transparency log.
+    pub tlog: Arc<tlog::TlogEngine>,
+    /// The NRF, when `[sbi]` is configured.
+    pub nrf: Option<Arc<nrf::NrfEngine>>,
+}
+
+/// Builds every engine and the registry the core is built with.
+pub fn engines(settings: &EngineSettings) -> (Registry, Engines) {
+    let tlog = Arc::new(tlog::TlogEngine::new(
+        settings.tlog_origin.clone(),
+        settings.tlog_witnesses.clone(),
+    ));
+    let log: Arc<dyn TrustLog> = tlog.clone();
+    let pki = Arc::new(pki::Pki::new(log.clone()));
+    let revocation: Arc<dyn RevocationLookup> = pki.clone();
+    let issuer: Arc<dyn CertIssuer> = pki.clone();
+
+    let mut r = Registry::new(log.clone());
+    r.secrets("kv", Arc::new(kv::Kv));
+    r.secrets("pki", pki);
+    r.secrets(
+        "provenance",
+        Arc::new(provenance::Provenance::new(log.clone())),
+    );
+    for (kind, method) in auth::methods(revocation.clone()) {
+        r.auth(kind, method);
+    }
+    r.system("tlog", "tlog/", tlog.clone());
+    let nrf = settings.sbi.as_ref().map(|cfg| {
+        let n = Arc::new(nrf::NrfEngine::new(cfg.clone(), log, revocation, issuer));
+        r.system("nrf", "nrf/", n.clone());
+        n
+    });
+    (r, Engines { tlog, nrf })
+}
+
+/// Starts the listeners engines run beside the API listener (the NRF's SBI).
+pub async fn start_listeners(
+    engines: &Engines,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, crate::listener::ListenError> {
+    let mut tasks = Vec::new();
+    if let Some(n) = &engines.nrf {
+        tasks.push(nrf::start(n.clone()).await?);
+    }
+    Ok(tasks)
+}

@@ -8,6 +8,7 @@
 //! ([`CertIssuer`]) and answers revocation ([`RevocationLookup`]); key rotations go to the
 //! transparency log ([`TrustLog`]).
 
+mod registry;
 mod sbi;
 
 use crate::config::SbiConfig;
@@ -19,7 +20,7 @@ use custos_acl::Operation::*;
 use serde_json::Value;
 use std::sync::Arc;
 
-pub(crate) use sbi::Nrf;
+pub(crate) use registry::Nrf;
 
 /// The NRF engine.
 pub struct NrfEngine {

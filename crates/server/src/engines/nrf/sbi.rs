@@ -10,18 +10,16 @@
 //!   connections older than [`RECHECK`].
 //! * **Identity**: the caller is the NF its certificate names (`urn:uuid:` SAN, nfTypes), not
 //!   what a body or query says.
-//! * **Storage**: profiles at `nrf/profile/<id>`, signing keys at `nrf/signing`, all inside
-//!   the barrier; a success answer means the write is durable.
+//! * **Storage** (the NRF's view, `nrf/` in the barrier): profiles at `profile/<id>`, signing
+//!   keys at `signing`; a success answer means the write is durable ([`super::registry`]).
 
 // Helpers return the finished refusal (`Result<_, Response>`), which every handler sends
 // as is; boxing it would only add an allocation on the error path.
 #![allow(clippy::result_large_err)]
 
-use crate::config::SbiConfig;
-use crate::core::barrier::{Plain, View};
-use crate::core::engine::Sys;
+use super::registry::*;
+use crate::core::barrier::View;
 use crate::core::now_unix;
-use crate::core::services::{CertIssuer, RevocationLookup, TrustLog};
 use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -29,16 +27,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use custos_nrf::identity::{self, NfIdentity};
-use custos_nrf::jws::Signer;
 use custos_nrf::profile::Profile;
 use custos_nrf::{discovery, token};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Connections older than this re-check their client certificate's revocation per request.
@@ -46,70 +41,6 @@ pub(crate) const RECHECK: Duration = Duration::from_secs(30);
 
 /// Discovery results are valid this long (SearchResult.validityPeriod, seconds).
 const VALIDITY_PERIOD: u64 = 60;
-
-struct TlsState {
-    config: Arc<rustls::ServerConfig>,
-    renew_at: i64,
-    /// The NF CA certificates (DER): trust anchors for client credentials assertions.
-    cas: Vec<Vec<u8>>,
-}
-
-#[derive(Serialize, Deserialize, Default)]
-struct StoredKeys {
-    /// PKCS#8 of the current key, hex.
-    current: String,
-    /// Retired public keys, published until their last token expires.
-    retired: Vec<(Value, i64)>,
-}
-
-impl Drop for StoredKeys {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.current);
-    }
-}
-
-/// What is loaded from the barrier for one unsealed core.
-struct Loaded {
-    /// The unsealed period it was loaded in ([`View::epoch`]).
-    epoch: usize,
-    profiles: HashMap<String, Arc<Profile>>,
-    /// The same profiles by NF type, each list sorted by instance ID: discovery and token
-    /// requests name a target type, so they read one list instead of the whole registry.
-    by_type: HashMap<String, Vec<Arc<Profile>>>,
-    signer: Arc<Signer>,
-    retired: Vec<(Value, i64)>,
-}
-
-impl Loaded {
-    fn index(&mut self, id: &str, p: Option<Arc<Profile>>) {
-        if let Some(old) = self.profiles.remove(id) {
-            if let Some(v) = self.by_type.get_mut(&old.nf_type) {
-                v.retain(|q| q.id != id);
-            }
-        }
-        if let Some(p) = p {
-            let v = self.by_type.entry(p.nf_type.clone()).or_default();
-            let at = v.partition_point(|q| q.id.as_str() < id);
-            v.insert(at, p.clone());
-            self.profiles.insert(id.to_string(), p);
-        }
-    }
-}
-
-/// NRF state shared by the listener, its tasks and handlers.
-pub(crate) struct Nrf {
-    pub(crate) cfg: SbiConfig,
-    /// The engine's handle on the core, from the first unseal on.
-    pub(crate) sys: std::sync::OnceLock<Sys>,
-    log: Arc<dyn TrustLog>,
-    revocation: Arc<dyn RevocationLookup>,
-    issuer: Arc<dyn CertIssuer>,
-    tls: RwLock<Option<TlsState>>,
-    loaded: RwLock<Option<Loaded>>,
-    beats: Mutex<HashMap<String, Instant>>,
-    /// Serialises registry writes (memory follows storage in commit order).
-    write: tokio::sync::Mutex<()>,
-}
 
 /// Per-connection facts about the TLS peer.
 #[derive(Clone)]
@@ -155,399 +86,6 @@ fn problem(
 fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "SBI internal error");
     problem(500, "SYSTEM_FAILURE", "internal error", None)
-}
-
-impl Nrf {
-    pub(crate) fn new(
-        cfg: SbiConfig,
-        log: Arc<dyn TrustLog>,
-        revocation: Arc<dyn RevocationLookup>,
-        issuer: Arc<dyn CertIssuer>,
-    ) -> Arc<Nrf> {
-        Arc::new(Nrf {
-            cfg,
-            sys: std::sync::OnceLock::new(),
-            log,
-            revocation,
-            issuer,
-            tls: RwLock::new(None),
-            loaded: RwLock::new(None),
-            beats: Mutex::new(HashMap::new()),
-            write: tokio::sync::Mutex::new(()),
-        })
-    }
-
-    fn profile(&self, id: &str) -> Option<Arc<Profile>> {
-        self.loaded.read().ok()?.as_ref()?.profiles.get(id).cloned()
-    }
-
-    /// The registered profiles of one NF type, sorted by instance ID.
-    fn profiles_of_type(&self, nf_type: &str) -> Vec<Arc<Profile>> {
-        self.loaded
-            .read()
-            .ok()
-            .and_then(|l| l.as_ref().and_then(|l| l.by_type.get(nf_type).cloned()))
-            .unwrap_or_default()
-    }
-
-    fn profiles(&self) -> Vec<Arc<Profile>> {
-        self.loaded
-            .read()
-            .ok()
-            .and_then(|l| l.as_ref().map(|l| l.profiles.values().cloned().collect()))
-            .unwrap_or_default()
-    }
-
-    /// The NRF's storage while unsealed.
-    pub(crate) fn view(&self) -> Result<View, ApiError> {
-        self.sys.get().ok_or(ApiError::Sealed)?.root_view()
-    }
-
-    /// Drops the registry and the signing key (sealing).
-    pub(crate) fn unload(&self) {
-        if let Ok(mut l) = self.loaded.write() {
-            *l = None;
-        }
-    }
-
-    fn signer(&self) -> Option<Arc<Signer>> {
-        Some(self.loaded.read().ok()?.as_ref()?.signer.clone())
-    }
-
-    /// Loads the registry and keys for the current unsealed core (once per unseal).
-    async fn ensure_loaded(&self, a: &View) -> Result<(), ApiError> {
-        let fresh = self
-            .loaded
-            .read()
-            .ok()
-            .and_then(|l| l.as_ref().map(|l| l.epoch == a.epoch()))
-            .unwrap_or(false);
-        if fresh {
-            return Ok(());
-        }
-        let _g = self.write.lock().await;
-        let mut profiles = HashMap::new();
-        for id in a.list("profile/").await? {
-            if let Some(doc) = a.get_json::<Value>(&format!("profile/{id}")).await? {
-                match Profile::parse(&id, &doc) {
-                    Ok(p) => {
-                        profiles.insert(p.id.clone(), Arc::new(p));
-                    }
-                    Err(e) => {
-                        tracing::error!(nf = %id, error = %e, "stored NF profile no longer validates; skipped")
-                    }
-                }
-            }
-        }
-        let mut keys: StoredKeys = a.get_json("signing").await?.unwrap_or_default();
-        if keys.current.is_empty() {
-            let k = custos_nrf::jws::generate_pkcs8().map_err(ApiError::internal)?;
-            keys.current = hex::encode(&k[..]);
-            a.write(vec![Plain::Put(
-                "signing".into(),
-                serde_json::to_vec(&keys)?,
-            )])
-            .await?;
-            tracing::info!("NRF signing key created");
-        }
-        let der = zeroize::Zeroizing::new(hex::decode(&keys.current).map_err(ApiError::internal)?);
-        let signer = Arc::new(Signer::from_pkcs8(&der).map_err(ApiError::internal)?);
-        let now = Instant::now();
-        if let Ok(mut b) = self.beats.lock() {
-            b.clear();
-            for id in profiles.keys() {
-                b.insert(id.clone(), now);
-            }
-        }
-        let mut loaded = Loaded {
-            epoch: a.epoch(),
-            profiles: HashMap::new(),
-            by_type: HashMap::new(),
-            signer,
-            retired: keys.retired.clone(),
-        };
-        for (id, p) in profiles {
-            loaded.index(&id, Some(p));
-        }
-        if let Ok(mut l) = self.loaded.write() {
-            *l = Some(loaded);
-        }
-        Ok(())
-    }
-
-    /// Stores a profile (or deletes it, `None`) durably, then updates memory.
-    async fn put(&self, a: &View, id: &str, p: Option<Profile>) -> Result<(), ApiError> {
-        let key = format!("profile/{id}");
-        match &p {
-            Some(p) => {
-                a.write(vec![Plain::Put(key, serde_json::to_vec(&p.doc)?)])
-                    .await?
-            }
-            None => a.write(vec![Plain::Delete(key)]).await?,
-        }
-        if let Ok(mut l) = self.loaded.write() {
-            if let Some(l) = l.as_mut() {
-                l.index(id, p.map(Arc::new));
-            }
-        }
-        Ok(())
-    }
-
-    /// Replaces the signing key. The old public key stays in the JWKS until every token it
-    /// signed has expired (plus producers' leeway); keys retired longer ago are dropped.
-    pub(crate) async fn rotate_key(&self, a: &View) -> Result<Value, ApiError> {
-        self.ensure_loaded(a).await?;
-        let _g = self.write.lock().await;
-        let mut keys: StoredKeys = a.get_json("signing").await?.unwrap_or_default();
-        let old = {
-            let der =
-                zeroize::Zeroizing::new(hex::decode(&keys.current).map_err(ApiError::internal)?);
-            Signer::from_pkcs8(&der).map_err(ApiError::internal)?
-        };
-        let now = now_unix();
-        let ttl = i64::try_from(
-            self.cfg
-                .token_ttl
-                .saturating_add(self.cfg.retired_key_margin),
-        )
-        .unwrap_or(i64::MAX / 4);
-        keys.retired.retain(|(_, until)| *until > now);
-        keys.retired.push((old.jwk(), now.saturating_add(ttl)));
-        let k = custos_nrf::jws::generate_pkcs8().map_err(ApiError::internal)?;
-        let signer = Arc::new(Signer::from_pkcs8(&k).map_err(ApiError::internal)?);
-        keys.current = hex::encode(&k[..]);
-        a.write(vec![Plain::Put(
-            "signing".into(),
-            serde_json::to_vec(&keys)?,
-        )])
-        .await?;
-        if let Ok(mut l) = self.loaded.write() {
-            if let Some(l) = l.as_mut() {
-                l.signer = signer.clone();
-                l.retired = keys.retired.clone();
-            }
-        }
-        tracing::info!(kid = %signer.kid(), retired = %old.kid(), "NRF signing key rotated");
-        self.log
-            .append(custos_tlog::entry::Event::NrfKeyRotated {
-                kid: signer.kid().to_string(),
-                retired_kid: old.kid().to_string(),
-            })
-            .await?;
-        Ok(self.key_status())
-    }
-
-    /// The signing keys: the current `kid` and the retired ones with the time they leave
-    /// the JWKS.
-    pub(crate) fn key_status(&self) -> Value {
-        let l = self.loaded.read().ok();
-        let Some(l) = l.as_ref().and_then(|l| l.as_ref()) else {
-            return json!({});
-        };
-        let now = now_unix();
-        let retired: Vec<Value> = l
-            .retired
-            .iter()
-            .filter(|(_, until)| *until > now)
-            .map(|(k, until)| json!({"kid": k["kid"], "published_until": crate::core::rfc3339(*until)}))
-            .collect();
-        json!({"current_kid": l.signer.kid(), "retired": retired})
-    }
-
-    /// Administrative registration (the management API, under ACL): the same validation as
-    /// the SBI, without the certificate-ownership rule. Returns whether it replaced a profile.
-    pub(crate) async fn admin_put(
-        &self,
-        a: &View,
-        id: &str,
-        mut doc: Value,
-    ) -> Result<(bool, Value), ApiError> {
-        self.ensure_loaded(a).await?;
-        let id = custos_nrf::canonical_uuid(id)
-            .ok_or_else(|| ApiError::bad("nf_instance_id: must be a UUID"))?;
-        if doc.is_object() {
-            doc["heartBeatTimer"] = json!(self.cfg.heartbeat);
-        }
-        let p = Profile::parse(&id, &doc).map_err(|e| ApiError::bad(e.to_string()))?;
-        let _g = self.write.lock().await;
-        let existed = self.profile(&id).is_some();
-        let out = p.doc.clone();
-        self.put(a, &id, Some(p)).await?;
-        self.beat(&id);
-        Ok((existed, out))
-    }
-
-    /// Administrative deregistration; false if there was no such profile.
-    pub(crate) async fn admin_delete(&self, a: &View, id: &str) -> Result<bool, ApiError> {
-        self.ensure_loaded(a).await?;
-        let Some(id) = custos_nrf::canonical_uuid(id) else {
-            return Ok(false);
-        };
-        let _g = self.write.lock().await;
-        if self.profile(&id).is_none() {
-            return Ok(false);
-        }
-        self.put(a, &id, None).await?;
-        Ok(true)
-    }
-
-    /// A registered profile, for the management API.
-    pub(crate) async fn admin_get(&self, a: &View, id: &str) -> Result<Option<Value>, ApiError> {
-        self.ensure_loaded(a).await?;
-        Ok(custos_nrf::canonical_uuid(id)
-            .and_then(|id| self.profile(&id))
-            .map(|p| p.doc.clone()))
-    }
-
-    /// The registered instance IDs, sorted.
-    pub(crate) async fn admin_list(&self, a: &View) -> Result<Vec<String>, ApiError> {
-        self.ensure_loaded(a).await?;
-        let mut ids: Vec<String> = self.profiles().iter().map(|p| p.id.clone()).collect();
-        ids.sort();
-        Ok(ids)
-    }
-
-    fn beat(&self, id: &str) {
-        if let Ok(mut b) = self.beats.lock() {
-            b.insert(id.to_string(), Instant::now());
-        }
-    }
-
-    /// The JWKS: the current key and retired keys whose tokens may still be valid.
-    fn jwks(&self) -> Value {
-        let now = now_unix();
-        let l = self.loaded.read().ok();
-        let Some(l) = l.as_ref().and_then(|l| l.as_ref()) else {
-            return custos_nrf::jws::jwks(&[]);
-        };
-        let mut keys = vec![l.signer.jwk()];
-        keys.extend(
-            l.retired
-                .iter()
-                .filter(|(_, until)| *until > now)
-                .map(|(k, _)| k.clone()),
-        );
-        custos_nrf::jws::jwks(&keys)
-    }
-}
-
-/// Makes sure the SBI certificate exists and is fresh; builds the TLS config.
-async fn refresh_tls(nrf: &Nrf) -> Result<(), ApiError> {
-    let due = nrf
-        .tls
-        .read()
-        .ok()
-        .map(|t| t.as_ref().is_none_or(|t| now_unix() >= t.renew_at))
-        .unwrap_or(true);
-    if !due {
-        return Ok(());
-    }
-    nrf.view()?;
-    let mut d = Map::new();
-    d.insert("common_name".into(), json!(nrf.cfg.fqdn));
-    d.insert("nf_instance_id".into(), json!(nrf.cfg.nf_instance_id));
-    d.insert("nf_type".into(), json!("NRF"));
-    if !nrf.cfg.ip_sans.is_empty() {
-        let ips: Vec<String> = nrf.cfg.ip_sans.iter().map(|i| i.to_string()).collect();
-        d.insert("ip_sans".into(), json!(ips.join(",")));
-    }
-    let data = nrf
-        .issuer
-        .issue(&nrf.cfg.pki_mount, &nrf.cfg.role, d)
-        .await?;
-    let field = |k: &str| {
-        data.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let mut chain_pem = field("certificate");
-    let cas: Vec<String> = data
-        .get("ca_chain")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    for c in &cas {
-        chain_pem.push('\n');
-        chain_pem.push_str(c);
-    }
-    let certs: Vec<rustls::pki_types::CertificateDer<'static>> =
-        rustls_pemfile::certs(&mut chain_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(ApiError::internal)?;
-    let key_pem = zeroize::Zeroizing::new(field("private_key"));
-    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::internal(std::io::Error::other("issue returned no key")))?;
-    let mut roots = rustls::RootCertStore::empty();
-    let mut cas = Vec::new();
-    for c in certs.iter().skip(1) {
-        roots.add(c.clone()).map_err(ApiError::internal)?;
-        cas.push(c.as_ref().to_vec());
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .map_err(ApiError::internal)?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(ApiError::internal)?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(ApiError::internal)?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let nb = now_unix();
-    let na = data
-        .get("expiration")
-        .and_then(Value::as_i64)
-        .unwrap_or(nb + 3600);
-    let renew_at = nb + (na - nb) * 2 / 3;
-    if let Ok(mut t) = nrf.tls.write() {
-        *t = Some(TlsState {
-            config: Arc::new(cfg),
-            renew_at,
-            cas,
-        });
-    }
-    tracing::info!(serial = %field("serial_number"), not_after = na, "SBI certificate issued");
-    Ok(())
-}
-
-/// Marks profiles whose heartbeats stopped as SUSPENDED (TS 29.510 5.2.2.3.2): after 1.5
-/// heartbeat intervals without a heartbeat.
-async fn sweep_heartbeats(nrf: &Nrf) -> Result<(), ApiError> {
-    let Ok(a) = nrf.view() else {
-        return Ok(());
-    };
-    let limit = Duration::from_millis(nrf.cfg.heartbeat * 1500);
-    let stale: Vec<Arc<Profile>> = {
-        let beats = nrf
-            .beats
-            .lock()
-            .map_err(|_| ApiError::internal(std::io::Error::other("beats poisoned")))?;
-        nrf.profiles()
-            .into_iter()
-            .filter(|p| p.status == "REGISTERED")
-            .filter(|p| beats.get(&p.id).is_none_or(|t| t.elapsed() > limit))
-            .collect()
-    };
-    for p in stale {
-        let _g = nrf.write.lock().await;
-        let mut doc = p.doc.clone();
-        doc["nfStatus"] = json!("SUSPENDED");
-        let next = Profile::parse(&p.id, &doc).map_err(|e| ApiError::bad(e.to_string()))?;
-        nrf.put(&a, &p.id, Some(next)).await?;
-        tracing::warn!(nf = %p.id, nf_type = %p.nf_type, "heartbeats stopped: NF marked SUSPENDED");
-    }
-    Ok(())
 }
 
 /// Starts the SBI listener and its certificate and heartbeat tasks.
@@ -633,17 +171,17 @@ async fn serve(listener: tokio::net::TcpListener, st: Sbi, app: axum::Router) {
             let serial = x509_parser::parse_x509_certificate(&leaf)
                 .map(|(_, x)| x.raw_serial().to_vec())
                 .unwrap_or_default();
-            if st.nrf.view().is_ok() {
-                if st
+            // While sealed nothing is checked here: every request then answers 503.
+            if st.nrf.view().is_ok()
+                && st
                     .nrf
                     .revocation
                     .revoked_in_mount(&st.nrf.cfg.pki_mount, &serial)
                     .await
                     .unwrap_or(true)
-                {
-                    tracing::info!(peer = %addr, "SBI client certificate is revoked; connection closed");
-                    return;
-                }
+            {
+                tracing::info!(peer = %addr, "SBI client certificate is revoked; connection closed");
+                return;
             }
             let peer = Peer {
                 identity: identity::from_cert(&leaf),

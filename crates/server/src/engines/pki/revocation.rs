@@ -1,0 +1,385 @@
+//! Revocation and status: `revoke`, certificate reads and lists, CRLs (full and delta),
+//! OCSP.
+
+use super::*;
+
+pub(super) async fn revoke(
+    a: &Pk<'_>,
+    m: &MountEntry,
+    req: &Request,
+    who: &str,
+) -> ApiResult<Response> {
+    let serial_field = fields::str_of(&req.data, "serial_number")?;
+    let cert_field = fields::str_of(&req.data, "certificate")?;
+    let (serial, row) = match (serial_field.is_empty(), cert_field.is_empty()) {
+        (false, true) => {
+            let s = norm_serial(&serial_field)?;
+            let row = a
+                .get_cert(&s)
+                .await?
+                .ok_or_else(|| ApiError::bad(format!("certificate with serial {s} not found")))?;
+            (s, row)
+        }
+        (true, false) => {
+            // "Bring your own certificate": it must have been signed by one of our issuers.
+            let der = pem_to_der(&cert_field)?;
+            let (_, x) = x509_parser::parse_x509_certificate(&der)
+                .map_err(|_| ApiError::bad("certificate: not a valid X.509 certificate"))?;
+            let s = issue::serial_hex(x.raw_serial());
+            let mut issuer_id = None;
+            for id in a.list("issuer/").await? {
+                if let Ok(l) = load_issuer(a, m, &id).await {
+                    if let Ok((_, ix)) = x509_parser::parse_x509_certificate(&l.der) {
+                        if x.verify_signature(Some(ix.public_key())).is_ok() {
+                            issuer_id = Some(id);
+                            break;
+                        }
+                    }
+                }
+            }
+            let issuer_id = issuer_id.ok_or_else(|| {
+                ApiError::bad("certificate: was not issued by any issuer of this mount")
+            })?;
+            let row = match a.get_cert(&s).await? {
+                Some(r) => r,
+                None => CertRow {
+                    mount: m.uuid.clone(),
+                    serial: s.clone(),
+                    issuer_id,
+                    not_after: x.validity().not_after.timestamp(),
+                    revoked_at: None,
+                    value: der.clone(),
+                },
+            };
+            (s, row)
+        }
+        _ => {
+            return Err(ApiError::bad(
+                "exactly one of serial_number or certificate is required",
+            ))
+        }
+    };
+    for id in a.list("issuer/").await? {
+        if let Some(e) = a.get_json::<IssuerEntry>(&format!("issuer/{id}")).await? {
+            if e.serial_number == serial {
+                return Err(ApiError::bad(
+                    "adding a CA to a CRL is not allowed; revoke the issuer instead",
+                ));
+            }
+        }
+    }
+    if let Some(t) = row.revoked_at {
+        return Ok(Response::data(
+            json!({"revocation_time": t, "revocation_time_rfc3339": crate::core::rfc3339(t), "state": "revoked"}),
+        ));
+    }
+    let now = now_unix();
+    let mut new_row = row.clone();
+    new_row.revoked_at = Some(now);
+    a.write(vec![Plain::Cert(new_row)]).await?;
+    bump_generation(&a.issuers, m);
+    a.log()?
+        .append(Event::CertRevoked {
+            mount: m.path.clone(),
+            serial: serial.clone(),
+            requester: who.to_string(),
+        })
+        .await?;
+    Ok(Response::data(
+        json!({"revocation_time": now, "revocation_time_rfc3339": crate::core::rfc3339(now), "state": "revoked"}),
+    ))
+}
+
+pub(super) async fn list_certs(a: &Pk<'_>, revoked: bool, req: &Request) -> ApiResult<Response> {
+    let after = fields::str_of(&req.data, "after")?;
+    let limit = fields::int_of(&req.data, "limit", 100_000)?.clamp(1, 100_000) as usize;
+    let after = (!after.is_empty()).then_some(after.as_str());
+    let keys = if revoked {
+        a.revoked_certs(after, limit)
+            .await?
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
+    } else {
+        a.list_certs(after, limit).await?
+    };
+    Response::list(keys)
+}
+
+pub(super) async fn read_cert(a: &Pk<'_>, serial: &str, rest: &[&str]) -> ApiResult<Response> {
+    let s = norm_serial(serial).map_err(|_| ApiError::NotFound)?;
+    let row = a.get_cert(&s).await?.ok_or(ApiError::NotFound)?;
+    // The stored record is the certificate's DER.
+    let cert = pem("CERTIFICATE", &row.value);
+    match rest {
+        ["raw"] => Ok(raw(("application/pkix-cert", row.value.clone()))),
+        ["raw", "pem"] => Ok(raw((
+            "application/pem-certificate-chain",
+            cert.into_bytes(),
+        ))),
+        _ => Ok(Response::data(json!({
+            "certificate": cert,
+            "revocation_time": row.revoked_at.unwrap_or(0),
+            "revocation_time_rfc3339": row.revoked_at.map(crate::core::rfc3339).unwrap_or_default(),
+            "issuer_id": row.issuer_id,
+            "serial_number": s,
+            "expiration": row.not_after,
+        }))),
+    }
+}
+
+pub(super) async fn ca(a: &Pk<'_>, sub: &str) -> ApiResult<Response> {
+    let e = load_issuer_entry(a, "default").await?;
+    Ok(match sub {
+        "ca" => raw(("application/pkix-cert", pem_to_der(&e.certificate)?)),
+        "ca/pem" => raw((
+            "application/pem-certificate-chain",
+            e.certificate.clone().into_bytes(),
+        )),
+        "ca_chain" => raw((
+            "application/pem-certificate-chain",
+            e.ca_chain.join("\n").into_bytes(),
+        )),
+        _ => Response::data(
+            json!({"certificate": e.certificate, "ca_chain": e.ca_chain, "issuer_id": e.issuer_id}),
+        ),
+    })
+}
+
+pub(super) async fn list_issuers(a: &Pk<'_>) -> ApiResult<Response> {
+    let mut keys = Vec::new();
+    let mut info = Map::new();
+    for id in a.list("issuer/").await? {
+        if let Some(e) = a.get_json::<IssuerEntry>(&format!("issuer/{id}")).await? {
+            info.insert(id.clone(), json!({"issuer_name": e.issuer_name, "is_default": false, "serial_number": e.serial_number}));
+            keys.push(id);
+        }
+    }
+    if keys.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Response::data(json!({"keys": keys, "key_info": info})))
+}
+
+pub(super) async fn raw_crl(
+    a: &Pk<'_>,
+    m: &MountEntry,
+    iref: Option<&str>,
+    as_pem: bool,
+) -> ApiResult<Response> {
+    let iref = iref
+        .filter(|r| *r != "pem" && *r != "der")
+        .unwrap_or("default");
+    let der = crl(a, m, iref, false).await?;
+    Ok(if as_pem {
+        raw((
+            "application/pem-certificate-chain",
+            pem("X509 CRL", &der).into_bytes(),
+        ))
+    } else {
+        raw(("application/pkix-crl", der))
+    })
+}
+
+/// Returns the current CRL of an issuer, rebuilding it if revocations happened since it was
+/// built, if it is close to expiry, or if `force`.
+pub(super) async fn crl(a: &Pk<'_>, m: &MountEntry, iref: &str, force: bool) -> ApiResult<Vec<u8>> {
+    let issuer = load_issuer(a, m, iref).await?;
+    require_usage(&issuer, "crl-signing")?;
+    let key = format!("{}/{}", m.uuid, issuer.entry.issuer_id);
+    let gen = generation(a, m);
+    let now = now_unix();
+    if !force {
+        if let Some(c) = a.issuers.crls.read().ok().and_then(|c| {
+            c.get(&key)
+                .map(|c| (c.generation, c.der.clone(), c.next_update))
+        }) {
+            if c.0 == gen && c.2 - now > 3600 {
+                return Ok(c.1);
+            }
+        }
+    }
+    let cfg = crl_config(a).await?;
+    let expiry = fields::parse_duration(cfg.get("expiry").and_then(Value::as_str).unwrap_or("72h"))
+        .unwrap_or(72 * 3600);
+    // Stream the revocation index a page at a time.
+    let mut revoked = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = a.revoked_certs(after.as_deref(), 10_000).await?;
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|p| p.0.clone());
+        for (s, t) in page {
+            revoked.push(Revoked {
+                serial: serial_bytes(&s)?,
+                revoked_at: t,
+            });
+        }
+    }
+    let num_key = format!("crl-number/{}", issuer.entry.issuer_id);
+    let number: u64 = a.get_json::<u64>(&num_key).await?.unwrap_or(0) + 1;
+    a.put_json(&num_key, &number).await?;
+    let iss = issuer.clone();
+    let next = now + expiry as i64;
+    let der = tokio::task::spawn_blocking(move || {
+        issue::sign_crl(&revoked, now - 30, next, number, &iss.signer).map(|c| c.der().to_vec())
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    a.put_json(
+        &format!("crl-base/{}", issuer.entry.issuer_id),
+        &json!({"number": number, "built_at": now}),
+    )
+    .await?;
+    if let Ok(mut c) = a.issuers.crls.write() {
+        c.insert(
+            key,
+            CachedCrl {
+                generation: gen,
+                der: der.clone(),
+                next_update: next,
+            },
+        );
+    }
+    Ok(der)
+}
+
+pub(super) fn ocsp_bytes(b: Vec<u8>) -> Response {
+    raw(("application/ocsp-response", b))
+}
+
+/// OCSP responder: good / revoked / unknown per CertID, signed by the issuing CA, nonce echoed.
+pub(super) async fn ocsp(a: &Pk<'_>, m: &MountEntry, der: &[u8]) -> ApiResult<Response> {
+    use custos_pki::ocsp::{
+        build_response, error_response, parse_request, CertStatus, HashAlg, Responder,
+    };
+    let req = match parse_request(der) {
+        Ok(r) => r,
+        Err(_) => return Ok(ocsp_bytes(error_response(1))),
+    };
+    // Each issuer of the mount, with its name/key hashes under both CertID hash algorithms.
+    let mut issuers = Vec::new();
+    for id in a.list("issuer/").await? {
+        let Ok(l) = load_issuer(a, m, &id).await else {
+            continue;
+        };
+        let Ok((_, x)) = x509_parser::parse_x509_certificate(&l.der) else {
+            continue;
+        };
+        let name = x.subject().as_raw().to_vec();
+        let key = x.public_key().subject_public_key.data.to_vec();
+        let info = csr::key_info(x.public_key());
+        issuers.push((l.clone(), name, key, info));
+    }
+    let mut statuses = Vec::with_capacity(req.cert_ids.len());
+    let mut responder = None;
+    for cid in &req.cert_ids {
+        let hit = issuers.iter().find(|(_, name, key, _)| {
+            let h: HashAlg = cid.hash;
+            h.digest(name) == cid.issuer_name_hash && h.digest(key) == cid.issuer_key_hash
+        });
+        let status = match hit {
+            None => CertStatus::Unknown,
+            Some((l, _, _, _)) if require_usage(l, "ocsp-signing").is_err() => CertStatus::Unknown,
+            Some((l, _, key, info)) => {
+                if responder.is_none() {
+                    responder = Some((l.clone(), key.clone(), *info));
+                }
+                let serial = issue::serial_hex(&cid.serial);
+                match a.cert_status(&serial).await? {
+                    Some(row) if row.issuer_id == l.entry.issuer_id => match row.revoked_at {
+                        Some(t) => CertStatus::Revoked(t),
+                        None => CertStatus::Good,
+                    },
+                    _ => CertStatus::Unknown,
+                }
+            }
+        };
+        statuses.push((cid, status));
+    }
+    let Some((l, key_bits, info)) = responder else {
+        // Not authoritative for any requested certificate.
+        return Ok(ocsp_bytes(error_response(6)));
+    };
+    let now = now_unix();
+    let r = Responder {
+        issuer_der: &l.der,
+        key_hash_sha1: HashAlg::Sha1.digest(&key_bits),
+        key: l.signer.key(),
+        sig_alg: custos_pki::ocsp::signature_algorithm(info)?,
+    };
+    let body = build_response(
+        &statuses,
+        now,
+        now + 12 * 3600,
+        req.nonce_extension.as_deref(),
+        &r,
+    )?;
+    Ok(ocsp_bytes(body))
+}
+
+/// The delta CRL of an issuer: revocations since the last full CRL (its base), from the
+/// `(mount, revoked_at)` index. Needs `enable_delta` in `config/crl`, as in Vault.
+pub(super) async fn delta_crl(
+    a: &Pk<'_>,
+    m: &MountEntry,
+    iref: &str,
+    as_pem: bool,
+) -> ApiResult<Response> {
+    let cfg = crl_config(a).await?;
+    if cfg.get("enable_delta") != Some(&json!(true)) {
+        return Err(ApiError::bad(
+            "delta CRLs are disabled: set enable_delta=true in config/crl",
+        ));
+    }
+    let issuer = load_issuer(a, m, iref).await?;
+    require_usage(&issuer, "crl-signing")?;
+    let base_key = format!("crl-base/{}", issuer.entry.issuer_id);
+    if a.get_json::<Value>(&base_key).await?.is_none() {
+        crl(a, m, iref, true).await?;
+    }
+    let b: Value = a
+        .get_json(&base_key)
+        .await?
+        .unwrap_or_else(|| json!({"number": 0, "built_at": 0}));
+    let base_number = b["number"].as_u64().unwrap_or(0);
+    // Revocations from the base's build second on: the same second may repeat an entry the
+    // base already has, which RFC 5280 allows; nothing later can be missed.
+    let since = b["built_at"].as_i64().unwrap_or(0) - 1;
+    let mut revoked = Vec::new();
+    for (s, t) in a.revoked_since(since, 1_000_000).await? {
+        revoked.push(Revoked {
+            serial: serial_bytes(&s)?,
+            revoked_at: t,
+        });
+    }
+    let num_key = format!("crl-number/{}", issuer.entry.issuer_id);
+    let number: u64 = a.get_json::<u64>(&num_key).await?.unwrap_or(0) + 1;
+    a.put_json(&num_key, &number).await?;
+    let now = now_unix();
+    let interval = fields::parse_duration(
+        cfg.get("delta_rebuild_interval")
+            .and_then(Value::as_str)
+            .unwrap_or("15m"),
+    )
+    .unwrap_or(900);
+    let der = issue::sign_delta_crl(
+        &revoked,
+        now - 30,
+        now + interval as i64 + 3600,
+        number,
+        base_number,
+        &issuer.der,
+        issuer.signer.key(),
+    )?;
+    Ok(if as_pem {
+        raw((
+            "application/pem-certificate-chain",
+            pem("X509 CRL", &der).into_bytes(),
+        ))
+    } else {
+        raw(("application/pkix-crl", der))
+    })
+}
