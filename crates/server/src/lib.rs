@@ -2,15 +2,20 @@
 //!
 //! The Custos server: everything that touches the network, the disk and the clock.
 //!
-//! **Owns:** the seal state machine and the encrypted view of storage ([`core`]), the token
-//! store, the policy store, mount tables and the KV engine, audit devices, the
-//! Vault-compatible HTTP edge ([`http`]) and the listeners ([`listener`]).
+//! **Owns:** the [`core`] (seal state machine, the barrier and the scoped views engines get
+//! of it, the token store, policy store, mount tables, audit devices, the router, the
+//! Vault-compatible HTTP edge and the listeners, and the engine interface) and the
+//! [`engines`] behind that interface (KV, PKI, provenance, login methods, the transparency
+//! log, the NRF), built and wired in one composition root ([`engines::engines`]).
 //!
 //! **Delegates:** encryption and Shamir to `custos-barrier`, policy evaluation to
-//! `custos-acl`, audit line format to `custos-audit`, persistence to `custos-store`.
+//! `custos-acl`, audit line format to `custos-audit`, persistence to `custos-store`, and
+//! each engine's decisions to its pure crate (`custos-pki`, `custos-auth`, `custos-nrf`,
+//! `custos-provenance`, `custos-tlog`).
 //!
 //! **Must never:** log a token, key or share; answer a request that no audit device could
-//! record (once one is enabled); acknowledge a write before storage made it durable.
+//! record (once one is enabled); acknowledge a write before storage made it durable; let
+//! the core import or name an engine.
 #![forbid(unsafe_code)]
 #![allow(missing_docs)]
 

@@ -504,3 +504,69 @@ impl View {
         Arc::as_ptr(&self.barrier) as usize
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    async fn barrier(dir: &std::path::Path) -> Arc<Barrier> {
+        let store: Arc<dyn Storage> =
+            Arc::new(custos_store_sqlite::SqliteStore::open(&dir.join("b.db")).unwrap());
+        Arc::new(Barrier::new(store, Keyring::generate(1).unwrap()))
+    }
+
+    #[tokio::test]
+    async fn a_view_cannot_name_a_key_outside_its_prefix() {
+        let d = tempfile::tempdir().unwrap();
+        let b = barrier(d.path()).await;
+        let mine = b.view("pki/m1/".into(), Some("m1".into()));
+        let other = b.view("pki/m2/".into(), Some("m2".into()));
+        other.put_json("key/k", &"secret").await.unwrap();
+        for escape in ["../m2/key/k", "/pki/m2/key/k", "a/../../m2/key/k"] {
+            assert!(mine.get(escape).await.is_err(), "{escape}");
+            assert!(mine
+                .write(vec![Plain::Delete(escape.into())])
+                .await
+                .is_err());
+        }
+        assert_eq!(mine.list("key/").await.unwrap(), Vec::<String>::new());
+        assert_eq!(
+            other.get_json::<String>("key/k").await.unwrap().as_deref(),
+            Some("secret")
+        );
+    }
+
+    #[tokio::test]
+    async fn certificate_rows_belong_to_the_views_mount_whatever_the_engine_says() {
+        let d = tempfile::tempdir().unwrap();
+        let b = barrier(d.path()).await;
+        let mine = b.view("pki/m1/".into(), Some("m1".into()));
+        let row = custos_store::CertRow {
+            mount: "m2".into(),
+            serial: "01".into(),
+            issuer_id: "i".into(),
+            not_after: 10,
+            revoked_at: None,
+            value: b"der".to_vec(),
+        };
+        mine.write(vec![Plain::Cert(row)]).await.unwrap();
+        assert!(b.store.get_cert("m2", "01").await.unwrap().is_none());
+        assert_eq!(mine.get_cert("01").await.unwrap().unwrap().value, b"der");
+    }
+
+    #[tokio::test]
+    async fn sealing_the_barrier_disables_every_view_still_held() {
+        let d = tempfile::tempdir().unwrap();
+        let b = barrier(d.path()).await;
+        let v = b.view("logical/m/".into(), None);
+        v.put_json("a", &1).await.unwrap();
+        assert_eq!(v.get_json::<i32>("a").await.unwrap(), Some(1));
+        b.seal();
+        assert!(matches!(
+            v.get_json::<i32>("a").await,
+            Err(ApiError::Sealed)
+        ));
+        assert!(matches!(v.put_json("a", &2).await, Err(ApiError::Sealed)));
+    }
+}

@@ -1,5 +1,9 @@
 //! The core: seal state machine, the encrypted view of storage, and the request pipeline
 //! (route → authenticate → authorise → audit request → handle → audit response).
+//!
+//! **Must never** import or name an engine (`tests/engine_boundaries.rs`): engines reach
+//! the core through [`engine::Engine`], the core reaches them through the [`engine::Registry`]
+//! the composition root (`crate::engines`) builds.
 
 pub mod audit_dev;
 pub mod barrier;
