@@ -512,7 +512,7 @@ mod tests {
 
     async fn barrier(dir: &std::path::Path) -> Arc<Barrier> {
         let store: Arc<dyn Storage> =
-            Arc::new(custos_store_sqlite::SqliteStore::open(&dir.join("b.db")).unwrap());
+            Arc::new(custos_store_sqlite::SqliteStore::open(dir.join("b.db")).unwrap());
         Arc::new(Barrier::new(store, Keyring::generate(1).unwrap()))
     }
 
