@@ -2,12 +2,13 @@
 # PKI issue/sign throughput with wrk (a C load generator, so the client takes little of the
 # 2 cores) against a release `custos server --dev` in its own process. Not part of CI.
 # Usage: scripts/bench-wrk.sh [seconds] [connections]
+# CUSTOS_BIN=path benches that binary instead of building target/release/custos.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-10}; CONN=${2:-32}; PORT=8299
 command -v wrk >/dev/null || apt-get install -y -qq wrk
-cargo build --release --locked --bin custos
-BIN=target/release/custos
+if [ -z "${CUSTOS_BIN:-}" ]; then cargo build --release --locked --bin custos; fi
+BIN=${CUSTOS_BIN:-target/release/custos}
 $BIN server --dev --dev-root-token-id root --dev-listen-address 127.0.0.1:$PORT >/dev/null 2>&1 &
 SRV=$!; trap 'kill $SRV' EXIT; sleep 1
 export CUSTOS_ADDR=http://127.0.0.1:$PORT CUSTOS_TOKEN=root

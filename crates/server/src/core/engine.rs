@@ -278,9 +278,14 @@ impl Registry {
     }
 
     pub(crate) fn find(&self, table: Table, kind: &str) -> Option<&Registered> {
+        self.index(table, kind).map(|i| &self.engines[i])
+    }
+
+    /// The position of the engine of type `kind` in `table` (also its `Core::sys` handle's).
+    pub(crate) fn index(&self, table: Table, kind: &str) -> Option<usize> {
         self.engines
             .iter()
-            .find(|r| r.table == table && r.kind == kind)
+            .position(|r| r.table == table && r.kind == kind)
     }
 
     /// Every registered type name (secrets engines, login methods, system engines), in

@@ -243,19 +243,11 @@ impl Core {
         e: MountEntry,
         shown_prefix: &str,
     ) -> ApiResult<Response> {
-        let (lock, key) = match table {
-            Table::Auth => (&a.auth_mounts, AUTH_PATH),
-            _ => (&a.mounts, MOUNTS_PATH),
-        };
+        let (lock, key) = a.table(table);
         let path = e.path.clone();
         let kind = e.kind.clone();
         a.add_mount(lock, key, e.clone(), shown_prefix).await?;
-        if let Some(i) = self
-            .registry
-            .engines
-            .iter()
-            .position(|r| r.table == table && r.kind == kind)
-        {
+        if let Some(i) = self.registry.index(table, &kind) {
             if let Err(err) = self.registry.engines[i]
                 .engine
                 .mount(&self.sys[i], &e)
@@ -288,10 +280,7 @@ impl Core {
     /// Removes a mount: its engine's unmount hook first (rows outside the view, caches),
     /// then the table entry and every entry under the mount's view, in one write.
     async fn unmount(&self, a: &Active, table: Table, path: &str) -> ApiResult<Response> {
-        let (lock, key) = match table {
-            Table::Auth => (&a.auth_mounts, AUTH_PATH),
-            _ => (&a.mounts, MOUNTS_PATH),
-        };
+        let (lock, key) = a.table(table);
         let mut t = lock.write().await;
         let Some(e) = t.entries.iter().find(|x| x.path == path).cloned() else {
             return Ok(Response::empty());
@@ -299,12 +288,7 @@ impl Core {
         let mut next = t.clone();
         next.entries.retain(|x| x.path != path);
         let mut ops = vec![Plain::Put(key.into(), serde_json::to_vec(&next)?)];
-        if let Some(i) = self
-            .registry
-            .engines
-            .iter()
-            .position(|r| r.table == table && r.kind == e.kind)
-        {
+        if let Some(i) = self.registry.index(table, &e.kind) {
             let (r, sys) = (&self.registry.engines[i], &self.sys[i]);
             r.engine.unmount(sys, &e).await?;
             let prefix = format!("{}{}/", r.engine.storage_root(), e.uuid);
@@ -319,6 +303,14 @@ impl Core {
 }
 
 impl Active {
+    /// A mount table and its storage key.
+    fn table(&self, table: Table) -> (&tokio::sync::RwLock<MountTable>, &'static str) {
+        match table {
+            Table::Auth => (&self.auth_mounts, AUTH_PATH),
+            _ => (&self.mounts, MOUNTS_PATH),
+        }
+    }
+
     /// Adds `e` to a mount table unless its path overlaps another mount; the table is
     /// persisted before the in-memory copy changes.
     async fn add_mount(

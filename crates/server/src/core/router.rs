@@ -221,9 +221,7 @@ fn engine_route(
 ) -> ApiResult<Endpoint> {
     let idx = core
         .registry
-        .engines
-        .iter()
-        .position(|r| r.table == table && r.kind == m.kind)
+        .index(table, &m.kind)
         .ok_or_else(|| ApiError::NoRoute(path.to_string()))?;
     // A secrets engine sees the path as sent (a trailing `/` names a folder to KV).
     let sub = sub.to_string();
@@ -379,14 +377,9 @@ async fn exists(core: &Core, a: &Arc<Active>, e: &Ep, caller: &TokenEntry) -> Ap
         Ep::Policy { name, .. } => a.policy_exists(&name.to_lowercase()).await,
         Ep::Engine(t) => {
             let (r, sys) = engine_of(core, t)?;
-            let ctx = Ctx {
-                mount: &t.mount,
-                sub: &t.sub,
-                view: view_for(sys, r.table, &t.mount)?,
-                sys,
-                caller: Some(crate::core::engine::Caller::of(caller)),
-            };
-            r.engine.exists(&ctx).await
+            r.engine
+                .exists(&ctx_of(t, sys, r.table, Some(caller))?)
+                .await
         }
         _ => Ok(true),
     }
@@ -405,16 +398,24 @@ fn engine_of<'c>(
     }
 }
 
-fn view_for(
-    sys: &crate::core::engine::Sys,
+/// What the engine of `t` sees of one request.
+fn ctx_of<'a>(
+    t: &'a Target,
+    sys: &'a crate::core::engine::Sys,
     table: Table,
-    m: &MountEntry,
-) -> ApiResult<crate::core::barrier::View> {
-    if table == Table::System {
-        sys.root_view()
-    } else {
-        sys.view(m)
-    }
+    caller: Option<&'a TokenEntry>,
+) -> ApiResult<Ctx<'a>> {
+    Ok(Ctx {
+        mount: &t.mount,
+        sub: &t.sub,
+        view: if table == Table::System {
+            sys.root_view()?
+        } else {
+            sys.view(&t.mount)?
+        },
+        sys,
+        caller: caller.map(crate::core::engine::Caller::of),
+    })
 }
 
 /// Runs an engine's handler for one request.
@@ -425,14 +426,9 @@ async fn run_engine(
     caller: Option<&TokenEntry>,
 ) -> ApiResult<Response> {
     let (r, sys) = engine_of(core, t)?;
-    let ctx = Ctx {
-        mount: &t.mount,
-        sub: &t.sub,
-        view: view_for(sys, r.table, &t.mount)?,
-        sys,
-        caller: caller.map(crate::core::engine::Caller::of),
-    };
-    r.engine.handle(&ctx, req).await
+    r.engine
+        .handle(&ctx_of(t, sys, r.table, caller)?, req)
+        .await
 }
 
 /// A login: the request and its outcome (token hashed, failure reason) go to the audit log,
@@ -472,14 +468,7 @@ async fn audited_login(core: &Arc<Core>, t: &Target, req: &Request) -> ApiResult
         error: None,
     };
     a.audit.log(&ev).await?;
-    let ctx = Ctx {
-        mount: m,
-        sub: &t.sub,
-        view: view_for(sys, r.table, m)?,
-        sys,
-        caller: None,
-    };
-    let result = match r.engine.login(&ctx, req).await {
+    let result = match r.engine.login(&ctx_of(t, sys, r.table, None)?, req).await {
         Ok(l) => {
             let path = format!("auth/{}login", m.path);
             crate::token::login_token(core, &a, &path, &l.params, &l.display_name, l.meta).await
