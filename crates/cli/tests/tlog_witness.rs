@@ -313,3 +313,255 @@ async fn the_log_collects_cosignatures_and_verifiers_can_require_two_of_two() {
     assert!(err.to_string().contains("1 of the required 2"), "{err}");
     drop(running);
 }
+
+/// A `custos monitor` process with its stdout collected line by line.
+struct Monitor {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Monitor {
+    fn spawn(dir: &Path, args: &[&str], addr: &str) -> Monitor {
+        use std::io::BufRead as _;
+        let mut child = Command::new(bin())
+            .current_dir(dir)
+            .args(args)
+            .env("CUSTOS_ADDR", addr)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        Monitor { child, lines }
+    }
+
+    fn alerts(&self) -> Vec<serde_json::Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(p: &Proc, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &p.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Policy writes, one every 25 ms, for `secs` seconds.
+async fn steady_writes(api: &Api, root: &str, tag: &str, secs: u64) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut i = 0;
+    while std::time::Instant::now() < end {
+        let (st, v) = api
+            .call(
+                "PUT",
+                &format!("sys/policies/acl/{tag}{i}"),
+                Some(root),
+                Some(json!({"policy": "path \"a\" { capabilities = [\"read\"] }"})),
+            )
+            .await;
+        assert_eq!(st, 204, "{v}");
+        i += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// The server serves at `sys/tlog/checkpoint` only checkpoints its witness cosigned (the
+/// newest one at `sys/tlog/head`), and the monitor treats a missing cosignature as "not
+/// yet": steady writes with the witness paused for 2 s raise nothing; a witness silent past
+/// the grace period raises exactly one `log.witness` alert; a forged cosignature raises one
+/// `log.checkpoint` alert at once, without waiting for the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_waits_for_a_slow_witness_and_alerts_once_on_a_silent_one_or_a_forged_cosignature(
+) {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let wkey = keygen(dir, "w1.example", "w1.key");
+    let port = free_port();
+    let settings = custos_server::engines::EngineSettings {
+        tlog_witnesses: vec![custos_server::config::TlogWitness {
+            url: format!("http://127.0.0.1:{port}"),
+            key: wkey.clone(),
+        }],
+        ..Default::default()
+    };
+    let data = tempfile::tempdir().unwrap();
+    let (running, root, _) = custos_server::start_dev_with(
+        data.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        Some("root"),
+        custos_server::CoreConfig::default(),
+        settings,
+    )
+    .await
+    .unwrap();
+    let root = root.to_string();
+    let addr = format!("http://{}", running.addr);
+    let api = Api::new(&addr);
+    let (_, k) = api.call("GET", "sys/tlog/key", None, None).await;
+    let vkey = k["data"]["vkey"].as_str().unwrap().to_string();
+    let witness = serve_witness(dir, "w1.key", "w1.state", port, &[&vkey]).await;
+    steady_writes(&api, &root, "warmup", 1).await;
+    std::fs::write(dir.join("rules.toml"), "").unwrap();
+    let args = [
+        "monitor",
+        "--log-key",
+        &vkey,
+        "--witness",
+        &wkey,
+        "--witnesses-required",
+        "1",
+        "--witness-grace",
+        "5",
+        "--interval",
+        "1",
+        "--rules",
+        "rules.toml",
+        "--state",
+        "monitor.json",
+    ];
+    let monitor = Monitor::spawn(dir, &args, &addr);
+
+    // Steady writes for 10 s; the witness stops answering for 2 s in the middle.
+    let writes = steady_writes(&api, &root, "steady", 10);
+    let pause = async {
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        signal(&witness, "-STOP");
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        signal(&witness, "-CONT");
+    };
+    tokio::join!(writes, pause);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(monitor.alerts(), Vec::<serde_json::Value>::new());
+    // What the log serves at checkpoint carries the witness's cosignature; head is newest.
+    let served = reqwest::get(format!("{addr}/v1/sys/tlog/checkpoint"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let trust = Trust {
+        log: Verifier::parse(&vkey).unwrap(),
+        witnesses: vec![Verifier::parse(&wkey).unwrap()],
+        threshold: 1,
+    };
+    custos_tlog::receipt::open_checkpoint(&served, &trust).unwrap();
+
+    // Silent past the grace period (5 s): exactly one alert, and none more after it returns.
+    signal(&witness, "-STOP");
+    steady_writes(&api, &root, "silent", 9).await;
+    let a = monitor.alerts();
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0]["rule"], "log.witness", "{a:?}");
+    assert_eq!(a[0]["severity"], "critical", "{a:?}");
+    signal(&witness, "-CONT");
+    steady_writes(&api, &root, "back", 3).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(monitor.alerts().len(), 1, "{:?}", monitor.alerts());
+    drop(monitor);
+
+    // A forged cosignature (the witness's key ID, a signature that does not verify): one
+    // alert on the first poll, although the grace period is long.
+    let mirror = dir.join("mirror");
+    let o = Command::new(bin())
+        .args(["log", "mirror", mirror.to_str().unwrap()])
+        .env("CUSTOS_ADDR", &addr)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cp = std::fs::read_to_string(mirror.join("checkpoint")).unwrap();
+    let (body, sigs) = note::parse(&cp).unwrap();
+    let wv = Verifier::parse(&wkey).unwrap();
+    let mut forged = sigs
+        .iter()
+        .find(|s| s.name == wv.name && s.key_id == wv.key_id)
+        .expect("the mirrored checkpoint is cosigned")
+        .clone();
+    let last = forged.sig.len() - 1;
+    forged.sig[last] ^= 1;
+    let others: Vec<_> = sigs
+        .into_iter()
+        .filter(|s| !(s.name == wv.name && s.key_id == wv.key_id))
+        .chain([forged])
+        .collect();
+    std::fs::write(mirror.join("checkpoint"), note::assemble(body, &others)).unwrap();
+    let mut once = args.to_vec();
+    let grace = ["--witness-grace", "600", "--once", "--state", "forged.json"];
+    once.truncate(7);
+    once.extend(["--rules", "rules.toml", "--tiles", mirror.to_str().unwrap()]);
+    once.extend(grace);
+    let o = Command::new(bin())
+        .current_dir(dir)
+        .args(&once)
+        .output()
+        .unwrap();
+    let a: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0]["rule"], "log.checkpoint", "{a:?}");
+    assert!(
+        a[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid signature"),
+        "{a:?}"
+    );
+    drop(witness);
+    drop(running);
+}
+
+/// C2SP tlog-witness status codes from the witness process: 409 for the size it cosigned
+/// with another root, 400 for an old size larger than the checkpoint's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_answers_409_for_another_root_at_its_size_and_400_for_old_beyond_the_checkpoint()
+{
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    keygen(dir, "w1.example", "w1.key");
+    let (log, _) = Signer::generate("evil.example/log", TYPE_ED25519).unwrap();
+    let vkey = log.verifier().vkey();
+    let port = free_port();
+    let _w = serve_witness(dir, "w1.key", "w1.state", port, &[&vkey]).await;
+    let mut honest = MemoryTree::new();
+    let mut forked = MemoryTree::new();
+    for i in 0..40 {
+        honest.push(leaf_hash(&entry(i)));
+        forked.push(leaf_hash(&entry(if i == 7 { 1000 } else { i })));
+    }
+    let add = |old, checkpoint: String| AddCheckpoint {
+        old,
+        proof: vec![],
+        checkpoint,
+    };
+    let (st, _) = post(port, add(0, signed(&log, &honest, 40)).encode()).await;
+    assert_eq!(st, 200);
+    let (st, msg) = post(port, add(40, signed(&log, &forked, 40)).encode()).await;
+    assert_eq!(st, 409, "{msg}");
+    assert!(msg.contains("split view"), "{msg}");
+    let (st, msg) = post(port, add(41, signed(&log, &honest, 40)).encode()).await;
+    assert_eq!(st, 400, "{msg}");
+    assert!(msg.contains("larger than"), "{msg}");
+}

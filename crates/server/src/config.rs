@@ -188,6 +188,7 @@ struct RawConfig {
     tlog_origin: Option<String>,
     #[serde(default)]
     tlog_witnesses: Vec<RawWitness>,
+    tlog_witness_threshold: Option<usize>,
     sbi: Option<RawSbi>,
 }
 
@@ -257,6 +258,9 @@ pub struct Config {
     pub tlog_origin: String,
     /// Witnesses that cosign the log's checkpoints.
     pub tlog_witnesses: Vec<TlogWitness>,
+    /// How many of them must cosign a checkpoint before `sys/tlog/checkpoint` serves it
+    /// (default: all of them); `sys/tlog/head` serves the newest one at once.
+    pub tlog_witness_threshold: usize,
     /// The NRF's SBI listener, if configured.
     pub sbi: Option<SbiConfig>,
 }
@@ -475,6 +479,19 @@ impl Config {
                 key: w.key.clone(),
             });
         }
+        let tlog_witness_threshold = match raw.tlog_witness_threshold {
+            None => tlog_witnesses.len(),
+            Some(n) if (1..=tlog_witnesses.len()).contains(&n) => n,
+            Some(n) => {
+                return Err(invalid(
+                    "tlog_witness_threshold",
+                    format!(
+                        "must be from 1 to the number of tlog_witnesses ({}), not {n}",
+                        tlog_witnesses.len()
+                    ),
+                ))
+            }
+        };
         let tlog_origin = raw.tlog_origin.unwrap_or_else(|| "custos.local/log".into());
         if tlog_origin.is_empty()
             || tlog_origin.len() > 255
@@ -500,6 +517,7 @@ impl Config {
             cluster_name: raw.cluster_name.unwrap_or_else(|| "custos".into()),
             tlog_origin,
             tlog_witnesses,
+            tlog_witness_threshold,
         })
     }
 }

@@ -158,6 +158,10 @@ async fn add_checkpoint(State(w): State<Arc<Witness>>, body: Bytes) -> Response 
                 .insert("content-type", HeaderValue::from_static("text/x.tlog.size"));
             r
         }
+        Answer::ConflictingRoot(e) => {
+            tracing::warn!(error = %e, "refused to cosign");
+            text(StatusCode::CONFLICT, format!("{e}\n"))
+        }
         Answer::UnknownLog => text(StatusCode::NOT_FOUND, "unknown log\n".into()),
         Answer::Forbidden(e) => text(StatusCode::FORBIDDEN, format!("{e}\n")),
         Answer::Unprocessable(e) => {

@@ -55,6 +55,9 @@ pub const ROLE_UNLISTED: &str = "issuance.role";
 pub const LOG_ENTRY: &str = "log.entry";
 /// A checkpoint that does not verify against the log key and witness threshold.
 pub const LOG_CHECKPOINT: &str = "log.checkpoint";
+/// A checkpoint the log signed that the required witnesses did not cosign within the
+/// monitor's grace period (a silent witness, or a log that withholds its head from them).
+pub const LOG_WITNESS: &str = "log.witness";
 /// A tile or entry bundle the checkpoint needs is missing or short.
 pub const LOG_GAP: &str = "log.gap";
 /// Tiles or entries that do not hash to the signed root.

@@ -516,3 +516,75 @@ fn witness_cosigns_consistent_checkpoints_and_refuses_a_split_view() {
         Err(Refusal::LogSignature(_))
     ));
 }
+
+/// C2SP tlog-witness: each refusal answers with the status code the spec names, checked in
+/// the spec's order (404, 403, 400, 409 with the size, 422, 409 for another root).
+#[test]
+fn witness_answers_carry_the_c2sp_tlog_witness_status_codes() {
+    use witness::{answer, AddCheckpoint, Answer};
+    let (log, _) = Signer::generate("custos.example/log", TYPE_ED25519).unwrap();
+    let t = tree();
+    let c5 = checkpoint(&t, 5, &log);
+    let c8 = checkpoint(&t, 8, &log);
+    let cp5 = witness::check(log.verifier(), "custos.example/log", None, &c5, &[]).unwrap();
+    let seen5 = Seen {
+        size: 5,
+        root: cp5.root,
+    };
+    let logs = [(log.verifier().clone(), Some(seen5))];
+    let req = |old, proof: Vec<[u8; 32]>, checkpoint: &str| AddCheckpoint {
+        old,
+        proof,
+        checkpoint: checkpoint.to_string(),
+    };
+    let p58 = consistency_proof(&t, 5, 8).unwrap();
+    assert!(matches!(
+        answer(&logs, &req(5, p58.clone(), &c8)),
+        Answer::Cosign(_)
+    ));
+    // 404: a log the witness does not follow.
+    let (other, _) = Signer::generate("other.example/log", TYPE_ED25519).unwrap();
+    let body = Checkpoint {
+        origin: "other.example/log".into(),
+        size: 8,
+        root: root(&t, 8).unwrap(),
+        extensions: vec![],
+    }
+    .body();
+    let o8 = note::assemble(&body, &[other.sign(&body, 0)]);
+    assert_eq!(answer(&logs, &req(5, p58.clone(), &o8)), Answer::UnknownLog);
+    // 403: not signed by the log's key (checked before the sizes).
+    let (rogue, _) = Signer::generate("custos.example/log", TYPE_ED25519).unwrap();
+    assert!(matches!(
+        answer(&logs, &req(9, vec![], &checkpoint(&t, 8, &rogue))),
+        Answer::Forbidden(_)
+    ));
+    // 400: old larger than the checkpoint's size (before the stale-size check).
+    assert!(matches!(
+        answer(&logs, &req(9, vec![], &c8)),
+        Answer::Bad(m) if m.contains("larger than")
+    ));
+    // 409 with the witness's size: old is not what it last cosigned.
+    assert_eq!(answer(&logs, &req(3, vec![], &c8)), Answer::Conflict(5));
+    // 422: the consistency proof does not verify.
+    let mut bad = p58.clone();
+    bad[0][0] ^= 1;
+    assert!(matches!(
+        answer(&logs, &req(5, bad, &c8)),
+        Answer::Unprocessable(_)
+    ));
+    // 409 without a size: the size last cosigned, with another root hash.
+    let mut fork = MemoryTree::new();
+    for (i, l) in leaves().iter().enumerate() {
+        fork.push(leaf_hash(if i == 2 { b"forged" } else { l }));
+    }
+    assert!(matches!(
+        answer(&logs, &req(5, vec![], &checkpoint(&fork, 5, &log))),
+        Answer::ConflictingRoot(m) if m.contains("split view")
+    ));
+    // The same checkpoint again is cosigned again (idempotent for the log).
+    assert!(matches!(
+        answer(&logs, &req(5, vec![], &c5)),
+        Answer::Cosign(_)
+    ));
+}

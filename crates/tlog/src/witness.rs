@@ -151,19 +151,24 @@ pub enum Answer {
     Cosign(Checkpoint),
     /// 409: the request's `old` is not the witness's size (the body is the witness's size).
     Conflict(u64),
+    /// 409: the checkpoint has the size the witness cosigned but another root hash (a
+    /// split view at equal size).
+    ConflictingRoot(String),
     /// 404: the witness does not follow this log.
     UnknownLog,
     /// 403: the log's signature does not verify.
     Forbidden(String),
-    /// 422: the proof does not show consistency (a split view or a rollback).
+    /// 422: the consistency proof does not verify (a split view).
     Unprocessable(String),
-    /// 400: malformed.
+    /// 400: malformed, or `old` larger than the checkpoint's size.
     Bad(String),
 }
 
-/// The witness's decision for one request, per C2SP tlog-witness: the log must be known,
-/// `old` must equal what the witness last cosigned (else 409 with its size), the checkpoint
-/// must be signed by the log, and consistent with what was cosigned.
+/// The witness's decision for one request, in C2SP tlog-witness's order: an unknown origin
+/// is 404; no valid signature from the log's key is 403 (a malformed body or checkpoint
+/// 400); `old` larger than the checkpoint's size is 400; `old` other than the size last
+/// cosigned is 409 with that size; a consistency proof that does not verify is 422; the
+/// size last cosigned with another root hash is 409.
 pub fn answer(logs: &[(Verifier, Option<Seen>)], req: &AddCheckpoint) -> Answer {
     let origin = match req.checkpoint.split_once('\n') {
         Some((o, _)) => o,
@@ -172,19 +177,39 @@ pub fn answer(logs: &[(Verifier, Option<Seen>)], req: &AddCheckpoint) -> Answer 
     let Some((log, seen)) = logs.iter().find(|(v, _)| v.name == origin) else {
         return Answer::UnknownLog;
     };
+    let opened = match note::open(&req.checkpoint, std::slice::from_ref(log)) {
+        Ok(o) => o,
+        Err(note::NoteError::Malformed(e)) => return Answer::Bad(e.to_string()),
+        Err(e) => return Answer::Forbidden(Refusal::LogSignature(e).to_string()),
+    };
+    let cp = match Checkpoint::parse(opened.text) {
+        Ok(cp) => cp,
+        Err(e) => return Answer::Bad(e.to_string()),
+    };
+    if cp.origin != origin {
+        return Answer::Bad(Refusal::Origin(cp.origin).to_string());
+    }
+    if req.old > cp.size {
+        return Answer::Bad(format!(
+            "old {} is larger than the checkpoint's size {}",
+            req.old, cp.size
+        ));
+    }
     let have = seen.map_or(0, |s| s.size);
     if req.old != have {
         return Answer::Conflict(have);
     }
-    match check(log, origin, *seen, &req.checkpoint, &req.proof) {
-        Ok(cp) if cp.size < req.old => Answer::Unprocessable(format!(
-            "the checkpoint (size {}) is smaller than old {}",
-            cp.size, req.old
+    match seen {
+        Some(s) if s.size == cp.size && s.root != cp.root => Answer::ConflictingRoot(format!(
+            "split view: a checkpoint of size {} with another root hash was already cosigned",
+            cp.size
         )),
-        Ok(cp) => Answer::Cosign(cp),
-        Err(Refusal::LogSignature(e)) => Answer::Forbidden(e.to_string()),
-        Err(Refusal::Format(e)) => Answer::Bad(e.to_string()),
-        Err(Refusal::Origin(o)) => Answer::Bad(format!("origin {o:?}")),
-        Err(e) => Answer::Unprocessable(e.to_string()),
+        _ => match check(log, origin, *seen, &req.checkpoint, &req.proof) {
+            Ok(cp) => Answer::Cosign(cp),
+            Err(Refusal::LogSignature(e)) => Answer::Forbidden(e.to_string()),
+            Err(Refusal::Format(e)) => Answer::Bad(e.to_string()),
+            Err(Refusal::Origin(o)) => Answer::Bad(format!("origin {o:?}")),
+            Err(e) => Answer::Unprocessable(e.to_string()),
+        },
     }
 }

@@ -41,14 +41,17 @@ pub enum LogCmd {
 /// Whom a checkpoint must be signed by.
 #[derive(Args)]
 pub struct TrustArgs {
-    /// The log's checkpoint key (`origin+hash+base64`; `custos read sys/tlog/key`).
-    #[arg(long)]
+    /// The log's verifier key: the string `origin+hash+base64` that
+    /// `custos read sys/tlog/key` prints as vkey (a key string, not a file).
+    #[arg(long = "log-key", visible_alias = "key", value_name = "VKEY")]
     pub key: String,
-    /// A witness cosigner key (repeatable).
-    #[arg(long = "witness")]
+    /// A witness's verifier key string (`name+hash+base64`, as `custos witness keygen`
+    /// prints it; repeatable).
+    #[arg(long = "witness", value_name = "VKEY")]
     witnesses: Vec<String>,
-    /// Distinct witness cosignatures required on every checkpoint checked.
-    #[arg(long, default_value_t = 0)]
+    /// Distinct witness cosignatures required on every checkpoint checked (of the --witness
+    /// keys).
+    #[arg(long, default_value_t = 0, value_name = "N")]
     witnesses_required: usize,
 }
 
@@ -156,6 +159,15 @@ fn prefix_of(id: &TileId, wider: &[u8]) -> Option<Vec<u8>> {
 
 impl Tiles<'_> {
     /// The signed checkpoint note (`None`: there is none).
+    /// The log's newest signed checkpoint before witnesses cosigned it (`sys/tlog/head`;
+    /// `None` for a mirror or a log that does not serve one).
+    pub(crate) async fn head(&self) -> CliResult<Option<Vec<u8>>> {
+        match self {
+            Tiles::Dir(_) => Ok(None),
+            Tiles::Server(c) => c.get_bytes("sys/tlog/head", MAX_FILE).await,
+        }
+    }
+
     pub(crate) async fn checkpoint(&self) -> CliResult<Option<Vec<u8>>> {
         match self {
             Tiles::Dir(d) => read_tile(d, "checkpoint"),

@@ -18,9 +18,11 @@ use super::log::{read_text, trust, Tiles, TrustArgs};
 use super::Cli;
 use crate::client::{CliError, CliResult};
 use clap::Args;
+use custos_tlog::checkpoint::Checkpoint;
 use custos_tlog::merkle::{self, leaf_hash, Hash, ProofError};
 use custos_tlog::monitor::{self as rules, Alert, BurstState, Rules};
-use custos_tlog::receipt::{self, Trust};
+use custos_tlog::note;
+use custos_tlog::receipt::{self, ReceiptError, Trust};
 use custos_tlog::tile::{self, TileId, TileSource, HEIGHT, WIDTH};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -42,7 +44,9 @@ const SAVE_EVERY: u64 = 16;
 pub struct MonitorArgs {
     #[command(flatten)]
     trust: TrustArgs,
-    /// The rules file (TOML: [signing], [burst], [issuance]; see ARCHITECTURE.md).
+    /// The rules file (TOML: [signing], [burst], [issuance]); its format, with an example of
+    /// every setting, is documented in crates/tlog/src/monitor.rs (`custos_tlog::monitor`),
+    /// and README's monitor section has a working one.
     #[arg(long)]
     rules: PathBuf,
     /// The state file: position, burst windows and undelivered webhook alerts.
@@ -70,6 +74,20 @@ pub struct MonitorArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     metrics: Option<SocketAddr>,
+    /// How long a checkpoint the log signed may wait for the --witnesses-required
+    /// cosignatures before that raises one `log.witness` alert. Until then a missing
+    /// cosignature means "not yet": the monitor holds its position and stays quiet. A
+    /// cosignature that does not verify alerts at once.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    witness_grace: u64,
+}
+
+/// A checkpoint the log signed that the required witnesses have not cosigned yet.
+struct AwaitingWitnesses {
+    /// Its size: any cosigned checkpoint at least this large settles it.
+    size: u64,
+    since: std::time::Instant,
+    alerted: bool,
 }
 
 /// The last checkpoint verified.
@@ -380,6 +398,9 @@ struct Monitor<'a> {
     st: State,
     cache: TileCache,
     metrics: Arc<Mutex<Metrics>>,
+    /// The oldest signed checkpoint still waiting for its cosignatures (in memory: a
+    /// restart starts the grace period again).
+    awaiting: Option<AwaitingWitnesses>,
 }
 
 fn b64(h: &Hash) -> String {
@@ -439,6 +460,67 @@ impl Monitor<'_> {
         }
     }
 
+    /// A checkpoint of `size`, signed by the log, lacks the required cosignatures: "not
+    /// yet" until the grace period is over, then one `log.witness` alert.
+    fn await_witnesses(&mut self, size: u64, why: &str) -> CliResult<()> {
+        let grace = Duration::from_secs(self.a.witness_grace);
+        let w = self.awaiting.get_or_insert(AwaitingWitnesses {
+            size,
+            since: std::time::Instant::now(),
+            alerted: false,
+        });
+        if w.alerted || w.since.elapsed() < grace {
+            return Ok(());
+        }
+        w.alerted = true;
+        let message = format!(
+            "the log's checkpoint of size {} has waited {} s for the required {} witness cosignature(s): {why}",
+            w.size,
+            grace.as_secs(),
+            self.trust.threshold
+        );
+        self.emit(Alert::log(rules::LOG_WITNESS, message))?;
+        self.save()
+    }
+
+    /// A checkpoint of `size` verified with its cosignatures: what waited for that is settled.
+    fn witnessed(&mut self, size: u64) {
+        if self.awaiting.as_ref().is_some_and(|w| w.size <= size) {
+            self.awaiting = None;
+        }
+    }
+
+    /// With witnesses required, the log's head (newest signed checkpoint, `sys/tlog/head`)
+    /// must be cosigned within the grace period too: a log that serves only cosigned
+    /// checkpoints would otherwise hide a silent witness behind a stale one.
+    async fn watch_head(&mut self, cosigned: u64) -> CliResult<()> {
+        if self.trust.threshold == 0 {
+            return Ok(());
+        }
+        let Some(note) = self.src.head().await? else {
+            return Ok(());
+        };
+        let log_only = Trust {
+            log: self.trust.log.clone(),
+            witnesses: Vec::new(),
+            threshold: 0,
+        };
+        let head = String::from_utf8(note)
+            .ok()
+            .and_then(|t| receipt::open_checkpoint(&t, &log_only).ok());
+        match head {
+            Some((h, _)) if h.size > cosigned => self.await_witnesses(
+                h.size,
+                &format!("the newest cosigned checkpoint has size {cosigned}"),
+            ),
+            Some(_) => Ok(()),
+            None => self.integrity(
+                rules::LOG_CHECKPOINT,
+                "the log's head (sys/tlog/head) does not verify against the log key".into(),
+            ),
+        }
+    }
+
     async fn poll(&mut self) -> CliResult<()> {
         let Some(note) = self.src.checkpoint().await? else {
             return Err(CliError::Other("the log has no checkpoint".into()));
@@ -448,6 +530,17 @@ impl Monitor<'_> {
         };
         let cp = match receipt::open_checkpoint(&text, &self.trust) {
             Ok((cp, _)) => cp,
+            // Signed by the log, short of cosignatures: not yet (within the grace period).
+            Err(ReceiptError::Witnesses { found, required }) => {
+                let size = note::parse(&text)
+                    .ok()
+                    .and_then(|(body, _)| Checkpoint::parse(body).ok())
+                    .map_or(0, |c| c.size);
+                return self.await_witnesses(
+                    size,
+                    &format!("it carries {found} of the required {required}"),
+                );
+            }
             Err(e) => {
                 return self.integrity(
                     rules::LOG_CHECKPOINT,
@@ -455,6 +548,8 @@ impl Monitor<'_> {
                 )
             }
         };
+        self.witnessed(cp.size);
+        self.watch_head(cp.size).await?;
         let old = self.st.checkpoint.clone();
         let old_root = match &old {
             Some(o) => Some(
@@ -710,6 +805,7 @@ pub async fn run(cli: &Cli, a: &MonitorArgs) -> CliResult<()> {
         st,
         cache: HashMap::new(),
         metrics,
+        awaiting: None,
     };
     m.publish();
     loop {

@@ -18,11 +18,14 @@ pub enum WitnessCmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Serve `POST /add-checkpoint`: cosign checkpoints consistent with everything cosigned
-    /// before; refuse split views (422), stale sizes (409) and unknown logs (404).
+    /// Serve `POST /add-checkpoint` (C2SP tlog-witness): cosign checkpoints consistent with
+    /// everything cosigned before. Refusals: unknown log 404, not signed by the log 403,
+    /// malformed or old larger than the checkpoint 400, stale old size 409 (with the size),
+    /// proof that does not verify 422, same size with another root 409.
     Serve {
-        /// The cosigner key file (from `witness keygen`).
-        #[arg(long)]
+        /// The witness's own signing key FILE (from `witness keygen --out`). Not the log's
+        /// key: logs are named with --log.
+        #[arg(long = "key-file", visible_alias = "key", value_name = "FILE")]
         key: PathBuf,
         /// A log's checkpoint key (`origin+hash+base64`; repeatable).
         #[arg(long = "log", required = true)]

@@ -27,6 +27,9 @@ pub struct EngineSettings {
     pub tlog_origin: String,
     /// Witnesses asked to cosign each new checkpoint.
     pub tlog_witnesses: Vec<TlogWitness>,
+    /// Cosignatures a checkpoint needs before it is served at `sys/tlog/checkpoint`
+    /// (0: all the witnesses).
+    pub tlog_witness_threshold: usize,
     /// The NRF's SBI listener, when configured.
     pub sbi: Option<SbiConfig>,
 }
@@ -36,6 +39,7 @@ impl Default for EngineSettings {
         EngineSettings {
             tlog_origin: "custos.local/log".into(),
             tlog_witnesses: Vec::new(),
+            tlog_witness_threshold: 0,
             sbi: None,
         }
     }
@@ -47,6 +51,7 @@ impl EngineSettings {
         EngineSettings {
             tlog_origin: cfg.tlog_origin.clone(),
             tlog_witnesses: cfg.tlog_witnesses.clone(),
+            tlog_witness_threshold: cfg.tlog_witness_threshold,
             sbi: cfg.sbi.clone(),
         }
     }
@@ -64,10 +69,13 @@ pub struct Engines {
 
 /// Builds every engine and the registry the core is built with.
 pub fn engines(settings: &EngineSettings) -> (Registry, Engines) {
-    let tlog = Arc::new(tlog::TlogEngine::new(
-        settings.tlog_origin.clone(),
-        settings.tlog_witnesses.clone(),
-    ));
+    let tlog = Arc::new(
+        tlog::TlogEngine::new(
+            settings.tlog_origin.clone(),
+            settings.tlog_witnesses.clone(),
+        )
+        .with_witness_threshold(settings.tlog_witness_threshold),
+    );
     let log: Arc<dyn TrustLog> = tlog.clone();
     let pki = Arc::new(pki::Pki::new(log.clone()));
     let revocation: Arc<dyn RevocationLookup> = pki.clone();

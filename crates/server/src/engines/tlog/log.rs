@@ -106,6 +106,8 @@ pub(crate) struct Log {
     audit_heads: tokio::sync::Mutex<HashMap<String, u64>>,
     /// Witnesses: base URL and cosigner key.
     witnesses: Vec<(String, note::Verifier)>,
+    /// Cosignatures a checkpoint needs before it is served at `checkpoint`.
+    threshold: usize,
     /// The newest checkpoint with witness cosignatures: (size, note).
     cosigned: RwLock<Option<(u64, Arc<str>)>>,
     /// Wakes the cosigning task.
@@ -211,6 +213,7 @@ impl Log {
         a: View,
         origin: &str,
         witnesses: &[crate::config::TlogWitness],
+        threshold: usize,
     ) -> ApiResult<Arc<Log>> {
         let mut ws = Vec::new();
         for w in witnesses {
@@ -288,6 +291,7 @@ impl Log {
             broken: RwLock::new(broken),
             audit_heads: tokio::sync::Mutex::new(HashMap::new()),
             witnesses: ws,
+            threshold: threshold.clamp(1, witnesses.len().max(1)),
             cosigned: RwLock::new(None),
             kick: tokio::sync::Notify::new(),
             cosigned_changed: tokio::sync::Notify::new(),
@@ -460,12 +464,15 @@ impl Log {
     }
 
     /// The checkpoint to serve: the newest one, with witness cosignatures once collected.
+    /// What `checkpoint` serves: without witnesses, the newest checkpoint; with them, the
+    /// newest one cosigned by at least the threshold of witnesses (as Sigsum and Rekor v2
+    /// publish only witnessed checkpoints), so a verifier that requires cosignatures never
+    /// sees a head the witnesses have not answered for yet. Until a first checkpoint is
+    /// cosigned, the (uncosigned) newest one. `head` always serves the newest.
     pub(crate) fn served_checkpoint(&self) -> ApiResult<Arc<str>> {
         let head = self.head()?;
-        if let Some((size, note)) = &*self.cosigned.read().map_err(|_| poisoned())? {
-            if *size == head.size {
-                return Ok(note.clone());
-            }
+        if let Some((_, note)) = &*self.cosigned.read().map_err(|_| poisoned())? {
+            return Ok(note.clone());
         }
         Ok(head.note.clone())
     }
@@ -698,12 +705,21 @@ async fn cosigner(log: Weak<Log>) {
         }
         if let Ok(head) = l.head() {
             if done != Some(head.size) {
-                if let Some(cosigned) = cosign_round(&l, &http, &head, &mut known).await {
-                    if let Ok(mut c) = l.cosigned.write() {
-                        *c = Some((head.size, Arc::from(cosigned)));
+                match cosign_round(&l, &http, &head, &mut known).await {
+                    Some((cosigned, n)) if n >= l.threshold => {
+                        if let Ok(mut c) = l.cosigned.write() {
+                            *c = Some((head.size, Arc::from(cosigned)));
+                        }
+                        done = Some(head.size);
+                        l.cosigned_changed.notify_waiters();
                     }
-                    done = Some(head.size);
-                    l.cosigned_changed.notify_waiters();
+                    Some((_, n)) => tracing::warn!(
+                        size = head.size,
+                        cosignatures = n,
+                        required = l.threshold,
+                        "checkpoint not served yet: too few witnesses cosigned; retrying"
+                    ),
+                    None => {}
                 }
             }
         }
@@ -712,12 +728,14 @@ async fn cosigner(log: Weak<Log>) {
     }
 }
 
+/// One round of asking every witness; the note with the cosignatures collected, and how
+/// many there are.
 async fn cosign_round(
     l: &Log,
     http: &reqwest::Client,
     head: &Head,
     known: &mut [u64],
-) -> Option<String> {
+) -> Option<(String, usize)> {
     let (body, _) = note::parse(&head.note).ok()?;
     let mut lines = Vec::new();
     for (i, (url, key)) in l.witnesses.iter().enumerate() {
@@ -776,10 +794,11 @@ async fn cosign_round(
     if lines.is_empty() {
         return None;
     }
+    let n = lines.len();
     let mut out = head.note.to_string();
     for line in lines {
         out.push_str(&line);
         out.push('\n');
     }
-    Some(out)
+    Some((out, n))
 }

@@ -28,6 +28,8 @@ use std::time::Duration;
 pub struct TlogEngine {
     origin: String,
     witnesses: Vec<TlogWitness>,
+    /// Cosignatures a checkpoint needs before it is served at `checkpoint`.
+    threshold: usize,
     log: RwLock<Option<Arc<Log>>>,
 }
 
@@ -35,10 +37,20 @@ impl TlogEngine {
     /// A log created with `origin` (an existing log keeps its own), cosigned by `witnesses`.
     pub fn new(origin: String, witnesses: Vec<TlogWitness>) -> Self {
         TlogEngine {
+            threshold: witnesses.len(),
             origin,
             witnesses,
             log: RwLock::new(None),
         }
+    }
+
+    /// Serves at `checkpoint` only checkpoints with at least `n` witness cosignatures
+    /// (0 keeps the default: every witness).
+    pub fn with_witness_threshold(mut self, n: usize) -> Self {
+        if n > 0 {
+            self.threshold = n.min(self.witnesses.len());
+        }
+        self
     }
 
     fn log(&self) -> ApiResult<Arc<Log>> {
@@ -97,7 +109,13 @@ impl Engine for TlogEngine {
     /// (refusing to serve a state that does not match its checkpoint) and starts the
     /// sequencer.
     async fn unseal(&self, sys: &Sys) -> ApiResult<()> {
-        let log = Log::open(sys.root_view()?, &self.origin, &self.witnesses).await?;
+        let log = Log::open(
+            sys.root_view()?,
+            &self.origin,
+            &self.witnesses,
+            self.threshold,
+        )
+        .await?;
         if let Ok(mut l) = self.log.write() {
             *l = Some(log);
         }
@@ -121,7 +139,7 @@ impl Engine for TlogEngine {
 fn is_route(sub: &str) -> bool {
     matches!(
         sub,
-        "checkpoint" | "key" | "proof/inclusion" | "proof/consistency"
+        "checkpoint" | "head" | "key" | "proof/inclusion" | "proof/consistency"
     ) || sub.starts_with("tile/")
         || sub.strip_prefix("entry/").is_some_and(|i| {
             !i.is_empty() && i.len() <= 20 && i.bytes().all(|b| b.is_ascii_digit())
@@ -150,6 +168,14 @@ async fn handle(log: &Log, sub: &str, req: &Request) -> ApiResult<Response> {
     match sub {
         "checkpoint" => {
             let note = log.served_checkpoint()?;
+            Ok(Response {
+                raw: Some(("text/plain; charset=utf-8", note.as_bytes().to_vec())),
+                cache_control: Some(REVALIDATE),
+                ..Default::default()
+            })
+        }
+        "head" => {
+            let note = log.head()?.note.clone();
             Ok(Response {
                 raw: Some(("text/plain; charset=utf-8", note.as_bytes().to_vec())),
                 cache_control: Some(REVALIDATE),
