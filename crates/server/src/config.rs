@@ -581,6 +581,9 @@ mod tests {
         ))
         .contains("ttl.default_lease_ttl"));
         assert!(err(&format!("{BASE}{l}bogus = 1\n")).contains("bogus"));
+        // More cosignatures required than witnesses configured.
+        assert!(err(&format!("tlog_witness_threshold = 1\n{BASE}{l}"))
+            .contains("tlog_witness_threshold"));
         assert!(err(&format!(
             "[storage]\nbackend = \"sqlite\"\npath = \"/no/such/dir/x.db\"\n{l}"
         ))
