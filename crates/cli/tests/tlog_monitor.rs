@@ -447,3 +447,219 @@ async fn monitor_flags_a_fork_a_gap_and_a_foreign_signature_once_and_does_not_pa
     serve(&honest[..300], &signer);
     assert_eq!(poll().await, (vec![], 300));
 }
+
+/// The `pki.ca` events in the log, in order.
+async fn ca_entries(api: &custos_testkit::Api) -> Vec<Value> {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    for i in 0.. {
+        let (st, v) = api
+            .call("GET", &format!("sys/tlog/entry/{i}"), None, None)
+            .await;
+        if st != 200 {
+            break;
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(v["data"]["entry"].as_str().unwrap())
+            .unwrap();
+        let e: Value = serde_json::from_slice(&bytes).unwrap();
+        if e["event"]["type"] == "pki.ca" {
+            out.push(e["event"].clone());
+        }
+    }
+    out
+}
+
+/// SHA-256 (hex) of the DER inside a PEM certificate.
+fn pem_sha256(pem: &str) -> String {
+    use base64::Engine as _;
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der))
+}
+
+/// Every CA certificate that enters a PKI mount is a log entry before it is stored (a new
+/// root, an intermediate signed by it and set on another mount, an imported CA), found by
+/// serial and DER digest; a monitor with `[ca] allowed` raises `ca.unlisted` for each entry
+/// of a CA it was not told about, and nothing for the one it was.
+#[tokio::test]
+async fn every_ca_certificate_is_logged_and_the_monitor_flags_one_not_on_its_list() {
+    let srv = dev_server().await;
+    let (api, root) = (&srv.api, srv.root_token.as_str());
+    ok(api, root, "POST", "sys/mounts/pki", json!({"type": "pki"})).await;
+    ok(
+        api,
+        root,
+        "POST",
+        "sys/mounts/pki_int",
+        json!({"type": "pki"}),
+    )
+    .await;
+    let r = ok(
+        api,
+        root,
+        "POST",
+        "pki/root/generate/internal",
+        json!({"common_name": "Root CA", "key_type": "ec", "ttl": "8760h"}),
+    )
+    .await;
+    let root_pem = r["data"]["certificate"].as_str().unwrap().to_string();
+    let root_serial = r["data"]["serial_number"].as_str().unwrap().to_string();
+    let csr = ok(
+        api,
+        root,
+        "POST",
+        "pki_int/intermediate/generate/internal",
+        json!({"common_name": "Intermediate CA", "key_type": "ec"}),
+    )
+    .await["data"]["csr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = ok(
+        api,
+        root,
+        "POST",
+        "pki/root/sign-intermediate",
+        json!({"csr": csr, "common_name": "Intermediate CA", "ttl": "4380h"}),
+    )
+    .await;
+    let int_pem = s["data"]["certificate"].as_str().unwrap().to_string();
+    let int_serial = s["data"]["serial_number"].as_str().unwrap().to_string();
+    ok(
+        api,
+        root,
+        "POST",
+        "pki_int/intermediate/set-signed",
+        json!({"certificate": format!("{int_pem}\n{root_pem}")}),
+    )
+    .await;
+
+    // The log's pki.ca entries, by serial and DER digest.
+    let (_, k) = api.call("GET", "sys/tlog/key", None, None).await;
+    let vkey = k["data"]["vkey"].as_str().unwrap().to_string();
+    let cas = ca_entries(api).await;
+    let summary: Vec<(String, String, String, String, bool)> = cas
+        .iter()
+        .map(|e| {
+            (
+                e["op"].as_str().unwrap().to_string(),
+                e["mount"].as_str().unwrap().to_string(),
+                e["serial"].as_str().unwrap().to_string(),
+                e["cert_sha256"].as_str().unwrap().to_string(),
+                e["is_ca"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let (root_sha, int_sha) = (pem_sha256(&root_pem), pem_sha256(&int_pem));
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "root.generate".into(),
+                "pki/".into(),
+                root_serial.clone(),
+                root_sha.clone(),
+                true
+            ),
+            (
+                "sign-intermediate".into(),
+                "pki/".into(),
+                int_serial.clone(),
+                int_sha.clone(),
+                true
+            ),
+            (
+                "intermediate.set-signed".into(),
+                "pki_int/".into(),
+                int_serial,
+                int_sha.clone(),
+                true
+            ),
+        ]
+    );
+    assert!(cas[0]["subject"].as_str().unwrap().contains("CN=Root CA"));
+    assert!(cas[1]["issuer"].as_str().unwrap().contains("CN=Root CA"));
+    assert_eq!(cas[1]["requester"], "root");
+
+    // Importing a CA logs it too; importing it again is not a new CA.
+    ok(
+        api,
+        root,
+        "POST",
+        "sys/mounts/pki_ext",
+        json!({"type": "pki"}),
+    )
+    .await;
+    for _ in 0..2 {
+        ok(
+            api,
+            root,
+            "POST",
+            "pki_ext/issuers/import/cert",
+            json!({"pem_bundle": root_pem}),
+        )
+        .await;
+    }
+
+    // The monitor knows the root only: both entries of the intermediate, and the import of
+    // the root into another mount is fine.
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::write(
+        dir.join("rules.toml"),
+        format!("[ca]\nallowed = [\"{root_sha}\"]\n"),
+    )
+    .unwrap();
+    let env = [("CUSTOS_ADDR", api.base.as_str())];
+    let o = run(
+        dir,
+        &[
+            "monitor",
+            "--log-key",
+            &vkey,
+            "--rules",
+            "rules.toml",
+            "--state",
+            "m.json",
+            "--once",
+        ],
+        &env,
+    )
+    .await;
+    assert!(o.status.success(), "{}", text(&o));
+    let a = alerts(&o.stdout);
+    assert_eq!(rule_names(&a), ["ca.unlisted", "ca.unlisted"], "{a:?}");
+    for x in &a {
+        assert_eq!(x["event"]["cert_sha256"], int_sha.as_str());
+        assert_eq!(x["severity"], "critical");
+    }
+    let imports: Vec<bool> = ca_entries(api)
+        .await
+        .iter()
+        .filter(|e| e["op"] == "import")
+        .map(|e| e["cert_sha256"] == root_sha.as_str())
+        .collect();
+    assert_eq!(imports, vec![true], "one import entry, the root's");
+    // A rules file that lists something other than a digest is refused by name.
+    std::fs::write(dir.join("bad.toml"), "[ca]\nallowed = [\"Root CA\"]\n").unwrap();
+    let o = run(
+        dir,
+        &[
+            "monitor",
+            "--log-key",
+            &vkey,
+            "--rules",
+            "bad.toml",
+            "--state",
+            "b.json",
+            "--once",
+        ],
+        &env,
+    )
+    .await;
+    assert!(!o.status.success());
+    assert!(text(&o).contains("ca.allowed[0]"), "{}", text(&o));
+}

@@ -110,6 +110,7 @@ async fn every_issuance_revocation_role_and_policy_change_is_logged_with_an_offl
     assert_eq!(
         kinds,
         [
+            "pki.ca",
             "pki.role",
             "pki.issue",
             "pki.revoke",
@@ -118,7 +119,11 @@ async fn every_issuance_revocation_role_and_policy_change_is_logged_with_an_offl
             "pki.role"
         ]
     );
-    match &log[1].event {
+    // The root CA is logged (op, subject) before anything it issues.
+    assert!(
+        matches!(&log[0].event, Event::CaCertificate { op, subject, is_ca: true, .. } if op == "root.generate" && subject.contains("Log CA"))
+    );
+    match &log[2].event {
         Event::CertIssued {
             mount,
             role,
@@ -139,7 +144,7 @@ async fn every_issuance_revocation_role_and_policy_change_is_logged_with_an_offl
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(&log[2].event, Event::CertRevoked { serial: sn, .. } if sn == &serial));
+    assert!(matches!(&log[3].event, Event::CertRevoked { serial: sn, .. } if sn == &serial));
     // Nothing secret is logged: no private key, no certificate body.
     let key_line = issued["data"]["private_key"]
         .as_str()

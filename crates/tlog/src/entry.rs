@@ -12,6 +12,7 @@
 //! | `type` | fields |
 //! |---|---|
 //! | `pki.issue` | `mount`, `issuer`, `role`, `serial`, `not_after`, `cert_sha256`, `nf_types`, `requester` |
+//! | `pki.ca` | `mount`, `op` (`root.generate`, `sign-intermediate`, `intermediate.set-signed`, `import`), `serial`, `subject`, `issuer` (RFC 4514 names, at most 1,024 characters), `not_after`, `cert_sha256` (of the DER), `is_ca`, `requester` |
 //! | `pki.revoke` | `mount`, `serial`, `requester` |
 //! | `pki.role` | `mount`, `role`, `op` (`write`/`delete`), `config_sha256` (absent on delete), `requester` |
 //! | `acl.policy` | `name`, `op`, `policy_sha256` (absent on delete), `requester` |
@@ -79,6 +80,20 @@ pub enum Event {
         nf_types: Vec<String>,
         requester: String,
     },
+    /// A CA certificate entered a PKI mount (generated, signed for another CA, set as an
+    /// intermediate's certificate, or imported). Logged before it is stored.
+    #[serde(rename = "pki.ca")]
+    CaCertificate {
+        mount: String,
+        op: String,
+        serial: String,
+        subject: String,
+        issuer: String,
+        not_after: i64,
+        cert_sha256: String,
+        is_ca: bool,
+        requester: String,
+    },
     /// A certificate was revoked.
     #[serde(rename = "pki.revoke")]
     CertRevoked {
@@ -135,6 +150,7 @@ impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Event::CertIssued { .. } => "pki.issue",
+            Event::CaCertificate { .. } => "pki.ca",
             Event::CertRevoked { .. } => "pki.revoke",
             Event::RoleChanged { .. } => "pki.role",
             Event::PolicyChanged { .. } => "acl.policy",
@@ -148,6 +164,7 @@ impl Event {
     pub fn requester(&self) -> Option<&str> {
         match self {
             Event::CertIssued { requester, .. }
+            | Event::CaCertificate { requester, .. }
             | Event::CertRevoked { requester, .. }
             | Event::RoleChanged { requester, .. }
             | Event::PolicyChanged { requester, .. }

@@ -26,6 +26,12 @@
 //! # pki.issue: the NF types each role may produce, keyed "role" or "mount/role".
 //! roles = { sba-amf = ["AMF"], "pki/sba-core" = ["SMF", "UPF"] }
 //! unlisted_roles = "allow"   # or "alert": an issuance from a role not listed
+//!
+//! [ca]
+//! # pki.ca: every CA certificate that enters a PKI mount (a generated root, an intermediate
+//! # signed or set, an import) must be one of these, by SHA-256 of its DER; any other is an
+//! # alert. Without this table new CAs are not checked.
+//! allowed = ["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
 //! ```
 //!
 //! [`evaluate`] applies them to one entry with the burst windows in [`BurstState`] (which the
@@ -51,6 +57,8 @@ pub const BURST: &str = "burst";
 pub const NF_TYPE: &str = "issuance.nf_type";
 /// An issuance from a role the rules do not list (`unlisted_roles = "alert"`).
 pub const ROLE_UNLISTED: &str = "issuance.role";
+/// A CA certificate not on `ca.allowed`.
+pub const CA_UNLISTED: &str = "ca.unlisted";
 /// An entry that is not a Custos entry.
 pub const LOG_ENTRY: &str = "log.entry";
 /// A checkpoint that does not verify against the log key and witness threshold.
@@ -66,15 +74,17 @@ pub const LOG_TAMPERED: &str = "log.tampered";
 pub const LOG_INCONSISTENT: &str = "log.inconsistent";
 
 /// Every rule name, for counters.
-pub const ALL_RULES: [&str; 11] = [
+pub const ALL_RULES: [&str; 13] = [
     SIGNER_UNKNOWN,
     DEVICE_CLASS,
     SIGNING_WINDOW,
     BURST,
     NF_TYPE,
     ROLE_UNLISTED,
+    CA_UNLISTED,
     LOG_ENTRY,
     LOG_CHECKPOINT,
+    LOG_WITNESS,
     LOG_GAP,
     LOG_TAMPERED,
     LOG_INCONSISTENT,
@@ -128,6 +138,9 @@ pub struct Rules {
     pub roles: BTreeMap<String, Vec<String>>,
     /// `issuance.unlisted_roles`.
     pub unlisted_roles: Unlisted,
+    /// `ca.allowed`: SHA-256 digests (hex, lower case) of the CA certificates expected
+    /// (`None`: not checked).
+    pub allowed_cas: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +151,13 @@ struct RawRules {
     burst: Option<RawBurst>,
     #[serde(default)]
     issuance: RawIssuance,
+    ca: Option<RawCa>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCa {
+    allowed: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -174,8 +194,9 @@ struct RawIssuance {
 }
 
 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
-const EVENT_TYPES: [&str; 7] = [
+const EVENT_TYPES: [&str; 8] = [
     "pki.issue",
+    "pki.ca",
     "pki.revoke",
     "pki.role",
     "acl.policy",
@@ -283,7 +304,25 @@ impl Rules {
                 (Some(b.per_minute), events)
             }
         };
+        let allowed_cas = match raw.ca {
+            None => None,
+            Some(c) => {
+                let mut out = Vec::with_capacity(c.allowed.len());
+                for (i, d) in c.allowed.iter().enumerate() {
+                    let d = d.trim().to_ascii_lowercase();
+                    if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(bad(format!(
+                            "ca.allowed[{i}]: {:?} is not the SHA-256 of a certificate (64 hex digits)",
+                            c.allowed[i]
+                        )));
+                    }
+                    out.push(d);
+                }
+                Some(out)
+            }
+        };
         Ok(Rules {
+            allowed_cas,
             allowed_signers: raw.signing.allowed_signers,
             device_classes: raw.signing.device_classes,
             windows,
@@ -480,6 +519,24 @@ pub fn evaluate(rules: &Rules, burst: &mut BurstState, index: u64, bytes: &[u8])
                     entry.event.requester().map(str::to_string),
                     format!("firmware {image_sha256} ({device_class} {version}) was signed at {t}, outside every maintenance window"),
                 );
+            }
+        }
+        Event::CaCertificate {
+            mount,
+            op,
+            subject,
+            cert_sha256,
+            ..
+        } => {
+            if let Some(allowed) = &rules.allowed_cas {
+                if !allowed.contains(&cert_sha256.to_ascii_lowercase()) {
+                    raise(
+                        CA_UNLISTED,
+                        Severity::Critical,
+                        entry.event.requester().map(str::to_string),
+                        format!("a CA certificate not on ca.allowed entered mount {mount} ({op}): {subject}, SHA-256 {cert_sha256}"),
+                    );
+                }
             }
         }
         Event::CertIssued {

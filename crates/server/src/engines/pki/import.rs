@@ -26,7 +26,12 @@ pub(super) fn split_pem_certs(bundle: &str) -> ApiResult<Vec<String>> {
     Ok(out)
 }
 
-pub(super) async fn set_signed(a: &Pk<'_>, m: &MountEntry, req: &Request) -> ApiResult<Response> {
+pub(super) async fn set_signed(
+    a: &Pk<'_>,
+    m: &MountEntry,
+    req: &Request,
+    requester: &str,
+) -> ApiResult<Response> {
     let bundle = fields::str_of(&req.data, "certificate")?;
     let certs = split_pem_certs(&bundle)?;
     let der = pem_to_der(&certs[0])?;
@@ -75,6 +80,7 @@ pub(super) async fn set_signed(a: &Pk<'_>, m: &MountEntry, req: &Request) -> Api
             serde_json::to_vec(&json!({"default": issuer_id}))?,
         ));
     }
+    log_ca(a, m, &der, "intermediate.set-signed", requester).await?;
     a.write(ops).await?;
     invalidate(a, m);
     Ok(Response::data(
@@ -89,6 +95,7 @@ pub(super) async fn import_bundle(
     m: &MountEntry,
     req: &Request,
     allow_keys: bool,
+    requester: &str,
 ) -> ApiResult<Response> {
     let field = if req.data.contains_key("pem_bundle") {
         "pem_bundle"
@@ -193,6 +200,7 @@ pub(super) async fn import_bundle(
     }
     let mut mapping = Map::new();
     let mut first_new = None;
+    let mut new_cas = Vec::new();
     for (der, pubk, serial, not_after, info) in parsed {
         if let Some(id) = existing_certs.get(&der) {
             existing_issuers.push(id.clone());
@@ -222,6 +230,7 @@ pub(super) async fn import_bundle(
             format!("issuer/{id}"),
             serde_json::to_vec(&entry)?,
         ));
+        new_cas.push(der);
         mapping.insert(id.clone(), json!(key_id));
         if first_new.is_none() && !key_id.is_empty() {
             first_new = Some(id.clone());
@@ -235,6 +244,9 @@ pub(super) async fn import_bundle(
                 serde_json::to_vec(&json!({"default": id}))?,
             ));
         }
+    }
+    for der in &new_cas {
+        log_ca(a, m, der, "import", requester).await?;
     }
     if !ops.is_empty() {
         a.write(ops).await?;

@@ -129,6 +129,7 @@ pub(super) async fn generate_root(
     m: &MountEntry,
     kind: &str,
     req: &Request,
+    requester: &str,
 ) -> ApiResult<Response> {
     let d = &req.data;
     let cn = fields::str_of(d, "common_name")?;
@@ -210,6 +211,7 @@ pub(super) async fn generate_root(
             serde_json::to_vec(&json!({"default": issuer_id}))?,
         ));
     }
+    log_ca(a, m, cert.der(), "root.generate", requester).await?;
     a.write(ops).await?;
     invalidate(a, m);
     let mut data = json!({
@@ -309,6 +311,7 @@ pub(super) async fn sign_intermediate(
     m: &MountEntry,
     iref: &str,
     req: &Request,
+    requester: &str,
 ) -> ApiResult<Response> {
     let d = &req.data;
     let text = fields::str_of(d, "csr")?;
@@ -376,6 +379,7 @@ pub(super) async fn sign_intermediate(
         revoked_at: None,
         value: der.clone(),
     };
+    log_ca(a, m, &der, "sign-intermediate", requester).await?;
     a.write(vec![Plain::Cert(row)]).await?;
     let mut chain = vec![cert_pem.clone()];
     chain.extend(issuer.entry.ca_chain.iter().cloned());

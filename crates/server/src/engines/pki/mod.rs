@@ -299,6 +299,35 @@ pub(crate) struct Who {
 
 use crate::core::sha256_hex;
 
+/// Logs a CA certificate that enters this mount (`pki.ca`) and waits until the entry is
+/// durable. Called *before* the issuer is stored: a CA may be logged and then fail to store,
+/// but never exist unlogged (a rogue intermediate is the worst issuance of all).
+async fn log_ca(
+    a: &Pk<'_>,
+    m: &MountEntry,
+    der: &[u8],
+    op: &str,
+    requester: &str,
+) -> ApiResult<()> {
+    let (_, x) = x509_parser::parse_x509_certificate(der)
+        .map_err(|_| ApiError::bad("certificate: not a valid X.509 certificate"))?;
+    let cut = |s: String| s.chars().take(1024).collect::<String>();
+    a.log()?
+        .append(Event::CaCertificate {
+            mount: m.path.clone(),
+            op: op.into(),
+            serial: issue::serial_hex(x.raw_serial()),
+            subject: cut(x.subject().to_string()),
+            issuer: cut(x.issuer().to_string()),
+            not_after: x.validity().not_after.timestamp(),
+            cert_sha256: sha256_hex(der),
+            is_ca: import::is_ca(&x),
+            requester: requester.into(),
+        })
+        .await?;
+    Ok(())
+}
+
 async fn handle(a: &Pk<'_>, ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let (m, caller) = (ctx.mount, ctx.caller);
     // The caller's login metadata: the signer identity for `provenance_extensions` roles.
@@ -336,15 +365,19 @@ async fn handle(a: &Pk<'_>, ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response>
         (["config", "auto-tidy"], Read) => Ok(Response::data(tidy::auto_config(a, m).await?)),
         (["config", "auto-tidy"], _) => tidy::write_auto_config(a, m, &req.data).await,
         (["root", "generate", kind] | ["issuers", "generate", "root", kind], _) => {
-            generate_root(a, m, kind, req).await
+            generate_root(a, m, kind, req, &who.requester).await
         }
         (["root"], Delete) => delete_root(a, m).await,
         (["intermediate", "generate", kind] | ["issuers", "generate", "intermediate", kind], _) => {
             generate_intermediate(a, kind, req).await
         }
-        (["root", "sign-intermediate"], _) => sign_intermediate(a, m, "default", req).await,
-        (["issuer", iref, "sign-intermediate"], _) => sign_intermediate(a, m, iref, req).await,
-        (["intermediate", "set-signed"], _) => set_signed(a, m, req).await,
+        (["root", "sign-intermediate"], _) => {
+            sign_intermediate(a, m, "default", req, &who.requester).await
+        }
+        (["issuer", iref, "sign-intermediate"], _) => {
+            sign_intermediate(a, m, iref, req, &who.requester).await
+        }
+        (["intermediate", "set-signed"], _) => set_signed(a, m, req, &who.requester).await,
         (["config", "urls"], Read) => Ok(Response::data(serde_json::to_value(urls(a, m).await?)?)),
         (["config", "urls"], _) => write_urls(a, m, req).await,
         (["config", "issuers"], Read) => Ok(Response::data(
@@ -440,9 +473,9 @@ async fn handle(a: &Pk<'_>, ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response>
         (["key", kref], Read) => Ok(Response::data(key_json(&find_key(a, kref).await?))),
         (["key", kref], Delete) => delete_key(a, kref).await,
         (["config", "ca"] | ["issuers", "import", "bundle"], _) => {
-            import_bundle(a, m, req, true).await
+            import_bundle(a, m, req, true, &who.requester).await
         }
-        (["issuers", "import", "cert"], _) => import_bundle(a, m, req, false).await,
+        (["issuers", "import", "cert"], _) => import_bundle(a, m, req, false, &who.requester).await,
         (["intermediate", "cross-sign"], _) => cross_sign_csr(a, req).await,
         (["issuer", iref], _) | (["issuer", iref, "json"], _) => {
             let l = load_issuer_entry(a, iref).await?;
