@@ -231,11 +231,13 @@ impl FileSigner {
         Self::from_pkcs8_der(&der)
     }
 
-    /// A new key, as PKCS#8 DER (to be written to a file, mode 0600).
+    /// A new key, as PKCS#8 DER (to be written to a file, mode 0600). Ed25519 keys are
+    /// RFC 8410 `OneAsymmetricKey` version 1 (no embedded public key), the form OpenSSL 3.0
+    /// and python `cryptography` read; [`FileSigner::from_pkcs8_der`] reads v1 and v2.
     pub fn generate(alg: KeyAlg) -> Result<zeroize::Zeroizing<Vec<u8>>, KeyError> {
         let rng = aws_lc_rs::rand::SystemRandom::new();
         let doc = match alg {
-            KeyAlg::Ed25519 => Ed25519KeyPair::generate_pkcs8(&rng),
+            KeyAlg::Ed25519 => Ed25519KeyPair::generate_pkcs8v1(&rng),
             KeyAlg::EcdsaP256 => {
                 EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
             }

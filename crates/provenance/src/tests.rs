@@ -752,3 +752,30 @@ fn record_splits_operational_facts_from_supplier_details_and_refuses_inconsisten
     let e = record::Record::from_bundle(&mixed).unwrap_err();
     assert!(e.0.contains("different images"), "{e}");
 }
+
+/// New Ed25519 keys are RFC 8410 PKCS#8 v1 (OpenSSL 3.0 and python `cryptography` refuse
+/// v2 with the public key embedded); keys written before, in v2, still load, and both give
+/// the same key as aws-lc's own parser.
+#[test]
+fn ed25519_keys_are_written_as_pkcs8_v1_and_v2_keys_still_load() {
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+    let v1 = FileSigner::generate(KeyAlg::Ed25519).unwrap();
+    // OneAsymmetricKey ::= SEQUENCE { version INTEGER (0 = v1), … }: 30 2e 02 01 00.
+    assert_eq!(
+        &v1[..5],
+        &[0x30, 0x2e, 0x02, 0x01, 0x00],
+        "{}",
+        hex::encode(&v1[..])
+    );
+    FileSigner::from_pkcs8_der(&v1).unwrap();
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let v2 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    assert_eq!(
+        &v2.as_ref()[2..5],
+        &[0x02, 0x01, 0x01],
+        "aws-lc writes v2 by default"
+    );
+    let s = FileSigner::from_pkcs8_der(v2.as_ref()).unwrap();
+    let k = Ed25519KeyPair::from_pkcs8(v2.as_ref()).unwrap();
+    assert!(s.public_key().spki_der().ends_with(k.public_key().as_ref()));
+}

@@ -102,3 +102,21 @@ def test_custos_verifies_an_envelope_securesystemslib_signed(tmp_path, alg):
     (tmp_path / "bad.json").write_text(json.dumps(d))
     r = custos(tmp_path, "fw", "verify-envelope", "bad.json", "--key", "pub.pem")
     assert r.returncode == 1, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("alg", ["ecdsa-p256", "ed25519"])
+def test_keys_from_fw_keygen_load_in_python_cryptography_and_openssl(tmp_path, alg):
+    """`custos fw keygen` writes PKCS#8 that other tools read: python `cryptography` and
+    `openssl pkey` (OpenSSL 3.0 refuses Ed25519 PKCS#8 v2 with the public key embedded); the
+    public key they derive is the one Custos wrote beside it."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    r = custos(tmp_path, "fw", "keygen", "--alg", alg, "--out", "k.pem")
+    assert r.returncode == 0, r.stderr
+    pem = (tmp_path / "k.pem").read_bytes()
+    key = load_pem_private_key(pem, password=None)
+    pub = load_pem_public_key((tmp_path / "k.pem.pub").read_bytes())
+    assert spki_id(key.public_key()) == spki_id(pub)
+    o = subprocess.run(["openssl", "pkey", "-in", "k.pem", "-pubout"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert o.returncode == 0, o.stderr
+    assert spki_id(load_pem_public_key(o.stdout.encode())) == spki_id(pub)
