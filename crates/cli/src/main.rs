@@ -19,8 +19,18 @@ mod output;
 
 use clap::Parser;
 
+/// Vault's CLI takes single-dash long flags (`-field=role_id`); scripts written for it keep
+/// working: `-field` (alone or `-field=…`) becomes `--field`. Other arguments pass as they are.
+fn vault_style(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    args.map(|a| match a.to_str() {
+        Some(s) if s == "-field" || s.starts_with("-field=") => format!("-{s}").into(),
+        _ => a,
+    })
+    .collect()
+}
+
 fn main() {
-    let cli = cmd::Cli::parse();
+    let cli = cmd::Cli::parse_from(vault_style(std::env::args_os()));
     // The agent is a sidecar that sleeps between renewals: one thread is plenty and keeps
     // its memory small. Everything else gets a worker per core.
     let rt = if matches!(cli.cmd, cmd::Command::Agent(_)) {

@@ -21,6 +21,38 @@ fn scalar(v: &Value) -> String {
     }
 }
 
+/// One field of a response, as `vault read -field=NAME` finds it: in `data` first, then in
+/// `auth` (where `token`, `token_accessor`, `token_duration`, `token_renewable` and
+/// `token_policies` name `client_token`, `accessor`, `lease_duration`, `renewable` and
+/// `policies`), then at the top level.
+pub fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    let auth_name = match name {
+        "token" => "client_token",
+        "token_accessor" => "accessor",
+        "token_duration" => "lease_duration",
+        "token_renewable" => "renewable",
+        "token_policies" => "policies",
+        other => other,
+    };
+    v.get("data")
+        .and_then(|d| d.get(name))
+        .or_else(|| v.get("auth").and_then(|a| a.get(auth_name)))
+        .or_else(|| v.get(name))
+        .filter(|f| !f.is_null())
+}
+
+/// Prints one field bare, for scripts: a string as it is (no quotes), a number or boolean as
+/// text, a list or object as compact JSON.
+pub fn print_field(v: &Value) {
+    match v {
+        Value::String(s) => outln!("{s}"),
+        Value::Array(_) | Value::Object(_) => {
+            outln!("{}", serde_json::to_string(v).unwrap_or_default())
+        }
+        other => outln!("{other}"),
+    }
+}
+
 /// Prints `v` (a whole response) in the chosen format. Human output shows `auth` and `data`
 /// as a table, like Vault's CLI.
 pub fn print(format: Format, v: &Value) {

@@ -489,3 +489,80 @@ fn pki_lint_on_garbage_is_a_usage_error_naming_the_file() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("junk.pem"));
 }
+
+/// `--field NAME` (and Vault's single-dash `-field=NAME`) prints one value bare, so scripts
+/// need no JSON parsing: an AppRole's role ID and a fresh secret ID, the login's token; an
+/// absent field is an error naming it, with exit 1.
+#[test]
+fn field_prints_one_value_bare_for_scripts() {
+    let s = start_config_server();
+    let init = json_out(&custos(
+        &s,
+        None,
+        &[
+            "operator",
+            "init",
+            "--key-shares",
+            "1",
+            "--key-threshold",
+            "1",
+            "--format",
+            "json",
+        ],
+    ));
+    let key = init["keys_base64"][0].as_str().unwrap().to_string();
+    let root = init["root_token"].as_str().unwrap().to_string();
+    assert!(custos(&s, None, &["operator", "unseal", &key])
+        .status
+        .success());
+    let r = Some(root.as_str());
+    let ok = |args: &[&str]| -> String {
+        let o = custos(&s, r, args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    ok(&["write", "sys/auth/approle", "type=approle"]);
+    ok(&["write", "auth/approle/role/amf", "token_policies=default"]);
+    let role_id = ok(&["read", "--field=role_id", "auth/approle/role/amf/role-id"]);
+    assert_eq!(role_id.trim().len(), 36, "{role_id:?}");
+    assert!(!role_id.contains('"') && role_id.ends_with('\n'));
+    assert_eq!(
+        ok(&["read", "-field=role_id", "auth/approle/role/amf/role-id"]),
+        role_id
+    );
+    assert_eq!(
+        ok(&["read", "-field", "role_id", "auth/approle/role/amf/role-id"]),
+        role_id
+    );
+    let secret_id = ok(&[
+        "write",
+        "--field",
+        "secret_id",
+        "auth/approle/role/amf/secret-id",
+    ]);
+    let token = ok(&[
+        "write",
+        "-field=token",
+        "auth/approle/login",
+        &format!("role_id={}", role_id.trim()),
+        &format!("secret_id={}", secret_id.trim()),
+    ]);
+    assert!(token.starts_with("cst."), "{token:?}");
+    let policies = ok(&["read", "--field=policies", "auth/token/lookup-self"]);
+    assert_eq!(policies.trim(), r#"["root"]"#);
+    let o = custos(
+        &s,
+        r,
+        &["read", "--field=nope", "auth/approle/role/amf/role-id"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("field \"nope\" is not present"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
