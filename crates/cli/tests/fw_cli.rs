@@ -487,3 +487,69 @@ fn verify_keyless() -> Vec<String> {
     .map(|s| s.to_string())
     .collect()
 }
+
+/// `fw init-state` writes the state file `fw verify --state` and `fw install` read, with the
+/// running image hashed and its security version as the anti-rollback floor; it never
+/// overwrites a device's state.
+#[test]
+fn init_state_creates_the_device_state_and_its_anti_rollback_floor() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let kid = keygen(dir, "ed25519", "k.pem");
+    policy(dir, &[&kid], "");
+    std::fs::write(dir.join("running.img"), b"the image in flash today").unwrap();
+    let args = [
+        "fw",
+        "init-state",
+        "--state",
+        "state.json",
+        "--device-class",
+        CLASS,
+        "--hardware-id",
+        "rev-b",
+        "--image",
+        "running.img",
+        "--version",
+        "5.1.0",
+        "--security-version",
+        "7",
+    ];
+    let o = custos(dir, &args, &[]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
+    let want = hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        b"the image in flash today",
+    ));
+    assert_eq!(st["installed"]["digest"]["sha256"], want.as_str());
+    assert_eq!(st["installed"]["version"], "5.1.0");
+    assert_eq!(st["max_security_version"], 7);
+    assert_eq!(st["hardware_id"], "rev-b");
+    let before = std::fs::read(dir.join("state.json")).unwrap();
+    let o = custos(dir, &args, &[]);
+    assert_ne!(code(&o), 0);
+    assert!(text(&o).contains("not overwriting"), "{}", text(&o));
+    assert_eq!(std::fs::read(dir.join("state.json")).unwrap(), before);
+
+    // Security version 5 is below the floor of 7; 8 installs.
+    std::fs::write(dir.join("old.img"), b"an older image").unwrap();
+    let o = sign(dir, "old.img", "old.json", &["--key", "k.pem"], &[]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    denied_by(&verify(dir, "old.img", "old.json", &[]), "anti_rollback");
+    std::fs::write(dir.join("new.img"), b"a newer image").unwrap();
+    let o = sign(
+        dir,
+        "new.img",
+        "new.json",
+        &["--key", "k.pem"],
+        &[("--security-version", "8"), ("--version", "5.3.0")],
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let o = install(dir, "new.img", "new.json", "true");
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
+    assert_eq!(st["installed"]["version"], "5.3.0");
+    assert_eq!(st["max_security_version"], 8);
+}

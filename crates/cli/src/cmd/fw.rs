@@ -61,6 +61,33 @@ pub enum FwCmd {
         #[arg(long)]
         state: PathBuf,
     },
+    /// Create a device's state file (what `fw verify --state` and `fw install` read): its
+    /// class, hardware ID, and the image it runs now (hashed from --image) with its version
+    /// and security version, which becomes the anti-rollback floor. Refuses to overwrite.
+    InitState(InitStateArgs),
+}
+
+#[derive(Args)]
+pub struct InitStateArgs {
+    /// The state file to create (JSON; see README "Firmware provenance").
+    #[arg(long)]
+    state: PathBuf,
+    /// The device class (what policies and bundles name, e.g. gnb-du-x1).
+    #[arg(long)]
+    device_class: String,
+    /// The board's hardware ID, when bundles must list it.
+    #[arg(long)]
+    hardware_id: Option<String>,
+    /// The image the device runs now: hashed (SHA-256, SHA-512) and recorded as installed.
+    #[arg(long, requires = "version")]
+    image: Option<PathBuf>,
+    /// The running image's version.
+    #[arg(long, requires = "image")]
+    version: Option<String>,
+    /// The anti-rollback floor: the running image's security version (or, without --image,
+    /// the lowest any image may have).
+    #[arg(long, default_value_t = 0)]
+    security_version: u64,
 }
 
 /// A key in a PKCS#11 token.
@@ -374,6 +401,7 @@ pub async fn run(cli: &Cli, c: &FwCmd) -> CliResult<()> {
                 }
             }
         }
+        FwCmd::InitState(a) => init_state(a),
         FwCmd::MarkGood { state } => {
             let mut st = DeviceState::parse(&read_limited(state, 1 << 20, "state")?)
                 .map_err(|e| err(e.to_string()))?;
@@ -390,6 +418,50 @@ pub async fn run(cli: &Cli, c: &FwCmd) -> CliResult<()> {
             Ok(())
         }
     }
+}
+
+fn init_state(a: &InitStateArgs) -> CliResult<()> {
+    if a.state.exists() {
+        return Err(err(format!(
+            "{} exists; not overwriting a device's state",
+            a.state.display()
+        )));
+    }
+    if a.device_class.trim().is_empty() {
+        return Err(CliError::Usage("--device-class: must not be empty".into()));
+    }
+    let installed = match (&a.image, &a.version) {
+        (Some(image), Some(version)) => Some(Installed {
+            digest: hash_file(image, &["sha256", "sha512"], None)?,
+            version: version.clone(),
+            security_version: a.security_version,
+            installed_at: statement::to_rfc3339(now()),
+        }),
+        _ => None,
+    };
+    let st = DeviceState {
+        device_class: a.device_class.clone(),
+        hardware_id: a.hardware_id.clone(),
+        known_good: installed.clone(),
+        installed,
+        max_security_version: a.security_version,
+    };
+    write_durably(&a.state, &state_json(&st)?, 0o644)?;
+    outln!(
+        "{}: device class {}, anti-rollback floor {}{}",
+        a.state.display(),
+        st.device_class,
+        st.floor(),
+        st.installed
+            .as_ref()
+            .map(|i| format!(
+                ", running {} (sha256 {})",
+                i.version,
+                i.digest.get("sha256").map(String::as_str).unwrap_or("")
+            ))
+            .unwrap_or_default()
+    );
+    Ok(())
 }
 
 fn keygen(alg: Alg, out: &Path) -> CliResult<()> {
