@@ -78,6 +78,29 @@ pub struct Running {
     pub engines: engines::Engines,
     /// The serving task.
     pub task: tokio::task::JoinHandle<()>,
+    /// Tells the listener to stop accepting (see [`Running::shutdown`]).
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Running {
+    /// Graceful shutdown: the listener stops accepting and every open connection finishes
+    /// its in-flight requests (at most [`listener::DRAIN`]); then the engines finish (the
+    /// transparency log records each audit device's chain head a last time, durably, under
+    /// a signed checkpoint) and the core seals, dropping its keys. Every request answered
+    /// before was durable when it was answered; none is cut mid-write.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        // The serving task ends after the drain (and stops the engines' own listeners).
+        let _ = self.task.await;
+        self.core.shutdown().await;
+    }
+}
+
+/// A future that completes once `stop` says true.
+fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) -> impl std::future::Future<Output = ()> {
+    async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }
 }
 
 fn core_config(cfg: &Config) -> CoreConfig {
@@ -112,7 +135,8 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
     token::spawn_sweeper(core.clone(), std::time::Duration::from_secs(60));
     let side = engines::start_listeners(&wired).await?;
     let app = http::router(core.clone());
-    let api = listener::serve(l, tls, app);
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let api = listener::serve_until(l, tls, app, stopped(rx));
     let task = tokio::spawn(async move {
         // Dropping (aborting) the server stops the engines' own listeners too.
         struct Guard(Vec<tokio::task::JoinHandle<()>>);
@@ -131,6 +155,7 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         core,
         engines: wired,
         task,
+        stop,
     })
 }
 
@@ -189,13 +214,15 @@ pub async fn start_dev_with(
     core.handle(req).await?;
     token::spawn_sweeper(core.clone(), std::time::Duration::from_secs(60));
     let app = http::router(core.clone());
-    let task = tokio::spawn(listener::serve(l, None, app));
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(listener::serve_until(l, None, app, stopped(rx)));
     Ok((
         Running {
             addr: bound,
             core,
             engines: wired,
             task,
+            stop,
         },
         init.root_token,
         share,

@@ -1014,7 +1014,9 @@ async fn issuer_management_keys_import_and_cross_sign() {
         &s,
         "POST",
         "src/root/generate/exported",
-        json!({"common_name": "Exported Root", "key_type": "ec"}),
+        // Longer than the leaf below: a root of exactly the mount's maximum TTL races the
+        // clock (a leaf issued a second later would outlive it).
+        json!({"common_name": "Exported Root", "key_type": "ec", "ttl": "8760h"}),
     )
     .await;
     let bundle = format!(

@@ -55,7 +55,7 @@ pub async fn run(a: &ServerArgs) -> CliResult<()> {
             root.as_str(),
             running.addr
         );
-        wait(running.task).await;
+        wait(running).await;
         drop(dir);
         return Ok(());
     }
@@ -78,13 +78,34 @@ pub async fn run(a: &ServerArgs) -> CliResult<()> {
         running.core.initialized(),
         running.core.sealed()
     );
-    wait(running.task).await;
+    wait(running).await;
     Ok(())
 }
 
-async fn wait(task: tokio::task::JoinHandle<()>) {
+/// Serves until SIGTERM or SIGINT, then shuts down gracefully (stop accepting, finish
+/// in-flight requests, final log entries, seal) and returns, so the process exits 0. A
+/// second signal exits at once.
+async fn wait(mut running: custos_server::Running) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        eprintln!("==> cannot install signal handlers; serving until killed");
+        let _ = (&mut running.task).await;
+        return;
+    };
     tokio::select! {
-        _ = task => {}
-        _ = tokio::signal::ctrl_c() => { eprintln!("==> shutting down"); }
+        _ = &mut running.task => return,
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    eprintln!(
+        "==> shutting down: no new connections; finishing in-flight requests (a second signal exits at once)"
+    );
+    tokio::select! {
+        _ = running.shutdown() => eprintln!("==> stopped"),
+        _ = term.recv() => std::process::exit(143),
+        _ = int.recv() => std::process::exit(130),
     }
 }

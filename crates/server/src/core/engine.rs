@@ -208,6 +208,12 @@ pub trait Engine: Send + Sync + 'static {
         Ok(())
     }
 
+    /// At a graceful shutdown, after the last request finished and before the core seals:
+    /// make final records durable.
+    async fn shutdown(&self, _sys: &Sys) -> ApiResult<()> {
+        Ok(())
+    }
+
     /// Once a minute while unsealed.
     async fn periodic(&self, _sys: &Sys) -> ApiResult<()> {
         Ok(())

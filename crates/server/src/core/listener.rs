@@ -194,25 +194,46 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
         .map_err(|source| ListenError::Bind { addr, source })
 }
 
-/// Serves `app` on `listener` until the task is dropped.
+/// How long a shutdown waits for in-flight requests before it closes what is left.
+pub const DRAIN: Duration = Duration::from_secs(30);
+
+/// Serves `app` on `listener` until the process ends.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     app: axum::Router,
 ) {
+    serve_until(listener, tls, app, std::future::pending()).await
+}
+
+/// Serves `app` on `listener` until `stop` completes; then stops accepting, lets every open
+/// connection finish its in-flight requests (HTTP/1.1 closes after the current response,
+/// HTTP/2 sends GOAWAY), and returns when they are done or after [`DRAIN`].
+pub async fn serve_until(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: axum::Router,
+    stop: impl std::future::Future<Output = ()>,
+) {
     let acceptor = tls.map(TlsAcceptor::from);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(stop);
     loop {
-        let (stream, addr) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let acceptor = acceptor.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
@@ -242,13 +263,26 @@ pub async fn serve(
                         .unwrap_or_default();
                     let svc =
                         TowerToHyperService::new(app.layer(Extension(PeerCertificates(peer))));
-                    let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+                    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                    let _ = watcher.watch(conn).await;
                 }
                 None => {
                     let svc = TowerToHyperService::new(app);
-                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    let _ = watcher.watch(conn).await;
                 }
             }
         });
+    }
+    drop(listener);
+    tracing::info!("listener closed; finishing in-flight requests");
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            seconds = DRAIN.as_secs(),
+            "in-flight requests did not finish in time; closing them"
+        );
     }
 }

@@ -539,6 +539,23 @@ impl Core {
         Ok(())
     }
 
+    /// The end of a graceful shutdown, once no request is in flight: every engine's shutdown
+    /// hook runs (the transparency log records the audit chain heads a last time), then the
+    /// core seals and its keys are zeroized.
+    pub async fn shutdown(&self) {
+        if self.sealed() {
+            return;
+        }
+        for (r, sys) in self.registry.engines.iter().zip(&self.sys) {
+            if let Err(e) = r.engine.shutdown(sys).await {
+                tracing::warn!(engine = r.kind, error = %e, "engine shutdown step failed");
+            }
+        }
+        if let Err(e) = self.seal() {
+            tracing::warn!(error = %e, "sealing at shutdown failed");
+        }
+    }
+
     /// Runs every engine's periodic hook (the background task calls this every minute).
     pub(crate) async fn periodic(&self) {
         if self.sealed() {
