@@ -96,10 +96,11 @@ impl Running {
     }
 }
 
-/// A future that completes once `stop` says true.
-fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) -> impl std::future::Future<Output = ()> {
-    async move {
-        let _ = stop.wait_for(|s| *s).await;
+/// Completes once `stop` says true; never when the sender is merely dropped (a harness
+/// that keeps only the serving task must keep serving).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
