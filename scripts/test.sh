@@ -22,6 +22,17 @@ echo "==> cargo test (workspace, SQLite + PostgreSQL)"
 cargo build --locked --workspace --all-targets
 cargo test --locked --workspace
 
+# Fuzzing: the corpus replay above (crates/fuzz-targets) runs on stable; with a nightly
+# toolchain and cargo-fuzz present, each target also runs for a bounded time.
+if rustup toolchain list 2>/dev/null | grep -q '^nightly' && cargo +nightly fuzz --help >/dev/null 2>&1; then
+  echo "==> fuzz: every target for ${FUZZ_SECONDS:-20} s (nightly, cargo-fuzz)"
+  (cd fuzz && for t in $(cargo +nightly fuzz list); do
+    cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="${FUZZ_SECONDS:-20}" -rss_limit_mb=2048
+  done)
+else
+  echo "==> fuzz: skipped (no nightly toolchain with cargo-fuzz here); the stable corpus replay ran with the Rust tests"
+fi
+
 echo "==> interop: hvac, PyJWT and schemathesis against custos server"
 VENV=target/interop-venv
 if [ ! -x "$VENV/bin/python" ]; then

@@ -1,12 +1,7 @@
-//! `custos pki lint` reads certificates from anyone (another CA's included).
+//! See `custos_fuzz_targets::pki_lint` (the entry point the stable corpus replay shares).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = custos_pki::lint::lint_sba(data);
-    if let Ok(ders) = custos_pki::lint::cert_ders(data) {
-        for d in ders {
-            let _ = custos_pki::lint::lint_sba(&d);
-        }
-    }
+    custos_fuzz_targets::pki_lint(data);
 });
