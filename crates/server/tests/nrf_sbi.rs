@@ -48,6 +48,20 @@ async fn nrf_with(heartbeat: &str, token_ttl: &str, extra: &str) -> Nrf {
     let (st, v) = api.call("PUT", "sys/init", None, Some(json!({}))).await;
     assert_eq!(st, 200, "{v}");
     let root = v["root_token"].as_str().unwrap().to_string();
+    // Until the PKI role exists, sys/health says the SBI listener is not ready, and why.
+    let mut health = Value::Null;
+    for _ in 0..100 {
+        let (_, h) = api.call("GET", "sys/health", None, None).await;
+        if h["engines"]["nrf"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("role = \"sba\""))
+        {
+            health = h;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(health["engines"]["nrf"]["ready"], false, "{health}");
     let ca = sba_pki(&api, &root, "1h").await;
     let n = Nrf {
         _server: r,
@@ -61,6 +75,8 @@ async fn nrf_with(heartbeat: &str, token_ttl: &str, extra: &str) -> Nrf {
     let probe = n.nf("AMF", AMF, "1h").await;
     for _ in 0..100 {
         if probe.get(n.url("/oauth2/jwks")).send().await.is_ok() {
+            let (_, h) = n.api.call("GET", "sys/health", None, None).await;
+            assert_eq!(h["engines"]["nrf"], json!({"ready": true}), "{h}");
             return n;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

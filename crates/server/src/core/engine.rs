@@ -214,6 +214,12 @@ pub trait Engine: Send + Sync + 'static {
         Ok(())
     }
 
+    /// For engines that serve something beside the API (a listener of their own): whether
+    /// it is ready, and if not, why (naming the setting to fix). Shown in `sys/health`.
+    fn readiness(&self) -> Option<(bool, String)> {
+        None
+    }
+
     /// Once a minute while unsealed.
     async fn periodic(&self, _sys: &Sys) -> ApiResult<()> {
         Ok(())

@@ -134,6 +134,25 @@ fn health(core: &Core, req: &Request) -> ApiResult<Response> {
         "cluster_name": core.cfg.cluster_name,
         "cluster_id": "",
     }));
+    // Engines that serve something of their own (the NRF's SBI listener) report whether it
+    // is ready and, if not, which setting is missing. Informational: the status code is
+    // Vault's, so load balancers keep their meaning of it.
+    let mut engines = Map::new();
+    for r in &core.registry.engines {
+        if let Some((ready, reason)) = r.engine.readiness() {
+            let mut e = Map::new();
+            e.insert("ready".into(), json!(ready));
+            if !ready {
+                e.insert("reason".into(), json!(reason));
+            }
+            engines.insert(r.kind.to_string(), Value::Object(e));
+        }
+    }
+    if !engines.is_empty() {
+        if let Some(d) = r.data.as_mut() {
+            d.insert("engines".into(), Value::Object(engines));
+        }
+    }
     r.status = Some(status);
     Ok(r)
 }

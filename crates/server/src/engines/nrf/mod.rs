@@ -112,6 +112,11 @@ impl Engine for NrfEngine {
         }
     }
 
+    /// The SBI listener serves once it has its certificate from the configured PKI role.
+    fn readiness(&self) -> Option<(bool, String)> {
+        Some(self.nrf.readiness())
+    }
+
     async fn unseal(&self, sys: &Sys) -> ApiResult<()> {
         let _ = self.nrf.sys.set(sys.clone());
         Ok(())

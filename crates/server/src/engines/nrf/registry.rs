@@ -74,6 +74,8 @@ pub(crate) struct Nrf {
     pub(crate) cfg: SbiConfig,
     /// The engine's handle on the core, from the first unseal on.
     pub(crate) sys: std::sync::OnceLock<Sys>,
+    /// Why the SBI listener cannot serve yet (`None`: it can).
+    pub(super) unready: RwLock<Option<String>>,
     pub(super) log: Arc<dyn TrustLog>,
     pub(super) revocation: Arc<dyn RevocationLookup>,
     pub(super) issuer: Arc<dyn CertIssuer>,
@@ -94,6 +96,7 @@ impl Nrf {
         Arc::new(Nrf {
             cfg,
             sys: std::sync::OnceLock::new(),
+            unready: RwLock::new(None),
             log,
             revocation,
             issuer,
@@ -123,6 +126,28 @@ impl Nrf {
             .ok()
             .and_then(|l| l.as_ref().map(|l| l.profiles.values().cloned().collect()))
             .unwrap_or_default()
+    }
+
+    /// Whether the SBI listener serves, and why not (for `sys/health`).
+    pub(super) fn readiness(&self) -> (bool, String) {
+        let has_tls = self.tls.read().map(|t| t.is_some()).unwrap_or(false);
+        let why = self
+            .unready
+            .read()
+            .ok()
+            .and_then(|w| w.clone())
+            .unwrap_or_else(|| "starting".into());
+        if has_tls {
+            (true, String::new())
+        } else {
+            (false, why)
+        }
+    }
+
+    pub(super) fn set_unready(&self, why: Option<String>) {
+        if let Ok(mut w) = self.unready.write() {
+            *w = why;
+        }
     }
 
     /// The NRF's storage while unsealed.

@@ -106,14 +106,25 @@ pub(crate) async fn start(
                     tracing::error!(error = %e, "heartbeat sweep");
                 }
             }
-            match r {
-                Err(ApiError::Sealed) => {}
+            let why = match &r {
+                Ok(()) => None,
+                Err(ApiError::Sealed) => Some("Custos is sealed".to_string()),
+                Err(e) => Some(format!(
+                    "no SBI certificate from [sbi] pki_mount = {:?}, role = {:?}: {e} (create that PKI role, allowing the NRF's fqdn and ip_sans, and config/urls with a CRL distribution point)",
+                    n2.cfg.pki_mount, n2.cfg.role
+                )),
+            };
+            match &r {
+                Err(ApiError::Sealed) | Ok(()) => {}
+                // A configuration error, not an outage: said once at error level, naming
+                // the settings, and shown in sys/health until it is fixed.
                 Err(e) if e.to_string() != last_err => {
                     last_err = e.to_string();
-                    tracing::warn!(error = %last_err, mount = %n2.cfg.pki_mount, role = %n2.cfg.role, "SBI certificate not available yet; the SBI listener refuses connections until it is");
+                    tracing::error!(mount = %n2.cfg.pki_mount, role = %n2.cfg.role, error = %last_err, "the SBI listener refuses connections: no SBI certificate can be issued; create the PKI role [sbi] role names on [sbi] pki_mount");
                 }
-                _ => {}
+                Err(_) => {}
             }
+            n2.set_unready(why);
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     };
