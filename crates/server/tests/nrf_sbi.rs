@@ -435,13 +435,55 @@ async fn every_listed_attack_is_refused_and_nothing_is_registered_or_issued() {
     )
     .await;
     assert!(
-        n.client(Some(pem))
+        n.client(Some(pem.clone()))
             .get(n.url("/oauth2/jwks"))
             .send()
             .await
             .is_err(),
         "revoked certificate"
     );
+    // ... with the TLS alert certificate_revoked (from the NF CA's CRL, which the SBI
+    // verifier takes up within a second), as OpenSSL's client reports it.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("nf.pem"), &pem).unwrap();
+    std::fs::write(d.path().join("ca.pem"), &n.ca).unwrap();
+    let mut seen = String::new();
+    for _ in 0..50 {
+        let out = tokio::task::spawn_blocking({
+            let (dir, sbi) = (d.path().to_path_buf(), n.sbi);
+            move || {
+                let mut c = std::process::Command::new("openssl")
+                    .current_dir(dir)
+                    .args(["s_client", "-connect", &sbi.to_string(), "-servername"])
+                    .arg(format!("nrf.{DOMAIN}"))
+                    .args(["-cert", "nf.pem", "-key", "nf.pem", "-CAfile", "ca.pem"])
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                {
+                    use std::io::Write as _;
+                    let mut i = c.stdin.take().unwrap();
+                    let _ = i.write_all(b"GET /oauth2/jwks HTTP/1.1\r\nHost: nrf\r\n\r\n");
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                c.wait_with_output().unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        seen = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if seen.contains("certificate revoked") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen.contains("alert certificate revoked"), "{seen}");
     // An expired client certificate: refused by the handshake.
     let (_, pem) = n.cert("AMF", AMF, "1s").await;
     tokio::time::sleep(Duration::from_millis(2100)).await;

@@ -55,4 +55,7 @@ pub trait CertIssuer: Send + Sync {
         role: &str,
         data: Map<String, Value>,
     ) -> ApiResult<Map<String, Value>>;
+
+    /// The current CRL (DER) of the default issuer of the PKI mount at `mount_path`.
+    async fn crl(&self, mount_path: &str) -> ApiResult<Vec<u8>>;
 }

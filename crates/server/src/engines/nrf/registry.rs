@@ -25,6 +25,78 @@ pub(crate) struct TlsState {
     pub(super) renew_at: i64,
     /// The NF CA certificates (DER): trust anchors for client credentials assertions.
     pub(super) cas: Vec<Vec<u8>>,
+    /// The SBI certificate chain and key the config was built from (rebuilt with each CRL).
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+    /// SHA-256 of the CRL the client verifier checks.
+    crl_sha: Vec<u8>,
+}
+
+/// The SBI server config: client certificates must chain to the NF CA (`cas`) and must not
+/// be on its CRL, which rustls enforces in the handshake and answers with the TLS alert
+/// `certificate_revoked`, so an NF can tell revocation from a network fault.
+fn sbi_config(
+    chain: &[rustls::pki_types::CertificateDer<'static>],
+    key: &rustls::pki_types::PrivateKeyDer<'static>,
+    crl: &[u8],
+) -> Result<rustls::ServerConfig, ApiError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in chain.iter().skip(1) {
+        roots.add(c.clone()).map_err(ApiError::internal)?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    );
+    if !crl.is_empty() {
+        verifier = verifier
+            .with_crls([rustls::pki_types::CertificateRevocationListDer::from(
+                crl.to_vec(),
+            )])
+            // The CRL is the issuing CA's; a chain through another CA is judged by the
+            // revocation check against the certificate inventory after the handshake.
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status();
+    }
+    let verifier = verifier.build().map_err(ApiError::internal)?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(ApiError::internal)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.to_vec(), key.clone_key())
+        .map_err(ApiError::internal)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Rebuilds the SBI config when the NF CA's CRL changed (a revocation): new handshakes with a
+/// revoked certificate then fail with `certificate_revoked`. The PKI serves its CRL from a
+/// cache until a revocation bumps it, so the check is cheap.
+pub(super) async fn refresh_crl(nrf: &Nrf) -> Result<(), ApiError> {
+    let current = nrf
+        .tls
+        .read()
+        .ok()
+        .and_then(|t| t.as_ref().map(|t| t.crl_sha.clone()));
+    let Some(current) = current else {
+        return Ok(());
+    };
+    let crl = nrf.issuer.crl(&nrf.cfg.pki_mount).await?;
+    let sha = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &crl)
+        .as_ref()
+        .to_vec();
+    if sha == current {
+        return Ok(());
+    }
+    if let Ok(mut t) = nrf.tls.write() {
+        if let Some(t) = t.as_mut() {
+            t.config = Arc::new(sbi_config(&t.chain, &t.key, &crl)?);
+            t.crl_sha = sha;
+        }
+    }
+    tracing::info!("SBI client verifier rebuilt with the NF CA's new CRL");
+    Ok(())
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -436,26 +508,14 @@ pub(super) async fn refresh_tls(nrf: &Nrf) -> Result<(), ApiError> {
     let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::internal(std::io::Error::other("issue returned no key")))?;
-    let mut roots = rustls::RootCertStore::empty();
-    let mut cas = Vec::new();
-    for c in certs.iter().skip(1) {
-        roots.add(c.clone()).map_err(ApiError::internal)?;
-        cas.push(c.as_ref().to_vec());
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .map_err(ApiError::internal)?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(ApiError::internal)?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(ApiError::internal)?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let cas: Vec<Vec<u8>> = certs.iter().skip(1).map(|c| c.as_ref().to_vec()).collect();
+    // Without a CRL yet (none can be built), the inventory check after the handshake alone
+    // refuses revoked certificates.
+    let crl = nrf.issuer.crl(&nrf.cfg.pki_mount).await.unwrap_or_default();
+    let cfg = sbi_config(&certs, &key, &crl)?;
+    let crl_sha = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &crl)
+        .as_ref()
+        .to_vec();
     let nb = now_unix();
     let na = data
         .get("expiration")
@@ -467,6 +527,9 @@ pub(super) async fn refresh_tls(nrf: &Nrf) -> Result<(), ApiError> {
             config: Arc::new(cfg),
             renew_at,
             cas,
+            chain: certs,
+            key,
+            crl_sha,
         });
     }
     tracing::info!(serial = %field("serial_number"), not_after = na, "SBI certificate issued");

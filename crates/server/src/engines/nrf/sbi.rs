@@ -98,6 +98,11 @@ pub(crate) async fn start(
         let mut last_err = String::new();
         loop {
             let r = refresh_tls(&n2).await;
+            if r.is_ok() {
+                if let Err(e) = refresh_crl(&n2).await {
+                    tracing::debug!(error = %e, "the NF CA's CRL could not be read");
+                }
+            }
             if let Ok(a) = n2.view() {
                 if let Err(e) = n2.ensure_loaded(&a).await {
                     tracing::error!(error = %e, "loading the NRF registry");

@@ -71,6 +71,17 @@ impl CertIssuer for Pki {
         r.data
             .ok_or_else(|| ApiError::internal(std::io::Error::other("issue returned no data")))
     }
+
+    /// Built lazily and cached until a revocation bumps the mount's generation.
+    async fn crl(&self, mount_path: &str) -> ApiResult<Vec<u8>> {
+        let sys = self.sys()?;
+        let m = self
+            .mount_at(sys, mount_path)
+            .await?
+            .ok_or_else(|| ApiError::bad(format!("no pki mount at {mount_path:?}")))?;
+        let a = &self.pk(sys, &m)?;
+        crl(a, &m, "default", false).await
+    }
 }
 
 #[async_trait::async_trait]
