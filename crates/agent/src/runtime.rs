@@ -39,6 +39,8 @@ struct BlockMetrics {
     renewals: AtomicU64,
     failures: AtomicU64,
     reload_failures: AtomicU64,
+    /// Why the last attempt failed (`None` after a success), for `/healthz`.
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Metrics {
@@ -95,6 +97,26 @@ impl Metrics {
         self.blocks
             .values()
             .all(|m| m.not_after.load(Relaxed) > now)
+    }
+
+    /// One line per block that is missing its certificate or failing to renew, with why.
+    fn problems(&self, now: i64) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, m) in &self.blocks {
+            let err = m.last_error.lock().ok().and_then(|e| e.clone());
+            let state = match m.not_after.load(Relaxed) {
+                0 => "missing",
+                t if t <= now => "expired",
+                _ if err.is_some() => "renewal failing",
+                _ => continue,
+            };
+            out.push(match err {
+                Some(e) => format!("certificate {name}: {state}: {e}"),
+                None => format!("certificate {name}: {state}"),
+            });
+        }
+        out.sort();
+        out
     }
 }
 
@@ -552,6 +574,9 @@ async fn cert_task(s: Arc<Shared>, c: CertConfig, mut stop: watch::Receiver<bool
         }) {
             Ok(d) => {
                 backoff.reset();
+                if let Ok(mut e) = m.last_error.lock() {
+                    *e = None;
+                }
                 m.renewals.fetch_add(1, Relaxed);
                 m.not_after.store(d.not_after, Relaxed);
                 next = plan.renew_at(d.not_before, d.not_after, slot, random_unit());
@@ -571,9 +596,29 @@ async fn cert_task(s: Arc<Shared>, c: CertConfig, mut stop: watch::Receiver<bool
                     });
                     s.relogin.notify_one();
                 }
-                let delay = backoff.next_delay(random_unit());
+                // A 4xx other than 403 is the server refusing this request as configured (no
+                // such role, a mount without config/urls, names the role does not allow): a
+                // configuration error, not an outage. It is named as such, in the log and at
+                // /healthz, and retried at the slowest backoff: only an operator fixes it.
+                let config_error = matches!(e, CallError::Refused(..));
+                let delay = if config_error {
+                    s.cfg.backoff.max
+                } else {
+                    backoff.next_delay(random_unit())
+                };
+                if let Ok(mut last) = m.last_error.lock() {
+                    *last = Some(if config_error {
+                        format!("configuration error (not an outage): {e}")
+                    } else {
+                        e.to_string()
+                    });
+                }
                 next = now_unix() as f64 + delay.as_secs_f64();
                 let left = current.as_ref().map(|d| d.not_after - now_unix());
+                if config_error {
+                    tracing::error!(certificate = %c.name, mount = %c.mount, role = %c.role, error = %e, retry_in_s = delay.as_secs(), "configuration error, not an outage: Custos refuses this request as the mount and role are set up (check the role exists and allows these names, and that the mount has config/urls); retrying slowly");
+                    continue;
+                }
                 match left {
                     Some(l) if l <= 0 => {
                         tracing::error!(certificate = %c.name, error = %e, retry_in_s = delay.as_secs(), "renewal failed and the certificate in place HAS EXPIRED; keeping it until a new one arrives")
@@ -617,14 +662,21 @@ async fn health(s: Arc<Shared>, l: tokio::net::TcpListener, mut stop: watch::Rec
             get(move || {
                 let s = s2.clone();
                 async move {
-                    if s.metrics.healthy(now_unix()) {
-                        (axum::http::StatusCode::OK, "ok\n")
+                    let now = now_unix();
+                    let problems = s.metrics.problems(now);
+                    let mut body = String::new();
+                    let status = if s.metrics.healthy(now) {
+                        body.push_str("ok\n");
+                        axum::http::StatusCode::OK
                     } else {
-                        (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            "a certificate is missing or expired\n",
-                        )
+                        body.push_str("a certificate is missing or expired\n");
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    for p in problems {
+                        body.push_str(&p);
+                        body.push('\n');
                     }
+                    (status, body)
                 }
             }),
         );

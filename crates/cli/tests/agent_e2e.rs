@@ -653,3 +653,66 @@ async fn ca_outage_keeps_the_certificate_backs_off_and_renews_after_return() {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+/// A PKI mount without `config/urls` (the SBA profile needs a CRL distribution point)
+/// refuses every sign: the agent names it a configuration error, not an outage, at
+/// `/healthz` and in its log, and retries at its slowest backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_sign_is_named_a_configuration_error_at_healthz() {
+    let top = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (_server, api, root) = start_server(top.path(), port).await;
+    let (rid, sid) = setup_custos(&api, &root).await;
+    ok(
+        &api,
+        &root,
+        "POST",
+        "pki/config/urls",
+        json!({"crl_distribution_points": []}),
+    )
+    .await;
+    let amf = top.path().join("amf");
+    std::fs::create_dir_all(&amf).unwrap();
+    std::fs::write(amf.join("role_id"), &rid).unwrap();
+    std::fs::write(amf.join("secret_id"), &sid).unwrap();
+    let hs = free_port();
+    let cfg = agent_config(&amf, "smf", SMF_ID, port, &format!("[auto_auth]\nmethod = \"approle\"\nrole_id_file = \"{0}/role_id\"\nsecret_id_file = \"{0}/secret_id\"\n", amf.display()), hs, "[backoff]\nmin = \"1s\"\nmax = \"30s\"\n");
+    let mut agent = spawn_agent(&cfg, &amf.join("agent.log"));
+    let t0 = Instant::now();
+    let body = loop {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no health answer");
+        if let Ok(h) = reqwest::get(format!("http://127.0.0.1:{hs}/healthz")).await {
+            let st = h.status().as_u16();
+            let b = h.text().await.unwrap();
+            if b.contains("configuration error") {
+                assert_eq!(st, 503, "{b}");
+                break b;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        body.contains("certificate sbi: missing: configuration error (not an outage)"),
+        "{body}"
+    );
+    assert!(body.contains("refused (400)"), "{body}");
+    // The slowest backoff (30 s): one attempt in the next 5 s at most.
+    let before = metric(
+        hs,
+        "custos_agent_renewal_failures_total{certificate=\"sbi\"}",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = metric(
+        hs,
+        "custos_agent_renewal_failures_total{certificate=\"sbi\"}",
+    )
+    .await
+    .unwrap();
+    assert!(after - before <= 1.0, "{before} -> {after}");
+    let log = std::fs::read_to_string(amf.join("agent.log")).unwrap();
+    assert!(log.contains("configuration error, not an outage"), "{log}");
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
