@@ -10,7 +10,7 @@ pub enum CliError {
     #[error("{0}")]
     Usage(String),
     /// The server answered with an error.
-    #[error("{method} {url}: code {status}: {}", if .errors.is_empty() { "(no error message)".to_string() } else { .errors.join("; ") })]
+    #[error("{method} {url}: code {status}: {}", if !.errors.is_empty() { .errors.join("; ") } else if *.status == 404 { format!("nothing found at {}", url.split_once("/v1/").map_or(url.as_str(), |(_, p)| p)) } else { "(no error message)".to_string() })]
     Api {
         method: String,
         url: String,

@@ -552,6 +552,14 @@ fn field_prints_one_value_bare_for_scripts() {
         &format!("secret_id={}", secret_id.trim()),
     ]);
     assert!(token.starts_with("cst."), "{token:?}");
+    // A 404 says what was not found.
+    let o = custos(&s, r, &["read", "auth/approle/role/nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("nothing found at auth/approle/role/nope"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let policies = ok(&["read", "--field=policies", "auth/token/lookup-self"]);
     assert_eq!(policies.trim(), r#"["root"]"#);
     let o = custos(

@@ -66,7 +66,7 @@ pub enum Command {
     /// Manage audit devices and verify audit logs.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
-    /// Enable, list and disable secrets engines (pki, kv).
+    /// Enable, list and disable secrets engines (kv, pki, provenance).
     #[command(subcommand)]
     Secrets(secrets::SecretsCmd),
     /// PKI helpers: issue, sign, revoke, fetch CRLs, and lint certificates against the 3GPP SBA profile.
