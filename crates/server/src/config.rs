@@ -254,7 +254,8 @@ pub struct Config {
     /// Reported by sys/health.
     pub cluster_name: String,
     /// The transparency log's origin when it is created (a schema-less URL, e.g.
-    /// `custos.example.net/log`).
+    /// `custos.example.net/log`); empty when not configured: the log then derives a unique
+    /// one from the cluster name and its key (`custos.local/<cluster>/<8 hex>`).
     pub tlog_origin: String,
     /// Witnesses that cosign the log's checkpoints.
     pub tlog_witnesses: Vec<TlogWitness>,
@@ -492,12 +493,15 @@ impl Config {
                 ))
             }
         };
-        let tlog_origin = raw.tlog_origin.unwrap_or_else(|| "custos.local/log".into());
-        if tlog_origin.is_empty()
-            || tlog_origin.len() > 255
-            || !tlog_origin
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'+')
+        // Unset: empty, and the log derives one of its own at creation.
+        let raw_origin_set = raw.tlog_origin.is_some();
+        let tlog_origin = raw.tlog_origin.unwrap_or_default();
+        if raw_origin_set
+            && (tlog_origin.is_empty()
+                || tlog_origin.len() > 255
+                || !tlog_origin
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'+'))
         {
             return Err(invalid(
                 "tlog_origin",

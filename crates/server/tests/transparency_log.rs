@@ -328,3 +328,26 @@ async fn the_log_survives_restart_and_keeps_its_key_and_entries() {
     assert_eq!(after.len(), 6);
     assert_eq!(after[..5], before[..]);
 }
+
+/// Without `tlog_origin`, each log derives an origin of its own from the cluster name and
+/// its key, so one witness can serve two logs (it tells them apart by origin).
+#[tokio::test]
+async fn two_logs_without_a_configured_origin_get_distinct_ones() {
+    let (a, b) = (dev_server().await, dev_server().await);
+    let origin = |v: serde_json::Value| v["data"]["origin"].as_str().unwrap().to_string();
+    let oa = origin(a.api.call("GET", "sys/tlog/key", None, None).await.1);
+    let ob = origin(b.api.call("GET", "sys/tlog/key", None, None).await.1);
+    assert_ne!(oa, ob);
+    for o in [&oa, &ob] {
+        let id = o.strip_prefix("custos.local/custos/").unwrap();
+        assert!(
+            id.len() == 8 && id.bytes().all(|c| c.is_ascii_hexdigit()),
+            "{o}"
+        );
+    }
+    // The checkpoint's first line is that origin.
+    let (_, _, note) = get_bytes(&a.api, "sys/tlog/checkpoint").await;
+    assert!(String::from_utf8(note)
+        .unwrap()
+        .starts_with(&format!("{oa}\n")));
+}

@@ -23,8 +23,11 @@ use std::sync::Arc;
 /// What the engines are configured with (the parts of [`Config`] that are theirs).
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
-    /// The transparency log's origin, used when the log is created.
+    /// The transparency log's origin, used when the log is created (empty: derived from the
+    /// cluster name and the log's key, e.g. `custos.local/core-east/3f9a01bc`).
     pub tlog_origin: String,
+    /// The cluster name (a derived log origin carries it).
+    pub cluster_name: String,
     /// Witnesses asked to cosign each new checkpoint.
     pub tlog_witnesses: Vec<TlogWitness>,
     /// Cosignatures a checkpoint needs before it is served at `sys/tlog/checkpoint`
@@ -37,7 +40,8 @@ pub struct EngineSettings {
 impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
-            tlog_origin: "custos.local/log".into(),
+            tlog_origin: String::new(),
+            cluster_name: "custos".into(),
             tlog_witnesses: Vec::new(),
             tlog_witness_threshold: 0,
             sbi: None,
@@ -50,6 +54,7 @@ impl EngineSettings {
     pub fn from_config(cfg: &Config) -> Self {
         EngineSettings {
             tlog_origin: cfg.tlog_origin.clone(),
+            cluster_name: cfg.cluster_name.clone(),
             tlog_witnesses: cfg.tlog_witnesses.clone(),
             tlog_witness_threshold: cfg.tlog_witness_threshold,
             sbi: cfg.sbi.clone(),
@@ -74,7 +79,8 @@ pub fn engines(settings: &EngineSettings) -> (Registry, Engines) {
             settings.tlog_origin.clone(),
             settings.tlog_witnesses.clone(),
         )
-        .with_witness_threshold(settings.tlog_witness_threshold),
+        .with_witness_threshold(settings.tlog_witness_threshold)
+        .with_cluster(&settings.cluster_name),
     );
     let log: Arc<dyn TrustLog> = tlog.clone();
     let pki = Arc::new(pki::Pki::new(log.clone()));

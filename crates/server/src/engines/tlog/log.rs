@@ -194,6 +194,27 @@ async fn load(a: &View, origin: &str, signer: &Signer) -> ApiResult<Loaded> {
     })
 }
 
+/// The cluster name as an origin path segment: lower-case letters, digits, `-` and `.`.
+fn cluster_slug(cluster: &str) -> String {
+    let s: String = cluster
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if s.is_empty() {
+        "custos".into()
+    } else {
+        s
+    }
+}
+
 fn sign(signer: &Signer, origin: &str, size: u64, root: Hash) -> String {
     let body = Checkpoint {
         origin: origin.to_string(),
@@ -212,6 +233,7 @@ impl Log {
     pub(crate) async fn open(
         a: View,
         origin: &str,
+        cluster: &str,
         witnesses: &[crate::config::TlogWitness],
         threshold: usize,
     ) -> ApiResult<Arc<Log>> {
@@ -230,7 +252,7 @@ impl Log {
                         .decode(&k.seed)
                         .map_err(|_| unavailable("the stored key is corrupt"))?,
                 );
-                if k.origin != origin {
+                if !origin.is_empty() && k.origin != origin {
                     tracing::warn!(stored = %k.origin, configured = %origin,
                         "the transparency log keeps the origin it was created with");
                 }
@@ -238,7 +260,34 @@ impl Log {
             }
             None => {
                 use base64::Engine as _;
-                let (signer, seed) = Signer::generate(origin, TYPE_ED25519).map_err(unavailable)?;
+                let (signer, seed) = Signer::generate(
+                    if origin.is_empty() {
+                        "custos.local/log"
+                    } else {
+                        origin
+                    },
+                    TYPE_ED25519,
+                )
+                .map_err(unavailable)?;
+                // Without a configured origin, one of this log's own: a witness that
+                // serves several logs tells them apart by origin.
+                let (signer, origin) = if origin.is_empty() {
+                    let id = hex::encode(
+                        &aws_lc_rs::digest::digest(
+                            &aws_lc_rs::digest::SHA256,
+                            &signer.verifier().public_key,
+                        )
+                        .as_ref()[..4],
+                    );
+                    let o = format!("custos.local/{}/{id}", cluster_slug(cluster));
+                    (
+                        Signer::from_seed(&o, TYPE_ED25519, &seed).map_err(unavailable)?,
+                        o,
+                    )
+                } else {
+                    (signer, origin.to_string())
+                };
+                let origin = origin.as_str();
                 let stored = StoredKey {
                     origin: origin.to_string(),
                     seed: base64::engine::general_purpose::STANDARD.encode(&*seed),

@@ -26,7 +26,9 @@ use std::time::Duration;
 
 /// The transparency log engine. The log itself exists while unsealed.
 pub struct TlogEngine {
+    /// Empty: derived at creation from the cluster name and the key.
     origin: String,
+    cluster: String,
     witnesses: Vec<TlogWitness>,
     /// Cosignatures a checkpoint needs before it is served at `checkpoint`.
     threshold: usize,
@@ -34,14 +36,22 @@ pub struct TlogEngine {
 }
 
 impl TlogEngine {
-    /// A log created with `origin` (an existing log keeps its own), cosigned by `witnesses`.
+    /// A log created with `origin` (an existing log keeps its own; empty: one derived from
+    /// the cluster name and the log's key, unique per log), cosigned by `witnesses`.
     pub fn new(origin: String, witnesses: Vec<TlogWitness>) -> Self {
         TlogEngine {
+            cluster: "custos".into(),
             threshold: witnesses.len(),
             origin,
             witnesses,
             log: RwLock::new(None),
         }
+    }
+
+    /// The cluster name a derived origin carries.
+    pub fn with_cluster(mut self, cluster: &str) -> Self {
+        self.cluster = cluster.to_string();
+        self
     }
 
     /// Serves at `checkpoint` only checkpoints with at least `n` witness cosignatures
@@ -112,6 +122,7 @@ impl Engine for TlogEngine {
         let log = Log::open(
             sys.root_view()?,
             &self.origin,
+            &self.cluster,
             &self.witnesses,
             self.threshold,
         )
