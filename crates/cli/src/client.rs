@@ -17,8 +17,8 @@ pub enum CliError {
         status: u16,
         errors: Vec<String>,
     },
-    /// Transport failure.
-    #[error("cannot reach {url}: {source}")]
+    /// Transport failure: the underlying cause is named (refused, certificate, protocol).
+    #[error("cannot reach {url}: {}", transport_cause(.url, .source))]
     Transport {
         url: String,
         #[source]
@@ -37,6 +37,56 @@ pub enum CliError {
     /// A policy decision said no; the reasons were printed (exit 1).
     #[error("denied by policy")]
     Denied,
+}
+
+/// The innermost causes of a transport error, worded for an operator: a refused connection,
+/// a certificate the CLI does not trust (and what to set), or plain HTTP sent to a TLS
+/// listener.
+fn transport_cause(url: &str, e: &reqwest::Error) -> String {
+    let mut chain = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !chain.iter().any(|x: &String| x.contains(&t)) {
+            chain.push(t);
+        }
+        cur = c.source();
+    }
+    let all = chain.join(": ").to_lowercase();
+    let hint = if all.contains("connection refused") {
+        "connection refused: nothing listens there (is the server running, and is CUSTOS_ADDR's port right?)".to_string()
+    } else if all.contains("not valid for name") {
+        "the server's TLS certificate does not name this address: use a host name or IP address it was issued for".to_string()
+    } else if all.contains("unknownissuer")
+        || all.contains("unknown issuer")
+        || all.contains("certificate") && all.contains("invalid")
+    {
+        "the server's TLS certificate is not trusted: set CUSTOS_CACERT (or --cacert) to the CA that signed it".to_string()
+    } else if url.starts_with("http://")
+        && (all.contains("invalid http version")
+            || all.contains("connection closed before message completed")
+            || all.contains("invalid") && all.contains("parse"))
+    {
+        "the server did not answer plain HTTP; it speaks HTTPS: use https:// in CUSTOS_ADDR"
+            .to_string()
+    } else if url.starts_with("https://")
+        && (all.contains("wrong version number")
+            || all.contains("invalidcontenttype")
+            || all.contains("corrupt message")
+            || all.contains("received corrupt message"))
+    {
+        "the server does not speak TLS there: use http:// in CUSTOS_ADDR".to_string()
+    } else if all.contains("timed out") {
+        "timed out".to_string()
+    } else {
+        String::new()
+    };
+    let detail = chain.last().cloned().unwrap_or_default();
+    if hint.is_empty() {
+        chain.join(": ")
+    } else {
+        format!("{hint} ({detail})")
+    }
 }
 
 impl CliError {

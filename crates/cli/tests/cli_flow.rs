@@ -574,3 +574,48 @@ fn field_prints_one_value_bare_for_scripts() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Transport errors name their cause and what to do: a closed port, a TLS certificate the CLI
+/// does not trust, plain HTTP sent to a TLS listener (and TLS sent to a plain one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_errors_name_the_cause_and_the_fix() {
+    let err = |addr: String, extra: &[(&str, String)]| {
+        let mut c = Command::new(bin());
+        c.args(["read", "sys/health"])
+            .env("CUSTOS_ADDR", addr)
+            .env_remove("CUSTOS_CACERT");
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        async move {
+            let o = tokio::task::spawn_blocking(move || c.output().unwrap())
+                .await
+                .unwrap();
+            assert_eq!(o.status.code(), Some(1));
+            String::from_utf8_lossy(&o.stderr).to_string()
+        }
+    };
+    let e = err(format!("http://127.0.0.1:{}", free_port()), &[]).await;
+    assert!(
+        e.contains("connection refused: nothing listens there"),
+        "{e}"
+    );
+    let (tls, dir, _, _) = custos_testkit::tls_server(tempfile::tempdir().unwrap(), "").await;
+    let port = tls.addr.port();
+    let e = err(format!("https://127.0.0.1:{port}"), &[]).await;
+    assert!(e.contains("set CUSTOS_CACERT"), "{e}");
+    let e = err(format!("http://127.0.0.1:{port}"), &[]).await;
+    assert!(e.contains("it speaks HTTPS: use https://"), "{e}");
+    // With the CA, the same address works.
+    let o = Command::new(bin())
+        .args(["read", "sys/health"])
+        .env("CUSTOS_ADDR", format!("https://127.0.0.1:{port}"))
+        .env("CUSTOS_CACERT", dir.path().join("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // TLS to a plain-HTTP listener.
+    let plain = start_config_server();
+    let e = err(plain.addr.replace("http://", "https://"), &[]).await;
+    assert!(e.contains("does not speak TLS there: use http://"), "{e}");
+}

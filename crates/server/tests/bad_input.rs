@@ -99,14 +99,22 @@ async fn wrong_method_is_405() {
 #[tokio::test]
 async fn missing_or_invalid_token_is_403() {
     let s = dev_server().await;
+    // Each kind of 403 says which it is (never which policies exist).
     let (st, v) = s.api.call("GET", "sys/mounts", None, None).await;
     assert_eq!(st, 403);
-    assert_eq!(errors(&v), "permission denied");
-    let (st, _) = s
+    assert_eq!(
+        errors(&v),
+        "permission denied: no token was sent (X-Vault-Token or Authorization: Bearer)"
+    );
+    let (st, v) = s
         .api
         .call("GET", "sys/mounts", Some("cst.not-a-token"), None)
         .await;
     assert_eq!(st, 403);
+    assert_eq!(
+        errors(&v),
+        "permission denied: the token is unknown, expired or revoked"
+    );
     let (st, _) = s
         .api
         .call("PUT", "secret/x", None, Some(json!({"a": "b"})))

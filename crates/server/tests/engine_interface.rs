@@ -195,7 +195,7 @@ async fn a_registered_engine_is_routed_by_what_its_paths_declare() {
     assert_eq!(v, json!({"caller": false, "mount": "e/"}));
     assert!(matches!(
         call(&core, Read, "e/data/a", None, json!({})).await,
-        Err(ApiError::PermissionDenied(_))
+        Err(ApiError::NoToken)
     ));
     // An unknown type is refused, naming the types the registry offers.
     let e = call(&core, Update, "sys/mounts/x", root, json!({"type": "kv"}))
@@ -242,7 +242,7 @@ path "e/admin" { capabilities = ["update"] }"#;
     // `update` without `create`: a new key is a create, and refused.
     assert!(matches!(
         call(&core, Update, "e/data/new", t, json!({"x": 1})).await,
-        Err(ApiError::PermissionDenied(_))
+        Err(ApiError::NotGranted { op: "create", .. })
     ));
     call(&core, Update, "e/data/new", root, json!({"x": 1}))
         .await

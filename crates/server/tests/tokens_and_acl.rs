@@ -63,7 +63,10 @@ async fn token_lacking_a_path_gets_403_and_200_where_its_policy_allows() {
     let (st, v) = s.api.call("GET", "secret/other/db", Some(&t), None).await;
     assert_eq!(
         (st, v["errors"][0].as_str()),
-        (403, Some("permission denied"))
+        (
+            403,
+            Some("permission denied: no policy of this token grants read on secret/other/db")
+        )
     );
     let (st, _) = s
         .api

@@ -13,6 +13,21 @@ pub enum ApiError {
     /// 403: missing/invalid/expired token or ACL denial.
     #[error("permission denied")]
     PermissionDenied(Option<Denial>),
+    /// 403: no token was sent on a path that needs one.
+    #[error("permission denied: no token was sent (X-Vault-Token or Authorization: Bearer)")]
+    NoToken,
+    /// 403: the token sent is not a live token.
+    #[error("permission denied: the token is unknown, expired or revoked")]
+    UnknownToken,
+    /// 403: the token is live but its policies grant nothing for this (the operation, the
+    /// path; never which policies exist).
+    #[error("permission denied: no policy of this token grants {op} on {path}")]
+    NotGranted {
+        /// The operation (`read`, `update`, …).
+        op: &'static str,
+        /// The path asked for.
+        path: String,
+    },
     /// 403 for a token named in a request body that does not exist (Vault's "bad token").
     #[error("bad token")]
     BadToken,
@@ -55,7 +70,12 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             ApiError::BadRequest(_) => 400,
-            ApiError::PermissionDenied(_) | ApiError::BadToken | ApiError::LoginDenied(_) => 403,
+            ApiError::PermissionDenied(_)
+            | ApiError::NoToken
+            | ApiError::UnknownToken
+            | ApiError::NotGranted { .. }
+            | ApiError::BadToken
+            | ApiError::LoginDenied(_) => 403,
             ApiError::NoRoute(_) | ApiError::NotFound => 404,
             ApiError::MethodNotAllowed => 405,
             ApiError::TooLarge(_) => 413,

@@ -308,11 +308,11 @@ pub(crate) async fn dispatch(core: &Arc<Core>, mut req: Request) -> ApiResult<Re
         };
     }
     let a = core.active().ok_or(ApiError::Sealed)?;
-    let token = req.token.clone().ok_or(ApiError::PermissionDenied(None))?;
+    let token = req.token.clone().ok_or(ApiError::NoToken)?;
     let caller = a
         .lookup_token(&token)
         .await?
-        .ok_or(ApiError::PermissionDenied(None))?;
+        .ok_or(ApiError::UnknownToken)?;
     if !caller.bound_cidrs.is_empty()
         && custos_auth::params::check_source(
             &caller.bound_cidrs,
@@ -355,7 +355,13 @@ pub(crate) async fn dispatch(core: &Arc<Core>, mut req: Request) -> ApiResult<Re
         error: decision.as_ref().err().map(|d| d.to_string()),
     };
     a.audit.log(&ev).await?;
-    decision.map_err(|d| ApiError::PermissionDenied(Some(d)))?;
+    decision.map_err(|d| match d {
+        custos_acl::Denial::Capability => ApiError::NotGranted {
+            op: op_name(req.op),
+            path: req.path.clone(),
+        },
+        d => ApiError::PermissionDenied(Some(d)),
+    })?;
     let last_use = a.use_token(&caller).await?;
     let result = match &e.ep {
         Ep::Engine(t) => run_engine(core, t, &req, Some(&caller)).await,
