@@ -229,6 +229,13 @@ async fn log_verify_audits_a_mirror_and_finds_one_altered_tile_or_entry_byte() {
     let o = run(dir, &audit, &[]).await;
     assert_eq!(code(&o), 0, "{}", text(&o));
     assert!(text(&o).contains("all 270 entries"), "{}", text(&o));
+    // Entry types are listed as an operator reads them, not as Rust debug output.
+    assert!(!text(&o).contains("[(\""), "{}", text(&o));
+    assert!(
+        text(&o).contains(": 270)") || text(&o).contains(", "),
+        "{}",
+        text(&o)
+    );
     let o = run(
         dir,
         &[

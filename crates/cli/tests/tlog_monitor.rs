@@ -630,6 +630,12 @@ async fn every_ca_certificate_is_logged_and_the_monitor_flags_one_not_on_its_lis
     )
     .await;
     assert!(o.status.success(), "{}", text(&o));
+    // One line at start on stderr: the log, the position and the rules.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("monitor started") && err.contains("rules.toml"),
+        "{err}"
+    );
     let a = alerts(&o.stdout);
     assert_eq!(rule_names(&a), ["ca.unlisted", "ca.unlisted"], "{a:?}");
     for x in &a {

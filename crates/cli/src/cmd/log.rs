@@ -368,7 +368,13 @@ async fn verify(cli: &Cli, a: &VerifyArgs) -> CliResult<()> {
         k.sort();
         say(
             cli,
-            format!("OK: all {size} entries and every tile hash to the signed root; {k:?}"),
+            format!(
+                "OK: all {size} entries and every tile hash to the signed root ({})",
+                k.iter()
+                    .map(|(t, n)| format!("{t}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             json!({"audited": true, "size": size, "types": k.into_iter().collect::<HashMap<_, _>>()}),
         );
     }

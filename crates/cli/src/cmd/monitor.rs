@@ -401,6 +401,8 @@ struct Monitor<'a> {
     /// The oldest signed checkpoint still waiting for its cosignatures (in memory: a
     /// restart starts the grace period again).
     awaiting: Option<AwaitingWitnesses>,
+    /// The last webhook warning and when it was logged.
+    webhook_warned: Option<(String, std::time::Instant)>,
 }
 
 fn b64(h: &Hash) -> String {
@@ -689,10 +691,24 @@ impl Monitor<'_> {
         self.save()
     }
 
+    /// A webhook failure, with its cause, at most once a minute for the same cause (the
+    /// alerts stay in the outbox; the metrics count every failure).
+    fn webhook_warning(&mut self, why: String) {
+        let now = std::time::Instant::now();
+        let quiet = self
+            .webhook_warned
+            .as_ref()
+            .is_some_and(|(w, t)| *w == why && now.duration_since(*t) < Duration::from_secs(60));
+        if !quiet {
+            tracing::warn!(pending = self.st.outbox.len(), "{why}");
+            self.webhook_warned = Some((why, now));
+        }
+    }
+
     /// Delivers the outbox in order; stops at the first alert that still fails.
     async fn deliver(&mut self, http: &reqwest::Client, url: &str) -> CliResult<()> {
         let mut delivered = 0;
-        while let Some(alert) = self.st.outbox.front() {
+        while let Some(alert) = self.st.outbox.front().cloned() {
             let mut delay = Duration::from_millis(250);
             let mut ok = false;
             for attempt in 0..self.a.webhook_attempts.max(1) {
@@ -700,15 +716,29 @@ impl Monitor<'_> {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(8));
                 }
-                match http.post(url).json(alert).send().await {
+                match http.post(url).json(&alert).send().await {
                     Ok(r) if r.status().is_success() => {
                         ok = true;
                         break;
                     }
                     Ok(r) => {
-                        tracing::warn!(status = r.status().as_u16(), "webhook refused an alert");
+                        let status = r.status().as_u16();
+                        let body = r.text().await.unwrap_or_default();
+                        let body: String = body.chars().take(200).collect();
+                        self.webhook_warning(format!(
+                            "the webhook refused an alert: HTTP {status} {}",
+                            body.trim()
+                        ));
                     }
-                    Err(e) => tracing::warn!(error = %e, "webhook unreachable"),
+                    Err(e) => {
+                        let mut cause = e.to_string();
+                        let mut src = std::error::Error::source(&e);
+                        while let Some(c) = src {
+                            cause = format!("{cause}: {c}");
+                            src = c.source();
+                        }
+                        self.webhook_warning(format!("the webhook is unreachable: {cause}"));
+                    }
                 }
                 if let Ok(mut m) = self.metrics.lock() {
                     m.webhook_failures += 1;
@@ -773,7 +803,8 @@ async fn serve_metrics(addr: SocketAddr, metrics: Arc<Mutex<Metrics>>) -> CliRes
 }
 
 pub async fn run(cli: &Cli, a: &MonitorArgs) -> CliResult<()> {
-    super::init_logging(&std::env::var("CUSTOS_LOG").unwrap_or_else(|_| "warn".into()))?;
+    // Alerts go to stdout; this log (start, warnings, a debug heartbeat) to stderr.
+    super::init_logging(&std::env::var("CUSTOS_LOG").unwrap_or_else(|_| "info".into()))?;
     let trust = trust(&a.trust)?;
     let rules = Rules::parse(&read_text(&a.rules)?)
         .map_err(|e| CliError::Usage(format!("--rules {}: {e}", a.rules.display())))?;
@@ -806,7 +837,16 @@ pub async fn run(cli: &Cli, a: &MonitorArgs) -> CliResult<()> {
         cache: HashMap::new(),
         metrics,
         awaiting: None,
+        webhook_warned: None,
     };
+    tracing::info!(
+        log = %m.trust.log.name,
+        next_entry = m.st.next,
+        verified_size = m.st.checkpoint.as_ref().map_or(0, |c| c.size),
+        rules = %a.rules.display(),
+        witnesses_required = m.trust.threshold,
+        "monitor started"
+    );
     m.publish();
     loop {
         let polled = m.poll().await;
@@ -831,8 +871,13 @@ pub async fn run(cli: &Cli, a: &MonitorArgs) -> CliResult<()> {
             }
             return Ok(());
         }
-        if let Err(e) = polled {
-            tracing::error!(error = %e, "poll failed");
+        match polled {
+            Err(e) => tracing::error!(error = %e, "poll failed"),
+            Ok(()) => tracing::debug!(
+                next_entry = m.st.next,
+                verified_size = m.st.checkpoint.as_ref().map_or(0, |c| c.size),
+                "poll done"
+            ),
         }
         tokio::time::sleep(Duration::from_secs(a.interval.max(1))).await;
     }
