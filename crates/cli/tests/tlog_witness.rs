@@ -68,6 +68,34 @@ async fn serve_witness(dir: &Path, key: &str, state: &str, port: u16, logs: &[&s
     Proc(child)
 }
 
+/// A dev server whose log asks the witnesses at these ports (with these cosigner keys);
+/// returns it, its data directory and the root token.
+async fn dev_with_witnesses(
+    witnesses: &[(u16, &str)],
+) -> (custos_server::Running, tempfile::TempDir, String) {
+    let settings = custos_server::engines::EngineSettings {
+        tlog_witnesses: witnesses
+            .iter()
+            .map(|(port, key)| custos_server::config::TlogWitness {
+                url: format!("http://127.0.0.1:{port}"),
+                key: key.to_string(),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let data = tempfile::tempdir().unwrap();
+    let (running, root, _) = custos_server::start_dev_with(
+        data.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        Some("root"),
+        custos_server::CoreConfig::default(),
+        settings,
+    )
+    .await
+    .unwrap();
+    (running, data, root.to_string())
+}
+
 async fn post(port: u16, body: String) -> (u16, String) {
     let r = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/add-checkpoint"))
@@ -234,29 +262,7 @@ async fn the_log_collects_cosignatures_and_verifiers_can_require_two_of_two() {
     let k1 = keygen(dir, "w1.example", "w1.key");
     let k2 = keygen(dir, "w2.example", "w2.key");
     let (p1, p2) = (free_port(), free_port());
-    let cfg = custos_server::engines::EngineSettings {
-        tlog_witnesses: vec![
-            custos_server::config::TlogWitness {
-                url: format!("http://127.0.0.1:{p1}"),
-                key: k1.clone(),
-            },
-            custos_server::config::TlogWitness {
-                url: format!("http://127.0.0.1:{p2}"),
-                key: k2.clone(),
-            },
-        ],
-        ..Default::default()
-    };
-    let data = tempfile::tempdir().unwrap();
-    let (running, root, _) = custos_server::start_dev_with(
-        data.path(),
-        "127.0.0.1:0".parse().unwrap(),
-        Some("root"),
-        custos_server::CoreConfig::default(),
-        cfg,
-    )
-    .await
-    .unwrap();
+    let (running, _data, root) = dev_with_witnesses(&[(p1, &k1), (p2, &k2)]).await;
     let api = Api::new(&format!("http://{}", running.addr));
     let (_, k) = api.call("GET", "sys/tlog/key", None, None).await;
     let vkey = k["data"]["vkey"].as_str().unwrap().to_string();
@@ -399,24 +405,7 @@ async fn the_monitor_waits_for_a_slow_witness_and_alerts_once_on_a_silent_one_or
     let dir = d.path();
     let wkey = keygen(dir, "w1.example", "w1.key");
     let port = free_port();
-    let settings = custos_server::engines::EngineSettings {
-        tlog_witnesses: vec![custos_server::config::TlogWitness {
-            url: format!("http://127.0.0.1:{port}"),
-            key: wkey.clone(),
-        }],
-        ..Default::default()
-    };
-    let data = tempfile::tempdir().unwrap();
-    let (running, root, _) = custos_server::start_dev_with(
-        data.path(),
-        "127.0.0.1:0".parse().unwrap(),
-        Some("root"),
-        custos_server::CoreConfig::default(),
-        settings,
-    )
-    .await
-    .unwrap();
-    let root = root.to_string();
+    let (running, _data, root) = dev_with_witnesses(&[(port, &wkey)]).await;
     let addr = format!("http://{}", running.addr);
     let api = Api::new(&addr);
     let (_, k) = api.call("GET", "sys/tlog/key", None, None).await;

@@ -27,6 +27,17 @@ impl Pki {
         })
     }
 
+    /// The PKI mount a configuration names (the NRF's `[sbi] pki_mount`), and its handle.
+    async fn named_mount(&self, mount_path: &str) -> ApiResult<(MountEntry, Pk<'_>)> {
+        let sys = self.sys()?;
+        let m = self
+            .mount_at(sys, mount_path)
+            .await?
+            .ok_or_else(|| ApiError::bad(format!("no pki mount at {mount_path:?}")))?;
+        let a = self.pk(sys, &m)?;
+        Ok((m, a))
+    }
+
     /// The mounted PKI engine at `mount_path`, if any.
     async fn mount_at(&self, sys: &Sys, mount_path: &str) -> ApiResult<Option<MountEntry>> {
         Ok(sys
@@ -46,12 +57,8 @@ impl CertIssuer for Pki {
         role: &str,
         data: Map<String, Value>,
     ) -> ApiResult<Map<String, Value>> {
-        let sys = self.sys()?;
-        let m = self
-            .mount_at(sys, mount_path)
-            .await?
-            .ok_or_else(|| ApiError::bad(format!("no pki mount at {mount_path:?}")))?;
-        let a = &self.pk(sys, &m)?;
+        let (m, a) = self.named_mount(mount_path).await?;
+        let a = &a;
         let req = Request {
             id: String::new(),
             op: Update,
@@ -74,13 +81,8 @@ impl CertIssuer for Pki {
 
     /// Built lazily and cached until a revocation bumps the mount's generation.
     async fn crl(&self, mount_path: &str) -> ApiResult<Vec<u8>> {
-        let sys = self.sys()?;
-        let m = self
-            .mount_at(sys, mount_path)
-            .await?
-            .ok_or_else(|| ApiError::bad(format!("no pki mount at {mount_path:?}")))?;
-        let a = &self.pk(sys, &m)?;
-        crl(a, &m, "default", false).await
+        let (m, a) = self.named_mount(mount_path).await?;
+        crl(&a, &m, "default", false).await
     }
 }
 
