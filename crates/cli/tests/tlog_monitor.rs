@@ -636,6 +636,10 @@ async fn every_ca_certificate_is_logged_and_the_monitor_flags_one_not_on_its_lis
         err.contains("monitor started") && err.contains("rules.toml"),
         "{err}"
     );
+    assert!(
+        !err.contains('\u{1b}'),
+        "no ANSI colours when stderr is not a terminal: {err}"
+    );
     let a = alerts(&o.stdout);
     assert_eq!(rule_names(&a), ["ca.unlisted", "ca.unlisted"], "{a:?}");
     for x in &a {

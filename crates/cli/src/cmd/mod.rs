@@ -101,9 +101,12 @@ pub enum Command {
 pub fn init_logging(level: &str) -> CliResult<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .map_err(|e| CliError::Usage(format!("--log-level: {e}")))?;
+    // Colours only for a person at a terminal: a log file or journald gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
     Ok(())
 }
