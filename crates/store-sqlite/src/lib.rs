@@ -559,7 +559,8 @@ mod tests {
         // Each value spans two pages: 16 writers x 1,500 writes is ~3x REWIND_FRAMES frames.
         let value = vec![0x5a_u8; 6000];
         let mut peak = 0u64;
-        for round in 0..6 {
+        // 12 rounds: ~96k WAL frames if nothing rewinds it, far above the bound below.
+        for round in 0..12 {
             let mut tasks = Vec::new();
             for t in 0..16 {
                 let (s, v) = (s.clone(), value.clone());
@@ -581,17 +582,19 @@ mod tests {
             peak = peak.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
         }
         let frame = 4096 + 24;
-        let frames_written = 16 * 250 * 6 * 2;
+        let frames_written = 16 * 250 * 12 * 2;
         assert!(
-            frames_written as u64 > 2 * REWIND_FRAMES,
+            frames_written as u64 > 5 * REWIND_FRAMES,
             "test writes too little"
         );
-        // Rewinds lag by the checkpointer's period, so allow twice the threshold.
+        // Rewinds lag by the checkpointer's period, longer on a loaded machine (a CI run
+        // saw 2.1x), so allow three times the threshold: still less than half of what an
+        // unbounded WAL would reach here.
         assert!(
-            peak < 2 * REWIND_FRAMES * frame,
+            peak < 3 * REWIND_FRAMES * frame,
             "WAL reached {peak} bytes (threshold {} frames)",
             REWIND_FRAMES
         );
-        assert_eq!(s.get("k/5/15/249").await.unwrap().unwrap(), value);
+        assert_eq!(s.get("k/11/15/249").await.unwrap().unwrap(), value);
     }
 }
