@@ -80,6 +80,19 @@ async fn start(cfg: &Path, api: &Api) -> Srv {
     Srv { child }
 }
 
+/// A config-file server (keyfile seal) in `dir`, started and initialised: its config, a
+/// client, the process and the root token.
+async fn started_and_initialized(dir: &Path) -> (PathBuf, Api, Srv, String) {
+    let port = free_port();
+    let cfg = config(dir, port);
+    let api = Api::new(&format!("http://127.0.0.1:{port}"));
+    let srv = start(&cfg, &api).await;
+    let (st, v) = api.call("PUT", "sys/init", None, Some(json!({}))).await;
+    assert_eq!(st, 200, "{v}");
+    let root = v["root_token"].as_str().unwrap().to_string();
+    (cfg, api, srv, root)
+}
+
 /// A request that may fail (the server is being killed): the status, or `None`.
 async fn try_put(api: &Api, path: &str, token: Option<&str>) -> Option<u16> {
     let c = reqwest::Client::new();
@@ -132,13 +145,7 @@ fn jitter(lo: u64, hi: u64) -> u64 {
 async fn kill_9_ten_times_under_load_loses_no_acknowledged_entry_and_never_forks() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    let port = free_port();
-    let cfg = config(dir, port);
-    let api = Api::new(&format!("http://127.0.0.1:{port}"));
-    let srv = start(&cfg, &api).await;
-    let (st, v) = api.call("PUT", "sys/init", None, Some(json!({}))).await;
-    assert_eq!(st, 200, "{v}");
-    let root = v["root_token"].as_str().unwrap().to_string();
+    let (cfg, api, srv, root) = started_and_initialized(dir).await;
     let (_, k) = api.call("GET", "sys/tlog/key", None, None).await;
     let vkey = k["data"]["vkey"].as_str().unwrap().to_string();
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
@@ -367,13 +374,7 @@ async fn a_log_restored_from_an_old_disk_forks_and_log_verify_reports_it() {
 async fn sigterm_under_load_drains_exits_0_and_loses_nothing_acknowledged() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    let port = free_port();
-    let cfg = config(dir, port);
-    let api = Api::new(&format!("http://127.0.0.1:{port}"));
-    let srv = start(&cfg, &api).await;
-    let (st, v) = api.call("PUT", "sys/init", None, Some(json!({}))).await;
-    assert_eq!(st, 200, "{v}");
-    let root = v["root_token"].as_str().unwrap().to_string();
+    let (cfg, api, srv, root) = started_and_initialized(dir).await;
     for (path, body) in [
         ("sys/mounts/kv", json!({"type": "kv"})),
         (

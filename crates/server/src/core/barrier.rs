@@ -12,7 +12,7 @@ use crate::error::{ApiError, ApiResult};
 use custos_barrier::Keyring;
 use custos_store::{Storage, WriteOp};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, RwLock};
 use zeroize::Zeroizing;
 
 /// Most entries the cache holds before it starts over.
@@ -91,20 +91,6 @@ pub(crate) struct Barrier {
     cache: Option<EntryCache>,
 }
 
-/// A read guard on the keyring that is present while unsealed.
-struct KeyringRef<'a>(RwLockReadGuard<'a, Option<Keyring>>);
-
-impl std::ops::Deref for KeyringRef<'_> {
-    type Target = Keyring;
-    fn deref(&self) -> &Keyring {
-        // Checked in `Barrier::keyring` before the guard is wrapped.
-        match &*self.0 {
-            Some(k) => k,
-            None => unreachable!("KeyringRef is only built over a present keyring"),
-        }
-    }
-}
-
 impl Barrier {
     pub(crate) fn new(store: Arc<dyn Storage>, keyring: Keyring) -> Self {
         let cache = single_writer(&*store).then(EntryCache::default);
@@ -115,12 +101,10 @@ impl Barrier {
         }
     }
 
-    fn keyring(&self) -> ApiResult<KeyringRef<'_>> {
+    /// Runs `f` with the keyring; [`ApiError::Sealed`] once [`Barrier::seal`] dropped it.
+    fn with_keyring<T>(&self, f: impl FnOnce(&Keyring) -> ApiResult<T>) -> ApiResult<T> {
         let g = self.keyring.read().map_err(|_| poisoned())?;
-        if g.is_none() {
-            return Err(ApiError::Sealed);
-        }
-        Ok(KeyringRef(g))
+        f(g.as_ref().ok_or(ApiError::Sealed)?)
     }
 
     /// Drops the keyring (its keys are zeroized) and every cached plaintext.
@@ -135,7 +119,7 @@ impl Barrier {
 
     /// The sealed keyring blob (for `sys/init`).
     pub(crate) fn sealed_keyring(&self) -> ApiResult<Vec<u8>> {
-        Ok(self.keyring()?.seal()?)
+        self.with_keyring(|kr| Ok(kr.seal()?))
     }
 
     /// A view of the keys under `prefix`; certificate rows of `mount` (a mount uuid).
@@ -148,14 +132,12 @@ impl Barrier {
     }
 
     pub(crate) fn encrypt(&self, path: &str, value: &[u8]) -> ApiResult<Vec<u8>> {
-        let kr = self.keyring()?;
-        Ok(kr.encrypt(path, value)?)
+        self.with_keyring(|kr| Ok(kr.encrypt(path, value)?))
     }
 
     /// Decrypts a value read from the store under `path` (bypassing the entry cache).
     pub(crate) fn decrypt(&self, path: &str, ct: &[u8]) -> ApiResult<Zeroizing<Vec<u8>>> {
-        let kr = self.keyring()?;
-        Ok(Zeroizing::new(kr.decrypt(path, ct)?))
+        self.with_keyring(|kr| Ok(Zeroizing::new(kr.decrypt(path, ct)?)))
     }
 
     /// Reads and decrypts one entry.
@@ -170,10 +152,7 @@ impl Barrier {
             None => 0,
         };
         let value = match self.store.get(path).await? {
-            Some(ct) => {
-                let kr = self.keyring()?;
-                Some(Zeroizing::new(kr.decrypt(path, &ct)?))
-            }
+            Some(ct) => Some(self.decrypt(path, &ct)?),
             None => None,
         };
         if let Some(c) = &self.cache {
@@ -278,8 +257,9 @@ impl Barrier {
         let Some(mut row) = self.store.get_cert(mount, serial).await? else {
             return Ok(None);
         };
-        let kr = self.keyring()?;
-        row.value = kr.decrypt(&format!("certs/{mount}/{serial}"), &row.value)?;
+        row.value = self
+            .decrypt(&format!("certs/{mount}/{serial}"), &row.value)?
+            .to_vec();
         Ok(Some(row))
     }
 
@@ -304,7 +284,7 @@ impl Barrier {
     }
 
     pub(crate) fn key_status(&self) -> ApiResult<custos_barrier::KeyringStatus> {
-        Ok(self.keyring()?.status())
+        self.with_keyring(|kr| Ok(kr.status()))
     }
 
     /// Adds a data key (sys/rotate) and persists the keyring. Old data stays readable.

@@ -13,7 +13,7 @@
 //!   files), seal (drop them; keys in them are zeroized), unmount (remove what the generic
 //!   removal of the mount's view does not), and a periodic tick (tidy, audit heads).
 //!
-//! The core never names an engine: the composition root (`crate::engines`) builds a
+//! The core never names an engine: the composition root (`engines/mod.rs`) builds a
 //! [`Registry`] of engines by type name and hands it to [`crate::core::Core::new`]. What
 //! engines need from each other goes through the narrow traits in [`crate::core::services`],
 //! wired in the composition root.

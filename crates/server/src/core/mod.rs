@@ -3,7 +3,7 @@
 //!
 //! **Must never** import or name an engine (`tests/engine_boundaries.rs`): engines reach
 //! the core through [`engine::Engine`], the core reaches them through the [`engine::Registry`]
-//! the composition root (`crate::engines`) builds.
+//! the composition root (`engines/mod.rs`) builds.
 
 pub mod audit_dev;
 pub mod barrier;
