@@ -9,18 +9,37 @@ cd "$(dirname "$0")/.."
 CUSTOS_TEST_PG_URL=$(scripts/pg-for-tests.sh)
 export CUSTOS_TEST_PG_URL
 
-# SoftHSM2: the PKCS#11 token the firmware-signing tests keep their HSM key in.
-if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/null; then
-  echo "==> installing softhsm2 (PKCS#11 tests)"
+# Debian packages: SoftHSM2 (the PKCS#11 token the firmware-signing tests keep their HSM key
+# in); jq, curl and openssl (README's walkthrough, which the README check runs).
+need=()
+[ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null || need+=(softhsm2)
+for c in jq curl openssl; do command -v "$c" >/dev/null || need+=("$c"); done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq softhsm2 >/dev/null 2>&1 || {
-    apt-get update -qq && apt-get install -y -qq softhsm2 >/dev/null
+  apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 || {
+    apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
   }
 fi
 
 echo "==> cargo test (workspace, SQLite + PostgreSQL)"
 cargo build --locked --workspace --all-targets
 cargo test --locked --workspace
+
+# README check: every shell block of README.md, in order, against a dev server and a
+# configured one. A README with one command broken must fail it (the check checks itself).
+echo "==> README check"
+scripts/readme-check.sh README.md target/debug/custos
+broken=$(mktemp /tmp/README.broken.XXXXXX.md)
+sed '0,/^custos read secret\/amf$/s//custos read secret\/does-not-exist/' README.md > "$broken"
+if ! grep -q 'custos read secret/does-not-exist' "$broken"; then
+  echo "README check self-test: the line it breaks is gone from README.md" >&2; exit 1
+fi
+if scripts/readme-check.sh "$broken" target/debug/custos >/dev/null 2>&1; then
+  echo "README check self-test: a README with a failing command passed" >&2; exit 1
+fi
+rm -f "$broken"
+echo "README check self-test: a broken command fails it"
 
 # Fuzzing: the corpus replay above (crates/fuzz-targets) runs on stable; with a nightly
 # toolchain and cargo-fuzz present, each target also runs for a bounded time. A crash fails

@@ -67,6 +67,8 @@ struct RawConfig {
     #[serde(default)]
     backoff: RawBackoff,
     health: Option<RawHealth>,
+    #[serde(default)]
+    exit_after_render: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -328,6 +330,9 @@ pub struct AgentConfig {
     pub backoff: BackoffConfig,
     /// Health/metrics listener.
     pub health: Option<SocketAddr>,
+    /// Render every certificate once (or keep a fresh one on disk), run the reload commands,
+    /// and exit: an init container's mode (Vault Agent's `exit_after_auth`). `--once` sets it.
+    pub exit_after_render: bool,
 }
 
 fn fraction(
@@ -348,8 +353,16 @@ impl AgentConfig {
     /// Parses and validates `agent.toml` text. Relative paths are taken from `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let what = e.message().to_string();
-            err("agent.toml", what)
+            // The line, as the server's config errors give it: a TOML error's message alone
+            // does not say where.
+            let line = e
+                .span()
+                .map(|r| {
+                    let l = text[..r.start.min(text.len())].matches('\n').count() + 1;
+                    format!(" (line {l})")
+                })
+                .unwrap_or_default();
+            err("agent.toml", format!("{}{line}", e.message()))
         })?;
         let abs = |p: &Path| -> PathBuf {
             if p.is_absolute() {
@@ -517,6 +530,7 @@ impl AgentConfig {
             certificates,
             backoff,
             health,
+            exit_after_render: raw.exit_after_render,
         })
     }
 }
@@ -715,6 +729,27 @@ mod tests {
             let e = parse(&t).expect_err(&t);
             assert_eq!(e.setting, setting, "{t}: {e}");
         }
+    }
+
+    /// A TOML error names its line, as the server's config errors do.
+    #[test]
+    fn a_toml_error_names_the_line() {
+        let t = format!("{BASE}{CERT}unknown = 1\n");
+        let line = t.lines().count();
+        let e = parse(&t).unwrap_err().to_string();
+        assert!(e.contains(&format!("(line {line})")), "{e}");
+        let e = parse("[server]\naddress = \"http://x:1\"\n[auto_auth\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("(line 3)"), "{e}");
+    }
+
+    /// `exit_after_render` (Vault Agent's `exit_after_auth`) is read from the file.
+    #[test]
+    fn exit_after_render_is_read_and_off_by_default() {
+        assert!(!parse(&format!("{BASE}{CERT}")).unwrap().exit_after_render);
+        let t = format!("exit_after_render = true\n{BASE}{CERT}");
+        assert!(parse(&t).unwrap().exit_after_render);
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub enum AgentError {
     /// The health listener could not bind.
     #[error("health.address {0}: {1}")]
     Health(SocketAddr, std::io::Error),
+    /// `exit_after_render`: a certificate could not be rendered.
+    #[error("{0}")]
+    NotRendered(String),
 }
 
 /// Counters and gauges, exported at `/metrics`.
@@ -318,8 +321,11 @@ fn write_sink(path: &std::path::Path, mode: u32, token: &str) -> std::io::Result
 
 /// Logs in, publishes the token, re-logs in at 2/3 of its lease or when a request was
 /// denied, with backoff on failure.
-async fn auth_task(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+/// Logs in and keeps the token fresh until `stop`. With `exit_after_render` a refused login,
+/// or [`ONCE_ATTEMPTS`] failed ones, ends it with the error.
+async fn auth_task(s: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Result<(), String> {
     let mut backoff = Backoff::new(s.cfg.backoff.min, s.cfg.backoff.max);
+    let mut failures = 0;
     loop {
         let wait = match login(&s).await {
             Ok((tok, ttl)) => {
@@ -340,6 +346,12 @@ async fn auth_task(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
             Err(e) => {
                 s.metrics.login_failures.fetch_add(1, Relaxed);
+                failures += 1;
+                if s.cfg.exit_after_render
+                    && (!matches!(e, CallError::Unreachable(_)) || failures >= ONCE_ATTEMPTS)
+                {
+                    return Err(format!("login at auth/{}: {e}", s.cfg.auth.mount_path));
+                }
                 let d = backoff.next_delay(random_unit());
                 tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "login failed");
                 Some(d)
@@ -349,7 +361,7 @@ async fn auth_task(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = async { match wait { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {}
             _ = relogin => {}
-            _ = stop.changed() => return,
+            _ = stop.changed() => return Ok(()),
         }
     }
 }
@@ -530,7 +542,15 @@ async fn sleep_until_unix(at: f64, stop: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
-async fn cert_task(s: Arc<Shared>, c: CertConfig, mut stop: watch::Receiver<bool>) {
+/// Keeps one certificate block fresh until `stop`. With `exit_after_render` it returns after
+/// the first render (or at once when the certificate on disk is not yet due), and an error
+/// when Custos refuses the request as configured or after [`ONCE_ATTEMPTS`] failures.
+async fn cert_task(
+    s: Arc<Shared>,
+    c: CertConfig,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let once = s.cfg.exit_after_render;
     let plan = Plan {
         renew_fraction: c.renew_fraction,
         stagger: c.stagger,
@@ -545,7 +565,7 @@ async fn cert_task(s: Arc<Shared>, c: CertConfig, mut stop: watch::Receiver<bool
     let mut backoff = Backoff::new(s.cfg.backoff.min, s.cfg.backoff.max);
     let mut current = match render::load_existing(&c, now_unix()) {
         Ok(d) => {
-            tracing::info!(certificate = %c.name, serial = %d.serial, not_after = d.not_after, "reusing the certificate on disk");
+            tracing::info!(certificate = %c.name, serial = %d.serial, not_after = %rfc3339(d.not_after), "reusing the certificate on disk");
             m.not_after.store(d.not_after, Relaxed);
             Some(d)
         }
@@ -558,12 +578,17 @@ async fn cert_task(s: Arc<Shared>, c: CertConfig, mut stop: watch::Receiver<bool
         .as_ref()
         .map(|d| plan.renew_at(d.not_before, d.not_after, slot, random_unit()))
         .unwrap_or(0.0);
+    if once && current.is_some() && next > now_unix() as f64 {
+        tracing::info!(certificate = %c.name, "the certificate on disk is not yet due for renewal; leaving it");
+        return Ok(());
+    }
+    let mut attempts = 0;
     loop {
         if !sleep_until_unix(next, &mut stop).await {
-            return;
+            return Ok(());
         }
         let Some(token) = current_token(&s, &mut stop).await else {
-            return;
+            return Ok(());
         };
         // From here to the end of the reload, shutdown waits: a render is never cut short.
         let result = obtain(&s, &c, &token).await;
@@ -580,12 +605,19 @@ async fn cert_task(s: Arc<Shared>, c: CertConfig, mut stop: watch::Receiver<bool
                 m.renewals.fetch_add(1, Relaxed);
                 m.not_after.store(d.not_after, Relaxed);
                 next = plan.renew_at(d.not_before, d.not_after, slot, random_unit());
-                tracing::info!(certificate = %c.name, serial = %d.serial, not_after = d.not_after, renew_in_s = (next - now_unix() as f64).round(), "certificate rendered");
+                tracing::info!(certificate = %c.name, serial = %d.serial, not_after = %rfc3339(d.not_after), renew_in_s = (next - now_unix() as f64).round(), "certificate rendered");
                 current = Some(d);
                 reload(&s, &c).await;
+                if once {
+                    return Ok(());
+                }
             }
             Err(e) => {
                 m.failures.fetch_add(1, Relaxed);
+                attempts += 1;
+                if once && (matches!(e, CallError::Refused(..)) || attempts >= ONCE_ATTEMPTS) {
+                    return Err(format!("certificate {:?}: {e}", c.name));
+                }
                 if matches!(e, CallError::Denied(_)) {
                     s.token.send_if_modified(|t| {
                         let stale = t.as_ref().is_some_and(|t| Arc::ptr_eq(t, &token));
@@ -702,14 +734,6 @@ pub async fn run(
             .collect(),
         ..Default::default()
     };
-    let health_l = match cfg.health {
-        Some(a) => Some(
-            tokio::net::TcpListener::bind(a)
-                .await
-                .map_err(|e| AgentError::Health(a, e))?,
-        ),
-        None => None,
-    };
     let (token, _) = watch::channel(None);
     let s = Arc::new(Shared {
         cfg: cfg.clone(),
@@ -719,10 +743,28 @@ pub async fn run(
         metrics,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    if cfg.exit_after_render {
+        return render_once(s, stop_tx, stop_rx).await;
+    }
+    // A health address that cannot be bound is an error before any work starts.
+    let health_l = match cfg.health {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| AgentError::Health(a, e))?,
+        ),
+        None => None,
+    };
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(auth_task(s.clone(), stop_rx.clone()));
+    let a = auth_task(s.clone(), stop_rx.clone());
+    tasks.spawn(async move {
+        let _ = a.await;
+    });
     for c in &cfg.certificates {
-        tasks.spawn(cert_task(s.clone(), c.clone(), stop_rx.clone()));
+        let t = cert_task(s.clone(), c.clone(), stop_rx.clone());
+        tasks.spawn(async move {
+            let _ = t.await;
+        });
     }
     if let Some(l) = health_l {
         tasks.spawn(health(s.clone(), l, stop_rx.clone()));
@@ -739,4 +781,67 @@ pub async fn run(
         + cfg.server.timeout * 2;
     let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     Ok(())
+}
+
+/// Failed attempts (outages, expired logins) before `exit_after_render` gives up on a block.
+const ONCE_ATTEMPTS: u32 = 5;
+
+/// How long `exit_after_render` waits in all: a login that keeps failing leaves no block able
+/// to try, so this bounds it.
+const ONCE_DEADLINE: Duration = Duration::from_secs(120);
+
+/// `exit_after_render`: every block once, then stop; the first failure is the error.
+async fn render_once(
+    s: Arc<Shared>,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    let mut auth = tokio::spawn(auth_task(s.clone(), stop_rx.clone()));
+    let mut blocks = tokio::task::JoinSet::new();
+    for c in &s.cfg.certificates {
+        blocks.spawn(cert_task(s.clone(), c.clone(), stop_rx.clone()));
+    }
+    let all = async {
+        let mut first_err = None;
+        while let Some(r) = blocks.join_next().await {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(format!("a certificate task failed: {e}"));
+                }
+            }
+        }
+        first_err
+    };
+    let r = tokio::select! {
+        r = tokio::time::timeout(ONCE_DEADLINE, all) => match r {
+            Ok(None) => Ok(()),
+            Ok(Some(e)) => Err(AgentError::NotRendered(e)),
+            Err(_) => Err(AgentError::NotRendered(format!(
+                "not every certificate was rendered within {} s: see the log above",
+                ONCE_DEADLINE.as_secs()
+            ))),
+        },
+        a = &mut auth => match a {
+            Ok(Err(e)) => Err(AgentError::NotRendered(e)),
+            _ => Err(AgentError::NotRendered("the login task ended".into())),
+        },
+    };
+    let _ = stop_tx.send(true);
+    auth.abort();
+    r
+}
+
+/// RFC 3339 (UTC) for a Unix time, for the log.
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
 }

@@ -55,6 +55,10 @@ fn transport_cause(url: &str, e: &reqwest::Error) -> String {
     let all = chain.join(": ").to_lowercase();
     let hint = if all.contains("connection refused") {
         "connection refused: nothing listens there (is the server running, and is CUSTOS_ADDR's port right?)".to_string()
+    } else if all.contains("causedasendentity") {
+        "the server's TLS certificate is a CA certificate (basicConstraints CA:TRUE), which TLS refuses as a server's: issue the listener a leaf certificate (CA:FALSE, extendedKeyUsage serverAuth)".to_string()
+    } else if all.contains("expired") && all.contains("certificate") {
+        "the server's TLS certificate has expired: renew the listener's certificate".to_string()
     } else if all.contains("not valid for name") {
         "the server's TLS certificate does not name this address: use a host name or IP address it was issued for".to_string()
     } else if all.contains("unknownissuer")

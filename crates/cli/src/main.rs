@@ -16,6 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod client;
 mod cmd;
 mod output;
+mod progress;
 
 use clap::Parser;
 

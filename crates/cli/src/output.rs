@@ -12,6 +12,41 @@ pub enum Format {
     Json,
 }
 
+/// RFC 3339 (UTC) for a Unix time.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// Whether a response field names a point in time (Vault's `expiration`, `creation_time`,
+/// `revocation_time`, `not_after`, `…_at`, `…_until`).
+fn is_time_field(key: &str) -> bool {
+    matches!(
+        key,
+        "expiration" | "not_after" | "not_before" | "until" | "integrated_time" | "time"
+    ) || key.ends_with("_time")
+        || key.ends_with("_at")
+        || key.ends_with("_until")
+        || key.ends_with("_expiry")
+}
+
+/// A table cell: a Unix time in a time field prints as RFC 3339 (UTC), the way a person
+/// reads it; `--format json` keeps the number.
+fn cell(key: &str, v: &Value) -> String {
+    match v.as_i64() {
+        // 2001-09-09 .. 5138-11-16: a Unix time in seconds, not a count or a TTL.
+        Some(n) if is_time_field(key) && (1_000_000_000..100_000_000_000).contains(&n) => {
+            rfc3339(n)
+        }
+        _ => scalar(v),
+    }
+}
+
 fn scalar(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -70,7 +105,7 @@ pub fn print(format: Format, v: &Value) {
                 "renewable" => "token_renewable".to_string(),
                 other => other.to_string(),
             };
-            rows.push((key, scalar(val)));
+            rows.push((key.clone(), cell(&key, val)));
         }
     }
     let data = v.get("data").filter(|d| !d.is_null()).unwrap_or(v);
@@ -93,7 +128,7 @@ pub fn print(format: Format, v: &Value) {
                 {
                     continue;
                 }
-                rows.push((k.clone(), scalar(val)));
+                rows.push((k.clone(), cell(k, val)));
             }
         }
     }

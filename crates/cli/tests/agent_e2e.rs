@@ -715,4 +715,43 @@ async fn a_refused_sign_is_named_a_configuration_error_at_healthz() {
     assert!(log.contains("configuration error, not an outage"), "{log}");
     let _ = agent.kill();
     let _ = agent.wait();
+
+    // `--once` (an init container): the same refusal is an exit, not a wait.
+    let once = |cfg: PathBuf| async move {
+        let t0 = Instant::now();
+        let o = tokio::task::spawn_blocking(move || {
+            Command::new(BIN)
+                .args(["agent", "--once", "--config"])
+                .arg(cfg)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        (o, t0.elapsed())
+    };
+    let (o, took) = once(cfg.clone()).await;
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("certificate \"sbi\": refused (400)"), "{err}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    // Fixed, it renders once, runs the reload command and exits 0.
+    ok(
+        &api,
+        &root,
+        "POST",
+        "pki/config/urls",
+        json!({"crl_distribution_points": [format!("{}/v1/pki/crl", api.base)]}),
+    )
+    .await;
+    let (o, _) = once(cfg.clone()).await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(amf.join("tls/cert.pem").exists());
+    assert_eq!(lines(&amf.join("reloads.log")), 1);
+    // Run again with a fresh certificate on disk: nothing to do, nothing reloaded.
+    let (o, _) = once(cfg).await;
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("not yet due for renewal"), "{err}");
+    assert_eq!(lines(&amf.join("reloads.log")), 1);
 }

@@ -106,14 +106,39 @@ fn operator_token_policy_and_generic_commands_work_end_to_end() {
         .map(|k| k.as_str().unwrap().into())
         .collect();
     let root = init["root_token"].as_str().unwrap().to_string();
-    for k in &keys[..2] {
-        assert!(custos(&s, None, &["operator", "unseal", k])
-            .status
-            .success());
-    }
+    // The same share twice counts once, and the operator is told so.
+    let first = custos(&s, None, &["operator", "unseal", &keys[0]]);
+    assert!(first.status.success());
+    assert!(!String::from_utf8_lossy(&first.stderr).contains("ignored"));
+    let again = custos(&s, None, &["operator", "unseal", &keys[0]]);
+    assert!(again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains(
+            "this share was already given in this unseal attempt and was ignored (progress 1/2)"
+        ),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(custos(&s, None, &["operator", "unseal", &keys[1]])
+        .status
+        .success());
     assert_eq!(custos(&s, None, &["status"]).status.code(), Some(0));
 
     let r = Some(root.as_str());
+    // Times: RFC 3339 for a person, the API's number for scripts.
+    let look = custos(&s, r, &["token", "lookup"]);
+    let text = String::from_utf8_lossy(&look.stdout).to_string();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("creation_time"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let when = row.split_whitespace().last().unwrap();
+    assert!(
+        when.len() == 20 && when.ends_with('Z') && when.contains('T'),
+        "{row}"
+    );
+    let j = json_out(&custos(&s, r, &["token", "lookup", "--format", "json"]));
+    assert!(j["data"]["creation_time"].is_i64(), "{j}");
     assert!(custos(&s, r, &["write", "sys/mounts/kv", "type=kv"])
         .status
         .success());

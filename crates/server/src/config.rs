@@ -172,6 +172,25 @@ pub struct SbiConfig {
     pub retired_key_margin: u64,
 }
 
+impl SbiConfig {
+    /// Dev mode's SBI: the NF CA is the `pki` mount and the NRF's certificate comes from its
+    /// `nrf` role (README "NRF security services"), for `nrf.5gc.mnc001.mcc262.3gppnetwork.org`
+    /// and 127.0.0.1, with a fresh NF instance ID.
+    pub fn dev(addr: SocketAddr) -> Self {
+        SbiConfig {
+            addr,
+            pki_mount: "pki/".into(),
+            role: "nrf".into(),
+            nf_instance_id: uuid::Uuid::new_v4().to_string(),
+            fqdn: "nrf.5gc.mnc001.mcc262.3gppnetwork.org".into(),
+            token_ttl: 3600,
+            heartbeat: 60,
+            ip_sans: vec![std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)],
+            retired_key_margin: 30,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {

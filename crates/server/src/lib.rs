@@ -104,6 +104,24 @@ async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
+/// Serves the API listener; when it ends (or the task is aborted) the engines' own listeners
+/// (the NRF's SBI) stop with it.
+async fn serve_with_side<F: std::future::Future>(
+    api: F,
+    side: Vec<tokio::task::JoinHandle<()>>,
+) -> F::Output {
+    struct Guard(Vec<tokio::task::JoinHandle<()>>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            for t in &self.0 {
+                t.abort();
+            }
+        }
+    }
+    let _g = Guard(side);
+    api.await
+}
+
 fn core_config(cfg: &Config) -> CoreConfig {
     CoreConfig {
         seal: cfg.seal.clone(),
@@ -138,19 +156,7 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
     let app = http::router(core.clone());
     let (stop, rx) = tokio::sync::watch::channel(false);
     let api = listener::serve_until(l, tls, app, stopped(rx));
-    let task = tokio::spawn(async move {
-        // Dropping (aborting) the server stops the engines' own listeners too.
-        struct Guard(Vec<tokio::task::JoinHandle<()>>);
-        impl Drop for Guard {
-            fn drop(&mut self) {
-                for t in &self.0 {
-                    t.abort();
-                }
-            }
-        }
-        let _g = Guard(side);
-        api.await
-    });
+    let task = tokio::spawn(serve_with_side(api, side));
     Ok(Running {
         addr,
         core,
@@ -214,9 +220,13 @@ pub async fn start_dev_with(
     };
     core.handle(req).await?;
     token::spawn_sweeper(core.clone(), std::time::Duration::from_secs(60));
+    let side = engines::start_listeners(&wired).await?;
     let app = http::router(core.clone());
     let (stop, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(listener::serve_until(l, None, app, stopped(rx)));
+    let task = tokio::spawn(serve_with_side(
+        listener::serve_until(l, None, app, stopped(rx)),
+        side,
+    ));
     Ok((
         Running {
             addr: bound,

@@ -5,7 +5,7 @@
 //! ```toml
 //! [signing]
 //! # fw.sign: every signer (key ID, or keyless identity) must be on this list.
-//! allowed_signers = ["3f0c…", "https://ci.acme.example/signers/release"]
+//! allowed_signers = ["3f0c9a7d5e21b48c6f0a1d2e3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e", "https://ci.acme.example/signers/release"]
 //! # fw.sign: the device classes each SLSA builder may sign for ("*": any). When the table
 //! # is present, a builder it does not list may sign for none.
 //! [signing.device_classes]
@@ -94,6 +94,38 @@ pub const ALL_RULES: [&str; 13] = [
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("rules: {0}")]
 pub struct RulesError(pub String);
+
+/// A signer as a `fw.sign` entry names it: a key ID (hex SHA-256 of the public key) or a
+/// keyless certificate's identity (a URI or an e-mail address). A placeholder such as
+/// `"<key ID>"` is neither, so it is refused rather than matching nothing forever.
+/// RFC 3339 (UTC) for a Unix time, for messages a person reads.
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+fn is_signer(s: &str) -> bool {
+    let key_id = s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let uri = s.split_once(':').is_some_and(|(scheme, rest)| {
+        !scheme.is_empty()
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+            && !rest.is_empty()
+    });
+    let email = s
+        .split_once('@')
+        .is_some_and(|(u, d)| !u.is_empty() && d.contains('.'));
+    let clean = !s.contains(|c: char| c.is_whitespace() || c == '<' || c == '>');
+    clean && (key_id || uri || email)
+}
 
 fn bad(m: impl Into<String>) -> RulesError {
     RulesError(m.into())
@@ -272,6 +304,14 @@ impl Rules {
         };
         if let Some(l) = &raw.signing.allowed_signers {
             check_list("signing.allowed_signers", l)?;
+            for s in l {
+                if !is_signer(s) {
+                    return Err(bad(format!(
+                        "signing.allowed_signers: {s:?} is neither a key ID (64 lower-case hex, \
+                         as `custos fw keygen` prints) nor a keyless identity (a URI or e-mail)"
+                    )));
+                }
+            }
         }
         if let Some(m) = &raw.signing.device_classes {
             for (b, classes) in m {
@@ -517,7 +557,7 @@ pub fn evaluate(rules: &Rules, burst: &mut BurstState, index: u64, bytes: &[u8])
                     SIGNING_WINDOW,
                     Severity::Warning,
                     entry.event.requester().map(str::to_string),
-                    format!("firmware {image_sha256} ({device_class} {version}) was signed at {t}, outside every maintenance window"),
+                    format!("firmware {image_sha256} ({device_class} {version}) was signed at {}, outside every maintenance window", rfc3339(i64::try_from(t).unwrap_or(i64::MAX))),
                 );
             }
         }
@@ -662,7 +702,7 @@ mod tests {
 
     const RULES: &str = r#"
 [signing]
-allowed_signers = ["k1", "k2"]
+allowed_signers = ["urn:k1", "urn:k2"]
 [signing.device_classes]
 "builder-a" = ["du"]
 "builder-any" = ["*"]
@@ -684,6 +724,15 @@ roles = { amf = ["AMF"], "pki/core" = ["SMF", "UPF"] }
     fn rules_file_errors_name_the_field() {
         for (text, want) in [
             ("[signing]\nallowed = []", "unknown field"),
+            // README's placeholder, pasted unedited: refused, not matched against nothing.
+            (
+                "[signing]\nallowed_signers = [\"<key ID>\"]",
+                "\"<key ID>\" is neither a key ID",
+            ),
+            (
+                "[signing]\nallowed_signers = [\"3f0c\"]",
+                "neither a key ID",
+            ),
             (
                 "[[signing.windows]]\nstart = \"25:00\"\nend = \"01:00\"",
                 "signing.windows[0].start",
@@ -734,27 +783,33 @@ roles = { amf = ["AMF"], "pki/core" = ["SMF", "UPF"] }
         let r = Rules::parse(RULES).unwrap();
         let mut b = BurstState::default();
         let t = SUNDAY + 3600;
-        assert!(evaluate(&r, &mut b, 0, &fw(t, "builder-a", "du", &["k1"], "ci")).is_empty());
-        assert!(evaluate(&r, &mut b, 1, &fw(t, "builder-any", "upf", &["k2"], "ci")).is_empty());
+        assert!(evaluate(&r, &mut b, 0, &fw(t, "builder-a", "du", &["urn:k1"], "ci")).is_empty());
+        assert!(evaluate(
+            &r,
+            &mut b,
+            1,
+            &fw(t, "builder-any", "upf", &["urn:k2"], "ci")
+        )
+        .is_empty());
         let a = evaluate(
             &r,
             &mut b,
             2,
-            &fw(t, "builder-a", "du", &["k1", "k9"], "ci"),
+            &fw(t, "builder-a", "du", &["urn:k1", "urn:k9"], "ci"),
         );
         assert_eq!(rules_of(&a), [SIGNER_UNKNOWN]);
-        assert_eq!(a[0].identity.as_deref(), Some("k9"));
+        assert_eq!(a[0].identity.as_deref(), Some("urn:k9"));
         assert_eq!(a[0].index, Some(2));
         assert_eq!(a[0].event.as_ref().unwrap()["type"], "fw.sign");
-        let a = evaluate(&r, &mut b, 3, &fw(t, "builder-a", "cu", &["k1"], "ci"));
+        let a = evaluate(&r, &mut b, 3, &fw(t, "builder-a", "cu", &["urn:k1"], "ci"));
         assert_eq!(rules_of(&a), [DEVICE_CLASS]);
-        let a = evaluate(&r, &mut b, 4, &fw(t, "builder-z", "du", &["k1"], "ci"));
+        let a = evaluate(&r, &mut b, 4, &fw(t, "builder-z", "du", &["urn:k1"], "ci"));
         assert_eq!(rules_of(&a), [DEVICE_CLASS]);
         let a = evaluate(
             &r,
             &mut b,
             5,
-            &fw(SUNDAY + 12 * 3600, "builder-a", "du", &["k1"], "ci"),
+            &fw(SUNDAY + 12 * 3600, "builder-a", "du", &["urn:k1"], "ci"),
         );
         assert_eq!(rules_of(&a), [SIGNING_WINDOW]);
         assert_eq!(evaluate(&r, &mut b, 6, b"{not json").len(), 1);

@@ -9,6 +9,10 @@ pub struct AgentArgs {
     /// The agent configuration (TOML).
     #[arg(long)]
     pub config: PathBuf,
+    /// Render every certificate once (or keep a fresh one on disk), run the reload commands
+    /// and exit; non-zero if one could not be rendered (an init container's mode).
+    #[arg(long)]
+    pub once: bool,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -25,8 +29,9 @@ pub async fn run(a: &AgentArgs) -> CliResult<()> {
         .parent()
         .map(|p| p.to_path_buf())
         .unwrap_or_default();
-    let cfg = custos_agent::config::AgentConfig::parse(&text, &base)
+    let mut cfg = custos_agent::config::AgentConfig::parse(&text, &base)
         .map_err(|e| CliError::Usage(format!("{}: {e}", a.config.display())))?;
+    cfg.exit_after_render |= a.once;
     custos_agent::run(cfg, shutdown_signal())
         .await
         .map_err(|e| CliError::Other(e.to_string()))

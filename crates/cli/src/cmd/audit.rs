@@ -20,14 +20,35 @@ pub enum AuditCmd {
         /// Description.
         #[arg(long, default_value = "")]
         description: String,
+        #[command(flatten)]
+        conn: super::Conn,
     },
     /// List enabled devices.
-    List,
+    List(super::ConnOnly),
     /// Disable a device.
-    Disable { path: String },
+    Disable {
+        /// The audit device's path (e.g. file).
+        path: String,
+        #[command(flatten)]
+        conn: super::Conn,
+    },
     /// Verify a chained audit log offline; reports the first edited, removed, inserted or
     /// reordered line. Exit 0 if intact, 1 if tampered.
-    Verify { file: String },
+    Verify {
+        /// The audit log file to check.
+        file: String,
+    },
+}
+
+impl AuditCmd {
+    /// The connection options, on the subcommands that talk to a server.
+    pub fn conn(&self) -> Option<&super::Conn> {
+        match self {
+            AuditCmd::Enable { conn, .. } | AuditCmd::Disable { conn, .. } => Some(conn),
+            AuditCmd::List(c) => Some(&c.conn),
+            AuditCmd::Verify { .. } => None,
+        }
+    }
 }
 
 pub async fn run(cli: &Cli, c: &AuditCmd) -> CliResult<()> {
@@ -62,6 +83,7 @@ pub async fn run(cli: &Cli, c: &AuditCmd) -> CliResult<()> {
             options,
             path,
             description,
+            ..
         } => {
             let opts = super::kv_args(options)?;
             let p = path.clone().unwrap_or_else(|| device_type.clone());
@@ -80,7 +102,7 @@ pub async fn run(cli: &Cli, c: &AuditCmd) -> CliResult<()> {
             );
             Ok(())
         }
-        AuditCmd::List => {
+        AuditCmd::List(_) => {
             let v = cli.client()?.call("GET", "sys/audit", None).await?;
             if cli.format == Format::Json {
                 print(cli.format, &v);
@@ -96,7 +118,7 @@ pub async fn run(cli: &Cli, c: &AuditCmd) -> CliResult<()> {
             }
             Ok(())
         }
-        AuditCmd::Disable { path } => {
+        AuditCmd::Disable { path, .. } => {
             cli.client()?
                 .call("DELETE", &format!("sys/audit/{path}"), None)
                 .await?;

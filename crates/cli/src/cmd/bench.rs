@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 #[derive(Args)]
 pub struct BenchArgs {
+    #[command(flatten)]
+    pub conn: super::Conn,
     /// Concurrent clients.
     #[arg(long, default_value_t = 32)]
     pub clients: usize,
@@ -455,7 +457,9 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> CliResult<()> {
     let tokens = Arc::new(tokens);
     let mut results = Vec::new();
     let mut commit_factor = Vec::new();
+    let bar = crate::progress::items(Some(ops.len() as u64), "");
     for op in &ops {
+        bar.set_message(format!("{op} for {} s", a.duration));
         let before = _server.as_ref().map(|s| s.core.store_stats());
         results.push(
             drive(
@@ -480,7 +484,9 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> CliResult<()> {
                 ));
             }
         }
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     let ceiling = results
         .iter()
         .find(|r| r.op == "health")

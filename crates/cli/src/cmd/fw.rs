@@ -6,7 +6,7 @@
 //! 2 usage or error.
 
 use super::Cli;
-use crate::client::{CliError, CliResult, Client};
+use crate::client::{CliError, CliResult};
 use clap::{Args, Subcommand, ValueEnum};
 use custos_provenance::bundle::{Bundle, MAX_BUNDLE_BYTES};
 use custos_provenance::keys::{FileSigner, KeyAlg, Signer};
@@ -22,6 +22,7 @@ pub enum FwCmd {
     /// Generate a signing key: PKCS#8 PEM (mode 0600) plus `<out>.pub`; prints the key ID
     /// that a policy pins.
     Keygen {
+        /// Key algorithm.
         #[arg(long, value_enum, default_value_t = Alg::EcdsaP256)]
         alg: Alg,
         /// Private key file to create.
@@ -120,6 +121,8 @@ pub enum Alg {
 pub struct SignArgs {
     /// The image.
     image: PathBuf,
+    #[command(flatten)]
+    conn: super::Conn,
     /// Bundle file to write.
     #[arg(long)]
     out: PathBuf,
@@ -130,8 +133,10 @@ pub struct SignArgs {
     /// comes from CUSTOS_PKCS11_PIN).
     #[arg(long = "pkcs11-module", conflicts_with = "keyless", requires_all = ["pkcs11_token", "pkcs11_key"])]
     pkcs11_module: Option<PathBuf>,
+    /// PKCS#11: the token's label.
     #[arg(long = "pkcs11-token")]
     pkcs11_token: Option<String>,
+    /// PKCS#11: the key's label.
     #[arg(long = "pkcs11-key")]
     pkcs11_key: Option<String>,
     /// Keyless: a fresh local key and a 10-minute code-signing certificate from Custos
@@ -148,18 +153,22 @@ pub struct SignArgs {
     /// Keyless: the code-signing role.
     #[arg(long, default_value = "codesign")]
     role: String,
+    /// The supplier (a policy's supplier name).
     #[arg(long)]
     vendor: String,
+    /// The device class the image is for (e.g. gnb-du-x1).
     #[arg(long)]
     device_class: String,
     /// Hardware IDs the image supports (repeatable).
     #[arg(long)]
     hardware_id: Vec<String>,
+    /// The release's version (e.g. 5.2.0).
     #[arg(long)]
     version: String,
     /// The anti-rollback counter.
     #[arg(long)]
     security_version: u64,
+    /// Release channel.
     #[arg(long, default_value = "stable")]
     channel: String,
     /// RFC 3339 time, or a lifetime from now such as 180d.
@@ -168,15 +177,19 @@ pub struct SignArgs {
     /// SLSA builder ID (keyless: also the certificate's URI SAN).
     #[arg(long)]
     builder_id: String,
+    /// SLSA buildType URI.
     #[arg(long, default_value = "https://custos.dev/firmware-build/v1")]
     build_type: String,
+    /// Source repository URI (e.g. git+https://…).
     #[arg(long)]
     source_repo: String,
+    /// Source commit the image was built from.
     #[arg(long)]
     commit: String,
     /// Lineage: `<uri>@sha256:<hex>` for a parent image or component (repeatable).
     #[arg(long)]
     dependency: Vec<String>,
+    /// SLSA invocation ID (the CI job's).
     #[arg(long, default_value = "")]
     invocation_id: String,
     /// Build host and other internal parameters, as a JSON object.
@@ -188,6 +201,10 @@ pub struct SignArgs {
 pub struct VerifyArgs {
     /// The image.
     image: PathBuf,
+    // With the policy's `fetch_ocsp`, CUSTOS_CACERT also trusts the OCSP responder.
+    #[command(flatten)]
+    conn: super::Conn,
+    /// The bundle `fw sign` wrote.
     #[arg(long)]
     bundle: PathBuf,
     /// Policy (TOML).
@@ -267,6 +284,8 @@ pub(crate) fn hash_file(
             (a.to_string(), Context::new(alg))
         })
         .collect();
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = crate::progress::bytes(len, &format!("hashing {}", path.display()));
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = match f.read(&mut buf) {
@@ -282,7 +301,9 @@ pub(crate) fn hash_file(
             out.write_all(&buf[..n])
                 .map_err(io("staging the image".into()))?;
         }
+        bar.inc(n as u64);
     }
+    bar.finish_and_clear();
     Ok(ctxs
         .into_iter()
         .map(|(a, c)| (a, hex::encode(c.finish().as_ref())))
@@ -330,9 +351,22 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
+impl FwCmd {
+    /// The connection options, on the subcommands that may talk to a server (keyless signing
+    /// and registration; OCSP for verify and install).
+    pub fn conn(&self) -> Option<&super::Conn> {
+        match self {
+            FwCmd::Sign(a) => Some(&a.conn),
+            FwCmd::Verify(a) => Some(&a.conn),
+            FwCmd::Install(a) => Some(&a.v.conn),
+            _ => None,
+        }
+    }
+}
+
 pub async fn run(cli: &Cli, c: &FwCmd) -> CliResult<()> {
     match c {
-        FwCmd::Keygen { alg, out } => keygen(*alg, out),
+        FwCmd::Keygen { alg, out } => keygen(*alg, out, cli.format),
         FwCmd::HsmKeygen { hsm } => {
             let k = custos_pkcs11::Pkcs11Signer::generate(
                 &hsm.module,
@@ -464,7 +498,7 @@ fn init_state(a: &InitStateArgs) -> CliResult<()> {
     Ok(())
 }
 
-fn keygen(alg: Alg, out: &Path) -> CliResult<()> {
+fn keygen(alg: Alg, out: &Path, format: crate::output::Format) -> CliResult<()> {
     let alg = match alg {
         Alg::Ed25519 => KeyAlg::Ed25519,
         Alg::EcdsaP256 => KeyAlg::EcdsaP256,
@@ -489,6 +523,18 @@ fn keygen(alg: Alg, out: &Path) -> CliResult<()> {
         s.public_key().to_pem().as_bytes(),
         0o644,
     )?;
+    if format == crate::output::Format::Json {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "key_id": s.key_id(),
+                "algorithm": alg.to_string(),
+                "private_key_file": out.display().to_string(),
+                "public_key_file": Path::new(&pub_path).display().to_string(),
+            })
+        );
+        return Ok(());
+    }
     outln!("{alg} key written to {}", out.display());
     outln!("key ID (pin this in the policy): {}", s.key_id());
     Ok(())
@@ -586,6 +632,7 @@ async fn sign(cli: &Cli, a: &SignArgs) -> CliResult<()> {
     };
     let mut b = custos_provenance::sign_bundle(&req, &[signer.as_ref()], chain)
         .map_err(|e| err(format!("signing: {e}")))?;
+    let mut registered = None;
     if let Some(mount) = &a.register {
         // Registration logs the signing event; the receipt makes `fw verify` work offline
         // with the log's integrated time as the signing time.
@@ -607,6 +654,16 @@ async fn sign(cli: &Cli, a: &SignArgs) -> CliResult<()> {
                 "the server registered the bundle but returned no log receipt",
             ));
         }
+        registered = Some(format!(
+            "registered at {}/bundles; the bundle carries the log receipt (entry {})",
+            mount.trim_end_matches('/'),
+            receipts
+                .iter()
+                .filter_map(|r| r.get("index"))
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
         b.tlog_entries = receipts;
     }
     write_durably(&a.out, b.to_json().as_bytes(), 0o644)?;
@@ -624,6 +681,9 @@ async fn sign(cli: &Cli, a: &SignArgs) -> CliResult<()> {
         a.out.display()
     );
     outln!("signer key ID: {}", signer.key_id());
+    if let Some(r) = registered {
+        outln!("{r}");
+    }
     Ok(())
 }
 
@@ -640,7 +700,7 @@ async fn keyless_signer(cli: &Cli, a: &SignArgs) -> CliResult<(FileSigner, Vec<S
         .serialize_request(&kp)
         .and_then(|c| c.pem())
         .map_err(|e| err(format!("CSR: {e}")))?;
-    let client = Client::new(&cli.address, cli.token.clone(), cli.cacert.as_deref())?;
+    let client = cli.client()?;
     let v = client
         .call(
             "POST",
@@ -763,7 +823,7 @@ async fn fetch_ocsp(cli: &Cli, bundle: &Bundle) -> Vec<Vec<u8>> {
         return Vec::new();
     };
     let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10));
-    if let Some(path) = cli.cacert.as_deref() {
+    if let Some(path) = cli.conn().and_then(|c| c.cacert.as_deref()) {
         if let Some(c) = std::fs::read(path)
             .ok()
             .and_then(|p| reqwest::Certificate::from_pem(&p).ok())

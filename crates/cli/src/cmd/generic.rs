@@ -17,6 +17,8 @@ pub struct PathArgs {
     /// `data`, else `auth` (token, token_accessor, token_policies…). Exit 1 if absent.
     #[arg(long, value_name = "NAME")]
     pub field: Option<String>,
+    #[command(flatten)]
+    pub conn: super::Conn,
 }
 
 /// Prints the response, or only `--field`.

@@ -446,10 +446,16 @@ async fn mirror(cli: &Cli, dir: &Path) -> CliResult<()> {
     let cp = Checkpoint::parse(&text[..=body_end])
         .map_err(|e| CliError::Other(format!("checkpoint: {e}")))?;
     let src = Tiles::Server(&c);
+    let tiles = tile::tiles_for(cp.size);
+    let bar = crate::progress::items(
+        Some(tiles.len() as u64 + cp.size.div_ceil(WIDTH)),
+        "mirroring tiles and entry bundles",
+    );
     let mut n = 0;
-    for id in tile::tiles_for(cp.size) {
+    for id in tiles {
         write_new(dir, &id.path(), &src.get(&id).await?)?;
         n += 1;
+        bar.inc(1);
     }
     for b in 0..cp.size.div_ceil(WIDTH) {
         let id = TileId {
@@ -459,7 +465,9 @@ async fn mirror(cli: &Cli, dir: &Path) -> CliResult<()> {
         };
         write_new(dir, &id.path(), &src.get(&id).await?)?;
         n += 1;
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     write_new(dir, "checkpoint", &note)?;
     say(
         cli,

@@ -19,12 +19,22 @@ mod witness;
 
 use crate::client::{CliError, CliResult, Client};
 use crate::output::Format;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Custos: the trust service for a 5G core (Vault-compatible PKI, tokens, policies, audit).
 #[derive(Parser)]
 #[command(name = "custos", version, about, long_about = None)]
 pub struct Cli {
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+/// How to reach Custos: on the commands that talk to a server, and only there.
+#[derive(Args, Clone, Debug)]
+pub struct Conn {
     /// Server address.
     #[arg(
         long,
@@ -39,11 +49,29 @@ pub struct Cli {
     /// PEM CA certificate that signs the server's TLS certificate.
     #[arg(long, global = true, env = "CUSTOS_CACERT")]
     pub cacert: Option<String>,
-    /// Output format.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
-    pub format: Format,
+}
+
+impl Conn {
+    /// An API client for this address, token and CA.
+    pub fn client(&self) -> CliResult<Client> {
+        Client::new(&self.address, self.token.clone(), self.cacert.as_deref())
+    }
+}
+
+/// A command group whose every subcommand talks to a server.
+#[derive(Args)]
+pub struct Online<T: Subcommand> {
+    #[command(flatten)]
+    pub conn: Conn,
     #[command(subcommand)]
-    pub cmd: Command,
+    pub cmd: T,
+}
+
+/// A command that takes only the connection options.
+#[derive(Args)]
+pub struct ConnOnly {
+    #[command(flatten)]
+    pub conn: Conn,
 }
 
 #[derive(Subcommand)]
@@ -53,22 +81,18 @@ pub enum Command {
     /// Keep certificates fresh: log in, issue or sign, render atomically, renew, reload.
     Agent(agent::AgentArgs),
     /// Initialise, unseal, seal, rotate.
-    #[command(subcommand)]
-    Operator(operator::OperatorCmd),
+    Operator(Online<operator::OperatorCmd>),
     /// Show seal status.
-    Status,
+    Status(ConnOnly),
     /// Create, look up, renew and revoke tokens.
-    #[command(subcommand)]
-    Token(token::TokenCmd),
+    Token(Online<token::TokenCmd>),
     /// Manage ACL policies.
-    #[command(subcommand)]
-    Policy(policy::PolicyCmd),
+    Policy(Online<policy::PolicyCmd>),
     /// Manage audit devices and verify audit logs.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
     /// Enable, list and disable secrets engines (kv, pki, provenance).
-    #[command(subcommand)]
-    Secrets(secrets::SecretsCmd),
+    Secrets(Online<secrets::SecretsCmd>),
     /// PKI helpers: issue, sign, revoke, fetch CRLs, and lint certificates against the 3GPP SBA profile.
     #[command(subcommand)]
     Pki(pki::PkiCmd),
@@ -85,8 +109,7 @@ pub enum Command {
     Fw(fw::FwCmd),
     /// The transparency log: verify inclusion, audit tiles and check consistency offline;
     /// mirror the log.
-    #[command(subcommand)]
-    Log(log::LogCmd),
+    Log(Online<log::LogCmd>),
     /// Tail the transparency log through its tiles and raise alerts from a rules file
     /// (JSON lines on stdout, a webhook, Prometheus counters).
     Monitor(monitor::MonitorArgs),
@@ -112,8 +135,32 @@ pub fn init_logging(level: &str) -> CliResult<()> {
 }
 
 impl Cli {
+    /// The connection options of the command being run (none for offline commands).
+    pub fn conn(&self) -> Option<&Conn> {
+        match &self.cmd {
+            Command::Status(c) => Some(&c.conn),
+            Command::Operator(g) => Some(&g.conn),
+            Command::Token(g) => Some(&g.conn),
+            Command::Policy(g) => Some(&g.conn),
+            Command::Secrets(g) => Some(&g.conn),
+            Command::Log(g) => Some(&g.conn),
+            Command::Read(a) | Command::Write(a) | Command::List(a) | Command::Delete(a) => {
+                Some(&a.conn)
+            }
+            Command::Audit(c) => c.conn(),
+            Command::Pki(c) => c.conn(),
+            Command::Fw(c) => c.conn(),
+            Command::Monitor(a) => Some(&a.conn),
+            Command::Bench(a) => Some(&a.conn),
+            Command::Server(_) | Command::Agent(_) | Command::Witness(_) => None,
+        }
+    }
+
+    /// An API client for the command's connection options.
     pub fn client(&self) -> CliResult<Client> {
-        Client::new(&self.address, self.token.clone(), self.cacert.as_deref())
+        self.conn()
+            .ok_or_else(|| CliError::Usage("this command does not talk to a server".into()))?
+            .client()
     }
 }
 
@@ -153,21 +200,127 @@ pub async fn run(cli: Cli) -> CliResult<()> {
     match &cli.cmd {
         Command::Server(a) => server::run(a).await,
         Command::Agent(a) => agent::run(a).await,
-        Command::Operator(c) => operator::run(&cli, c).await,
-        Command::Status => operator::status(&cli).await,
-        Command::Token(c) => token::run(&cli, c).await,
-        Command::Policy(c) => policy::run(&cli, c).await,
+        Command::Operator(g) => operator::run(&cli, &g.cmd).await,
+        Command::Status(_) => operator::status(&cli).await,
+        Command::Token(g) => token::run(&cli, &g.cmd).await,
+        Command::Policy(g) => policy::run(&cli, &g.cmd).await,
         Command::Audit(c) => audit::run(&cli, c).await,
-        Command::Secrets(c) => secrets::run(&cli, c).await,
+        Command::Secrets(g) => secrets::run(&cli, &g.cmd).await,
         Command::Pki(c) => pki::run(&cli, c).await,
         Command::Read(a) => generic::read(&cli, a).await,
         Command::Write(a) => generic::write(&cli, a).await,
         Command::List(a) => generic::list(&cli, a).await,
         Command::Delete(a) => generic::delete(&cli, a).await,
         Command::Fw(c) => fw::run(&cli, c).await,
-        Command::Log(c) => log::run(&cli, c).await,
+        Command::Log(g) => log::run(&cli, &g.cmd).await,
         Command::Monitor(a) => monitor::run(&cli, a).await,
         Command::Witness(c) => witness::run(c).await,
         Command::Bench(a) => bench::run(&cli, a).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every option and argument of every command says in one line what it is for.
+    #[test]
+    fn every_option_of_every_command_has_a_one_line_description() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                if help.trim().is_empty() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for s in c.get_subcommands() {
+                if s.get_name() == "help" {
+                    continue;
+                }
+                if s.get_about().is_none() {
+                    missing.push(format!("{path} {} (the command itself)", s.get_name()));
+                }
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "custos", &mut missing);
+        assert!(missing.is_empty(), "no description: {missing:#?}");
+    }
+
+    /// `custos --help` lists every command group.
+    #[test]
+    fn top_level_help_lists_every_command_group() {
+        let help = Cli::command().render_help().to_string();
+        for g in [
+            "server", "agent", "operator", "status", "token", "policy", "audit", "secrets", "pki",
+            "read", "write", "list", "delete", "fw", "log", "monitor", "witness", "bench",
+        ] {
+            assert!(
+                help.lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{g} "))),
+                "{g} missing from:\n{help}"
+            );
+        }
+    }
+
+    /// --address, --token and --cacert appear on the commands that talk to a server, and
+    /// not on those that never do (a server, an agent, a witness, offline checks).
+    #[test]
+    fn connection_options_only_on_commands_that_talk_to_a_server() {
+        fn find<'a>(c: &'a clap::Command, path: &[&str]) -> &'a clap::Command {
+            match path.split_first() {
+                None => c,
+                Some((first, rest)) => find(c.find_subcommand(first).unwrap(), rest),
+            }
+        }
+        let mut root = Cli::command();
+        root.build();
+        let has = |path: &str| {
+            let c = find(&root, &path.split(' ').collect::<Vec<_>>());
+            let ids: Vec<&str> = c.get_arguments().map(|a| a.get_id().as_str()).collect();
+            ["address", "token", "cacert"].map(|o| ids.contains(&o))
+        };
+        for online in [
+            "status",
+            "read",
+            "write",
+            "list",
+            "delete",
+            "operator unseal",
+            "token create",
+            "policy write",
+            "secrets enable",
+            "audit enable",
+            "pki issue",
+            "fw sign",
+            "fw verify",
+            "log mirror",
+            "log verify",
+            "monitor",
+            "bench",
+        ] {
+            assert_eq!(has(online), [true; 3], "{online}");
+        }
+        for offline in [
+            "server",
+            "agent",
+            "witness serve",
+            "witness keygen",
+            "pki lint",
+            "audit verify",
+            "fw keygen",
+            "fw init-state",
+            "fw mark-good",
+            "fw verify-envelope",
+        ] {
+            assert_eq!(has(offline), [false; 3], "{offline}");
+        }
     }
 }

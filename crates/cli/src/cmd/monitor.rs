@@ -43,6 +43,8 @@ const SAVE_EVERY: u64 = 16;
 #[derive(Args)]
 pub struct MonitorArgs {
     #[command(flatten)]
+    pub conn: super::Conn,
+    #[command(flatten)]
     trust: TrustArgs,
     /// The rules file (TOML: [signing], [burst], [issuance]); its format, with an example of
     /// every setting, is documented in crates/tlog/src/monitor.rs (`custos_tlog::monitor`),

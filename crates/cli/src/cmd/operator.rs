@@ -86,8 +86,28 @@ pub async fn run(cli: &Cli, c: &OperatorCmd) -> CliResult<()> {
                 };
                 json!({"key": k, "reset": reset})
             };
+            let progress = |v: &Value| v.get("progress").and_then(Value::as_u64);
+            let before = if *reset {
+                None
+            } else {
+                client
+                    .call("GET", "sys/seal-status", None)
+                    .await
+                    .ok()
+                    .and_then(|v| progress(&v))
+            };
             let v = client.call("PUT", "sys/unseal", Some(&body)).await?;
             print(cli.format, &v);
+            // The server ignores a share it already holds (as Vault does); say so, or the
+            // operator counts it towards the threshold.
+            let sealed = v.get("sealed").and_then(Value::as_bool) == Some(true);
+            if sealed && before.is_some() && before == progress(&v) {
+                eprintln!(
+                    "note: this share was already given in this unseal attempt and was ignored (progress {}/{})",
+                    before.unwrap_or(0),
+                    v.get("t").and_then(Value::as_u64).unwrap_or(0)
+                );
+            }
             Ok(())
         }
         OperatorCmd::Seal => {

@@ -16,15 +16,19 @@ pub enum PkiCmd {
         /// PKI mount path.
         #[arg(long, default_value = "pki")]
         mount: String,
+        /// Common name (the NF's FQDN for the SBA profile).
         #[arg(long)]
         common_name: Option<String>,
         /// Comma-separated DNS SANs.
         #[arg(long)]
         alt_names: Option<String>,
+        /// Comma-separated IP SANs.
         #[arg(long)]
         ip_sans: Option<String>,
+        /// Comma-separated URI SANs.
         #[arg(long)]
         uri_sans: Option<String>,
+        /// Lifetime, e.g. 24h (at most the role's max_ttl).
         #[arg(long)]
         ttl: Option<String>,
         /// SBA profile: the NF instance ID (UUID).
@@ -36,40 +40,57 @@ pub enum PkiCmd {
         /// Directory for cert.pem, key.pem (mode 0600) and ca.pem.
         #[arg(long, default_value = ".")]
         out_dir: PathBuf,
+        #[command(flatten)]
+        conn: super::Conn,
     },
     /// Sign a CSR (the key never leaves the caller) and write the certificate.
     Sign {
+        /// The role that decides what may be signed.
         role: String,
         /// PEM CSR file.
         #[arg(long)]
         csr: PathBuf,
+        /// The PKI mount.
         #[arg(long, default_value = "pki")]
         mount: String,
+        /// Common name (else the CSR's, if the role uses it).
         #[arg(long)]
         common_name: Option<String>,
+        /// Lifetime, e.g. 24h (at most the role's max_ttl).
         #[arg(long)]
         ttl: Option<String>,
+        /// SBA profile: the NF instance ID (UUID).
         #[arg(long)]
         nf_instance_id: Option<String>,
+        /// SBA profile: NF type(s), comma-separated (e.g. AMF).
         #[arg(long)]
         nf_type: Option<String>,
         /// Output certificate file.
         #[arg(long, default_value = "cert.pem")]
         out: PathBuf,
+        #[command(flatten)]
+        conn: super::Conn,
     },
     /// Revoke a certificate by serial number.
     Revoke {
+        /// Serial number, colon-separated hex as `pki issue` prints it.
         serial: String,
+        /// The PKI mount.
         #[arg(long, default_value = "pki")]
         mount: String,
+        #[command(flatten)]
+        conn: super::Conn,
     },
     /// Fetch the current CRL (PEM).
     Crl {
+        /// The PKI mount.
         #[arg(long, default_value = "pki")]
         mount: String,
         /// Output file ("-" for stdout).
         #[arg(long, default_value = "-")]
         out: String,
+        #[command(flatten)]
+        conn: super::Conn,
     },
     /// Check certificates (PEM or DER file) against a profile; lists every violation with its
     /// clause. Exit 0 if all conform, 1 if any violation, 2 on error.
@@ -120,6 +141,19 @@ fn chain_text(d: &Value) -> String {
         .unwrap_or_default()
 }
 
+impl PkiCmd {
+    /// The connection options, on the subcommands that talk to a server.
+    pub fn conn(&self) -> Option<&super::Conn> {
+        match self {
+            PkiCmd::Issue { conn, .. }
+            | PkiCmd::Sign { conn, .. }
+            | PkiCmd::Revoke { conn, .. }
+            | PkiCmd::Crl { conn, .. } => Some(conn),
+            PkiCmd::Lint { .. } => None,
+        }
+    }
+}
+
 pub async fn run(cli: &Cli, c: &PkiCmd) -> CliResult<()> {
     match c {
         PkiCmd::Lint { files, .. } => lint(cli, files),
@@ -134,6 +168,7 @@ pub async fn run(cli: &Cli, c: &PkiCmd) -> CliResult<()> {
             nf_instance_id,
             nf_type,
             out_dir,
+            ..
         } => {
             let mut b = Map::new();
             opt(&mut b, "common_name", common_name);
@@ -172,7 +207,10 @@ pub async fn run(cli: &Cli, c: &PkiCmd) -> CliResult<()> {
                 outln!(
                     "Issued serial {} (expires {}); wrote cert.pem, key.pem, ca.pem to {}",
                     d["serial_number"].as_str().unwrap_or(""),
-                    d["expiration"],
+                    d["expiration"]
+                        .as_i64()
+                        .map(crate::output::rfc3339)
+                        .unwrap_or_default(),
                     out_dir.display()
                 );
             }
@@ -187,6 +225,7 @@ pub async fn run(cli: &Cli, c: &PkiCmd) -> CliResult<()> {
             nf_instance_id,
             nf_type,
             out,
+            ..
         } => {
             let text = std::fs::read_to_string(csr).map_err(|source| CliError::Io {
                 what: format!("reading {}", csr.display()),
@@ -218,7 +257,7 @@ pub async fn run(cli: &Cli, c: &PkiCmd) -> CliResult<()> {
             );
             Ok(())
         }
-        PkiCmd::Revoke { serial, mount } => {
+        PkiCmd::Revoke { serial, mount, .. } => {
             let v = cli
                 .client()?
                 .call(
@@ -233,7 +272,7 @@ pub async fn run(cli: &Cli, c: &PkiCmd) -> CliResult<()> {
             );
             Ok(())
         }
-        PkiCmd::Crl { mount, out } => {
+        PkiCmd::Crl { mount, out, .. } => {
             let (v, _) = cli
                 .client()?
                 .call_status("GET", &format!("{mount}/crl/pem"), None, false)

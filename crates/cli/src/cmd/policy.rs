@@ -9,13 +9,24 @@ use serde_json::{json, Value};
 #[derive(Subcommand)]
 pub enum PolicyCmd {
     /// Write a policy from a file ("-" for stdin).
-    Write { name: String, file: String },
+    Write {
+        /// The policy's name.
+        name: String,
+        /// HCL or JSON policy file (`-` for stdin).
+        file: String,
+    },
     /// Print a policy.
-    Read { name: String },
+    Read {
+        /// The policy's name.
+        name: String,
+    },
     /// List policies.
     List,
     /// Delete a policy.
-    Delete { name: String },
+    Delete {
+        /// The policy's name.
+        name: String,
+    },
 }
 
 pub async fn run(cli: &Cli, c: &PolicyCmd) -> CliResult<()> {

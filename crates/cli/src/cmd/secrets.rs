@@ -28,7 +28,10 @@ pub enum SecretsCmd {
     /// List mounted secrets engines.
     List,
     /// Disable a secrets engine and delete all its data.
-    Disable { path: String },
+    Disable {
+        /// The mount path (e.g. pki).
+        path: String,
+    },
 }
 
 pub async fn run(cli: &Cli, c: &SecretsCmd) -> CliResult<()> {

@@ -19,6 +19,10 @@ pub struct ServerArgs {
     /// Dev mode: listen address.
     #[arg(long, requires = "dev", default_value = "127.0.0.1:8200")]
     pub dev_listen_address: String,
+    /// Dev mode: the NRF's mutual-TLS SBI listener (serves once pki/roles/nrf exists), or
+    /// `none`. A port in use is a warning in dev mode, not an error.
+    #[arg(long, requires = "dev", default_value = "127.0.0.1:29510")]
+    pub dev_sbi_address: String,
     /// Log filter (RUST_LOG syntax).
     #[arg(long, env = "CUSTOS_LOG", default_value = "info")]
     pub log_level: String,
@@ -38,13 +42,31 @@ pub async fn run(a: &ServerArgs) -> CliResult<()> {
                 what: "creating dev data dir".into(),
                 source,
             })?;
-        let (running, root, share) =
-            custos_server::start_dev(dir.path(), addr, a.dev_root_token_id.as_deref())
-                .await
-                .map_err(|e| CliError::Other(e.to_string()))?;
+        let sbi = dev_sbi(&a.dev_sbi_address)?;
+        let settings = custos_server::engines::EngineSettings {
+            sbi: sbi.map(custos_server::config::SbiConfig::dev),
+            ..Default::default()
+        };
+        let (running, root, share) = custos_server::start_dev_with(
+            dir.path(),
+            addr,
+            a.dev_root_token_id.as_deref(),
+            custos_server::CoreConfig::default(),
+            settings,
+        )
+        .await
+        .map_err(|e| CliError::Other(e.to_string()))?;
+        let sbi_line = match sbi {
+            Some(s) => format!(
+                "NRF SBI:       https://{s} (mutual TLS; serves once the NF CA at pki/ has \
+                 config/urls and a role nrf: README \"NRF security services\")\n"
+            ),
+            None => String::new(),
+        };
         outln!(
             "==> Custos server started in DEV mode. Do not run dev mode in production.\n\n\
              Listening on:  http://{}\n\
+             {sbi_line}\
              Storage:       {} (deleted on exit)\n\
              Unseal Key:    {}\n\
              Root Token:    {}\n\n\
@@ -80,6 +102,27 @@ pub async fn run(a: &ServerArgs) -> CliResult<()> {
     );
     wait(running).await;
     Ok(())
+}
+
+/// The dev SBI address: `none` turns it off; a port already in use (another dev server) is
+/// said once and leaves the SBI off, since dev mode's point is to start.
+fn dev_sbi(arg: &str) -> CliResult<Option<SocketAddr>> {
+    if arg == "none" {
+        return Ok(None);
+    }
+    let addr: SocketAddr = arg
+        .parse()
+        .map_err(|e| CliError::Usage(format!("--dev-sbi-address: {e}")))?;
+    match std::net::TcpListener::bind(addr) {
+        // Port 0 asks for any free port: keep the one the probe got.
+        Ok(l) => Ok(l.local_addr().ok()),
+        Err(e) => {
+            eprintln!(
+                "==> the NRF SBI listener is off: cannot bind {addr} ({e}); pass --dev-sbi-address"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// Serves until SIGTERM or SIGINT, then shuts down gracefully (stop accepting, finish

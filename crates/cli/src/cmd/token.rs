@@ -40,6 +40,9 @@ pub enum TokenCmd {
         /// Do not attach the default policy.
         #[arg(long)]
         no_default_policy: bool,
+        /// Print only this field, bare (e.g. `token` for the new token), as Vault's -field.
+        #[arg(long, value_name = "NAME")]
+        field: Option<String>,
     },
     /// Look up a token (your own if none given).
     Lookup {
@@ -93,6 +96,7 @@ pub async fn run(cli: &Cli, c: &TokenCmd) -> CliResult<()> {
             display_name,
             metadata,
             no_default_policy,
+            field,
         } => {
             let mut b = Map::new();
             if !policies.is_empty() {
@@ -119,7 +123,15 @@ pub async fn run(cli: &Cli, c: &TokenCmd) -> CliResult<()> {
             } else {
                 "auth/token/create"
             };
-            client.call("POST", path, Some(&Value::Object(b))).await?
+            let v = client.call("POST", path, Some(&Value::Object(b))).await?;
+            if let Some(name) = field {
+                let f = crate::output::field(&v, name).ok_or_else(|| {
+                    CliError::Other(format!("field {name:?} is not present in the response"))
+                })?;
+                crate::output::print_field(f);
+                return Ok(());
+            }
+            v
         }
         TokenCmd::Lookup { target, accessor } => match (target, accessor) {
             (None, false) => client.call("GET", "auth/token/lookup-self", None).await?,

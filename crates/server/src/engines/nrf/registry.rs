@@ -532,7 +532,7 @@ pub(super) async fn refresh_tls(nrf: &Nrf) -> Result<(), ApiError> {
             crl_sha,
         });
     }
-    tracing::info!(serial = %field("serial_number"), not_after = na, "SBI certificate issued");
+    tracing::info!(serial = %field("serial_number"), not_after = %crate::core::rfc3339(na), "SBI certificate issued");
     Ok(())
 }
 

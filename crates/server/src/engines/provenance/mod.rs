@@ -195,8 +195,8 @@ async fn register(p: &Provenance, ctx: &Ctx<'_>, req: &Request) -> ApiResult<Res
     if let Some(existing) = a.get_json::<Summary>(&format!("image/{d}")).await? {
         if existing != rec.summary {
             return Err(ApiError::bad(format!(
-                "bundle: image {d} is already registered with other facts (device class {}, version {}, security version {})",
-                existing.device_class, existing.version, existing.security_version
+                "bundle: image {d} is already registered with other facts: {}; every bundle of one image must state the same facts",
+                summary_diff(&existing, &rec.summary).join(", ")
             )));
         }
     }
@@ -301,4 +301,34 @@ fn lineage<'a>(
         node["parents"] = Value::Array(parents);
         Ok(node)
     })
+}
+
+/// The facts two summaries of one image disagree on, as `name: registered vs this bundle`.
+fn summary_diff(old: &Summary, new: &Summary) -> Vec<String> {
+    let mut d = Vec::new();
+    let mut cmp = |name: &str, a: String, b: String| {
+        if a != b {
+            d.push(format!("{name} {a:?} registered, {b:?} in this bundle"));
+        }
+    };
+    cmp(
+        "digests",
+        format!("{:?}", old.digest),
+        format!("{:?}", new.digest),
+    );
+    cmp(
+        "device class",
+        old.device_class.clone(),
+        new.device_class.clone(),
+    );
+    cmp("version", old.version.clone(), new.version.clone());
+    cmp(
+        "security version",
+        old.security_version.to_string(),
+        new.security_version.to_string(),
+    );
+    cmp("channel", old.channel.clone(), new.channel.clone());
+    cmp("not after", old.not_after.clone(), new.not_after.clone());
+    cmp("parents", old.parents.join(" "), new.parents.join(" "));
+    d
 }
