@@ -6,6 +6,8 @@
 #![forbid(unsafe_code)]
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod tpm;
+
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
