@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 C="$(pwd)/target/debug/custos"
 OUT="$(pwd)/fuzz/corpus"
 W=$(mktemp -d); trap 'kill $SRV 2>/dev/null; rm -rf "$W"' EXIT
-mkdir -p "$OUT"/{acl_policy,audit_verify,barrier_open,pki_csr,pki_lint,pki_ocsp_request,pki_ocsp_response,tlog_parsers,tlog_witness_request,tlog_entry_receipt,monitor_rules,provenance_inputs,nrf_requests,jwt_header}
+mkdir -p "$OUT"/{acl_policy,audit_verify,barrier_open,pki_csr,pki_lint,pki_ocsp_request,pki_ocsp_response,tlog_parsers,tlog_witness_request,tlog_entry_receipt,monitor_rules,provenance_inputs,nrf_requests,jwt_header,attest_quote,attest_eventlog}
+# attest_quote and attest_eventlog: a quote, signature and AK public area from swtpm (tpm2_quote,
+# tpm2_createak) and tpm2-tools' real event logs (crates/attest/tests/fixtures), copied by hand.
 PORT=8297
 "$C" server --dev --dev-root-token-id root --dev-listen-address 127.0.0.1:$PORT >/dev/null 2>&1 &
 SRV=$!; sleep 1

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole Custos test suite, runnable on a fresh machine:
-#   Rust unit and integration tests (SQLite, a real PostgreSQL, SoftHSM2 for PKCS#11), then
+#   Rust unit and integration tests (SQLite, a real PostgreSQL, SoftHSM2 for PKCS#11, swtpm
+#   TPMs judged by tpm2-tools), then
 #   the interop suites that judge compatibility with clients we did not write (hvac, PyJWT,
 #   schemathesis, securesystemslib/in-toto).
 set -euo pipefail
@@ -10,9 +11,13 @@ CUSTOS_TEST_PG_URL=$(scripts/pg-for-tests.sh)
 export CUSTOS_TEST_PG_URL
 
 # Debian packages: SoftHSM2 (the PKCS#11 token the firmware-signing tests keep their HSM key
-# in); jq, curl and openssl (README's walkthrough, which the README check runs).
+# in); swtpm and tpm2-tools (the software TPMs and the tools that judge the attestation
+# verifier); jq, curl and openssl (README's walkthrough, which the README check runs).
 need=()
 [ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null || need+=(softhsm2)
+command -v swtpm >/dev/null || need+=(swtpm)
+command -v swtpm_setup >/dev/null || need+=(swtpm-tools)
+command -v tpm2_quote >/dev/null || need+=(tpm2-tools)
 for c in jq curl openssl; do command -v "$c" >/dev/null || need+=("$c"); done
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"

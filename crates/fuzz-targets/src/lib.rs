@@ -9,7 +9,7 @@
 use base64::Engine as _;
 
 /// Every target's name.
-pub const TARGETS: [&str; 14] = [
+pub const TARGETS: [&str; 16] = [
     "acl_policy",
     "audit_verify",
     "barrier_open",
@@ -24,6 +24,8 @@ pub const TARGETS: [&str; 14] = [
     "provenance_inputs",
     "nrf_requests",
     "jwt_header",
+    "attest_quote",
+    "attest_eventlog",
 ];
 
 /// Runs target `name` on `data`; `false` for an unknown name.
@@ -43,6 +45,8 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "provenance_inputs" => provenance_inputs(data),
         "nrf_requests" => nrf_requests(data),
         "jwt_header" => jwt_header(data),
+        "attest_quote" => attest_quote(data),
+        "attest_eventlog" => attest_eventlog(data),
         _ => return false,
     }
     true
@@ -206,5 +210,62 @@ pub fn jwt_header(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let allowed = vec!["ES256".to_string(), "RS256".to_string()];
         let _ = custos_auth::jwt::header(text, &allowed);
+    }
+}
+
+/// A device's quote: TPMS_ATTEST, TPMT_SIGNATURE and TPMT_PUBLIC parsers, then a full
+/// appraisal with the bytes split into quote, signature and event log. Never panics.
+pub fn attest_quote(data: &[u8]) {
+    use custos_attest::tpm::{Attest, Public, Signature};
+    let _ = Attest::parse(data);
+    let _ = Signature::parse(data);
+    let _ = Public::parse(data);
+    if data.len() < 4 {
+        return;
+    }
+    let a = usize::from(data[0]) * 4 % data.len();
+    let s = a + (usize::from(data[1]) * 2 % (data.len() - a).max(1));
+    let (quote, rest) = data.split_at(a);
+    let (sig, log) = rest.split_at(s - a);
+    // swtpm's ECDSA P-256 AK.
+    const AK: &[u8] = &[
+        0x00, 0x58, 0x00, 0x23, 0x00, 0x0b, 0x00, 0x05, 0x00, 0x72, 0x00, 0x00, 0x00, 0x10, 0x00,
+        0x18, 0x00, 0x0b, 0x00, 0x03, 0x00, 0x10, 0x00, 0x20, 0x32, 0xeb, 0xa2, 0x99, 0x49, 0x0b,
+        0x4d, 0x49, 0x8d, 0xef, 0x45, 0xcf, 0xa6, 0x03, 0xc4, 0x87, 0x71, 0x0b, 0xd8, 0x89, 0xb6,
+        0xcf, 0x32, 0x4b, 0xb7, 0x0a, 0x29, 0x7c, 0x23, 0x77, 0xb8, 0x8e, 0x00, 0x20, 0x7c, 0xd2,
+        0xa2, 0x47, 0x27, 0xd2, 0x74, 0xc4, 0xe6, 0x79, 0x9f, 0x12, 0x11, 0x94, 0x8c, 0xef, 0xed,
+        0xc4, 0x0e, 0x86, 0x7f, 0xba, 0xce, 0xe2, 0x50, 0xfd, 0x33, 0x44, 0x66, 0xff, 0xa0, 0x43,
+    ];
+    let (Ok(ak), Ok(policy)) = (
+        Public::parse(AK),
+        custos_attest::policy::Policy::parse("[[device_classes]]\nname = \"x\"\n"),
+    ) else {
+        return;
+    };
+    let v = custos_attest::verify::appraise(
+        &custos_attest::verify::Evidence {
+            attest: quote,
+            signature: sig,
+            event_log: log,
+        },
+        &custos_attest::verify::Expected {
+            ak: &ak,
+            nonce: b"fuzz",
+            class: &policy.classes[0],
+            last: None,
+            floor: 0,
+            now: 0,
+        },
+        &custos_attest::verify::NoReferences,
+    );
+    assert!(!v.trusted, "random bytes were trusted");
+}
+
+/// A measured-boot event log: parse and replay. Never panics.
+pub fn attest_eventlog(data: &[u8]) {
+    if let Ok(l) = custos_attest::eventlog::EventLog::parse(data) {
+        let _ = l.replay();
+        let again = custos_attest::eventlog::EventLog::parse(&l.to_bytes());
+        assert!(again.is_ok(), "a parsed log did not re-parse");
     }
 }
