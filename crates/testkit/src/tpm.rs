@@ -126,9 +126,59 @@ impl Tpm {
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
         );
+        let (port, child) = start_swtpm(d, None);
+        Tpm {
+            dir,
+            port,
+            child,
+            scheme: std::cell::Cell::new("ecdsa"),
+        }
+    }
+
+    /// Power-cycles the TPM: PCRs return to their reset values and the reset count goes up,
+    /// as at a reboot. Keys and NV survive; saved contexts of transient objects do not, so
+    /// the AK is loaded again from `ak.priv`/`ak.pub` under the EK.
+    pub fn reboot(&mut self) {
+        // An orderly shutdown first, as an operating system does.
+        self.run(&["tpm2_shutdown"]);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (port, child) = start_swtpm(self.dir.path(), Some(self.port));
+        self.port = port;
+        self.child = child;
+        self.run(&["tpm2_createek", "-c", "ek.ctx", "-G", "rsa", "-u", "ek.pub"]);
+        let script = "set -e
+tpm2_startauthsession --policy-session -S s.ctx
+tpm2_policysecret -S s.ctx -c e
+tpm2_load -C ek.ctx -u ak.pub -r ak.priv -c ak.ctx -P session:s.ctx
+tpm2_flushcontext s.ctx";
+        let o = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(self.dir.path())
+            .env(
+                "TPM2TOOLS_TCTI",
+                format!("swtpm:host=127.0.0.1,port={}", self.port),
+            )
+            .output()
+            .expect("sh");
+        self.flush();
+        assert!(
+            o.status.success(),
+            "reloading the AK: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+/// Starts swtpm on the state in `d/state` (on `port` when given and free).
+fn start_swtpm(d: &Path, port: Option<u16>) -> (u16, Child) {
+    {
         let mut last = String::new();
-        for _ in 0..5 {
-            let port = free_port_pair();
+        for attempt in 0..5 {
+            let port = match port {
+                Some(p) if attempt == 0 => p,
+                _ => free_port_pair(),
+            };
             let mut child = Command::new("swtpm")
                 .args(["socket", "--tpm2", "--flags", "startup-clear"])
                 .arg("--tpmstate")
@@ -143,12 +193,7 @@ impl Tpm {
                 .expect("swtpm");
             for _ in 0..100 {
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Tpm {
-                        dir,
-                        port,
-                        child,
-                        scheme: std::cell::Cell::new("ecdsa"),
-                    };
+                    return (port, child);
                 }
                 if let Ok(Some(_)) = child.try_wait() {
                     break;
@@ -161,7 +206,9 @@ impl Tpm {
         }
         panic!("swtpm did not start: {last}");
     }
+}
 
+impl Tpm {
     /// The device's working directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)

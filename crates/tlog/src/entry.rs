@@ -19,6 +19,9 @@
 //! | `fw.sign` | `mount`, `image_sha256`, `device_class`, `version`, `builder` (the SLSA builder ID), `signers` (key IDs, or the keyless identity), `envelopes` (`payload_type`, `payload_sha256`), `requester` |
 //! | `nrf.key` | `kid` (the new key's RFC 7638 thumbprint), `retired_kid` |
 //! | `audit.head` | `device`, `lines`, `head` (the device's last chain hash) |
+//! | `attest.device` | `mount`, `device`, `op` (`write`: enrolled, its AK activated; `delete`), `device_class`, `ek_sha256` (of the EK's public area), `ak_name` (hex), `requester` |
+//! | `attest.status` | `mount`, `device`, `status` (`TRUSTED`/`UNTRUSTED`), `rules` (the failed ones), `firmware` (SHA-256 of each measured image), `requester` |
+//! | `attest.install` | `mount`, `device`, `image_sha256`, `version`, `security_version` (the device's new anti-rollback floor when higher), `requester` |
 //!
 //! `time` is the log's integrated time: the sequencer sets it when the entry joins a batch.
 //! `requester` is the calling token's display name (`root`, `approle`, `jwt-…`).
@@ -143,6 +146,37 @@ pub enum Event {
         lines: u64,
         head: String,
     },
+    /// A device's TPM was enrolled (EK certificate checked, AK activated) or removed.
+    #[serde(rename = "attest.device")]
+    DeviceChanged {
+        mount: String,
+        device: String,
+        op: ChangeOp,
+        device_class: String,
+        ek_sha256: String,
+        ak_name: String,
+        requester: String,
+    },
+    /// A device's attestation status changed.
+    #[serde(rename = "attest.status")]
+    AttestationChanged {
+        mount: String,
+        device: String,
+        status: String,
+        rules: Vec<String>,
+        firmware: Vec<String>,
+        requester: String,
+    },
+    /// A device reported a firmware install.
+    #[serde(rename = "attest.install")]
+    DeviceInstall {
+        mount: String,
+        device: String,
+        image_sha256: String,
+        version: String,
+        security_version: u64,
+        requester: String,
+    },
 }
 
 impl Event {
@@ -157,6 +191,9 @@ impl Event {
             Event::FirmwareSigned { .. } => "fw.sign",
             Event::NrfKeyRotated { .. } => "nrf.key",
             Event::AuditHead { .. } => "audit.head",
+            Event::DeviceChanged { .. } => "attest.device",
+            Event::AttestationChanged { .. } => "attest.status",
+            Event::DeviceInstall { .. } => "attest.install",
         }
     }
 
@@ -168,7 +205,10 @@ impl Event {
             | Event::CertRevoked { requester, .. }
             | Event::RoleChanged { requester, .. }
             | Event::PolicyChanged { requester, .. }
-            | Event::FirmwareSigned { requester, .. } => Some(requester),
+            | Event::FirmwareSigned { requester, .. }
+            | Event::DeviceChanged { requester, .. }
+            | Event::AttestationChanged { requester, .. }
+            | Event::DeviceInstall { requester, .. } => Some(requester),
             Event::NrfKeyRotated { .. } | Event::AuditHead { .. } => None,
         }
     }

@@ -226,7 +226,7 @@ struct RawIssuance {
 }
 
 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
-const EVENT_TYPES: [&str; 8] = [
+const EVENT_TYPES: [&str; 11] = [
     "pki.issue",
     "pki.ca",
     "pki.revoke",
@@ -235,6 +235,9 @@ const EVENT_TYPES: [&str; 8] = [
     "fw.sign",
     "nrf.key",
     "audit.head",
+    "attest.device",
+    "attest.status",
+    "attest.install",
 ];
 
 fn minute_of_day(s: &str, field: &str) -> Result<u32, RulesError> {

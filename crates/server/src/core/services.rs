@@ -7,7 +7,8 @@
 //! |---|---|---|
 //! | [`TrustLog`] | the transparency log | the core (ACL policy changes), PKI, provenance, NRF |
 //! | [`RevocationLookup`] | PKI | certificate login, the NRF's SBI listener |
-//! | [`CertIssuer`] | PKI | the NRF (its own SBI server certificate) |
+//! | [`CertIssuer`] | PKI | the NRF (its own SBI server certificate); attestation (the CRL of keyless signing certificates) |
+//! | [`ProvenanceStore`] | provenance | attestation (reference values for measured firmware) |
 
 use crate::error::ApiResult;
 use custos_tlog::entry::Event;
@@ -58,4 +59,13 @@ pub trait CertIssuer: Send + Sync {
 
     /// The current CRL (DER) of the default issuer of the PKI mount at `mount_path`.
     async fn crl(&self, mount_path: &str) -> ApiResult<Vec<u8>>;
+}
+
+/// Signed provenance by image digest, as a provenance store holds it.
+#[async_trait::async_trait]
+pub trait ProvenanceStore: Send + Sync {
+    /// The bundles (JSON, as registered: signatures checked, receipts attached) for the image
+    /// whose SHA-256 is `sha256` in the provenance mount at `mount_path`; empty when none
+    /// are, or no such mount exists.
+    async fn bundles(&self, mount_path: &str, sha256: &str) -> ApiResult<Vec<Value>>;
 }

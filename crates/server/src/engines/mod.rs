@@ -8,6 +8,7 @@
 //! **Adding an engine** touches this file and nothing else outside the engine's folder: its
 //! `pub mod` line and its registration line in [`engines`].
 
+pub mod attest;
 pub mod auth;
 pub mod kv;
 pub mod nrf;
@@ -17,7 +18,7 @@ pub mod tlog;
 
 use crate::config::{Config, SbiConfig, TlogWitness};
 use crate::core::engine::Registry;
-use crate::core::services::{CertIssuer, RevocationLookup, TrustLog};
+use crate::core::services::{CertIssuer, ProvenanceStore, RevocationLookup, TrustLog};
 use std::sync::Arc;
 
 /// What the engines are configured with (the parts of [`Config`] that are theirs).
@@ -90,9 +91,16 @@ pub fn engines(settings: &EngineSettings) -> (Registry, Engines) {
     let mut r = Registry::new(log.clone());
     r.secrets("kv", Arc::new(kv::Kv));
     r.secrets("pki", pki);
+    let provenance = Arc::new(provenance::Provenance::new(log.clone()));
+    let provenance_store: Arc<dyn ProvenanceStore> = provenance.clone();
+    r.secrets("provenance", provenance);
     r.secrets(
-        "provenance",
-        Arc::new(provenance::Provenance::new(log.clone())),
+        "attest",
+        Arc::new(attest::AttestEngine::new(
+            log.clone(),
+            provenance_store,
+            issuer.clone(),
+        )),
     );
     for (kind, method) in auth::methods(revocation.clone()) {
         r.auth(kind, method);

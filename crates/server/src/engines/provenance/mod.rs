@@ -13,8 +13,9 @@
 //! value is stored through the barrier (AES-256-GCM), details included.
 
 use crate::core::barrier::{Plain, View};
+use crate::core::engine::Sys;
 use crate::core::engine::{Ctx, Engine, PathSpec};
-use crate::core::services::TrustLog;
+use crate::core::services::{ProvenanceStore, TrustLog};
 use crate::error::{ApiError, ApiResult};
 use crate::logical::{Request, Response};
 use custos_acl::Operation::{self, *};
@@ -30,6 +31,8 @@ pub struct Provenance {
     log: Arc<dyn TrustLog>,
     /// Serialises registrations (read-modify-write of bundle lists and events).
     lock: tokio::sync::Mutex<()>,
+    /// The core's handle, once unsealed (for [`ProvenanceStore`] lookups).
+    sys: std::sync::OnceLock<Sys>,
 }
 
 impl Provenance {
@@ -38,7 +41,31 @@ impl Provenance {
         Provenance {
             log,
             lock: tokio::sync::Mutex::new(()),
+            sys: std::sync::OnceLock::new(),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl ProvenanceStore for Provenance {
+    async fn bundles(&self, mount_path: &str, sha256: &str) -> ApiResult<Vec<Value>> {
+        let sys = self.sys.get().ok_or(ApiError::Sealed)?;
+        if !is_sha256(sha256) {
+            return Ok(Vec::new());
+        }
+        let Some(m) = sys
+            .mounts()
+            .await?
+            .into_iter()
+            .find(|m| m.path == mount_path && m.kind == "provenance")
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(sys
+            .view(&m)?
+            .get_json::<Vec<Value>>(&format!("bundle/{sha256}"))
+            .await?
+            .unwrap_or_default())
     }
 }
 
@@ -50,6 +77,11 @@ impl Engine for Provenance {
 
     async fn handle(&self, ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         handle(self, ctx, req).await
+    }
+
+    async fn unseal(&self, sys: &Sys) -> ApiResult<()> {
+        let _ = self.sys.set(sys.clone());
+        Ok(())
     }
 }
 

@@ -1,0 +1,289 @@
+//! Remote attestation (mount type `attest`): a device registry of TPMs (EK certificate
+//! chained to a manufacturer CA, AK bound to the EK by credential activation), and
+//! challenge/response attestation whose verdict names every failed rule. Reference values
+//! for measured firmware are the signed provenance in a provenance mount, judged by a
+//! firmware policy (the `custos fw verify` one).
+//!
+//! | path | operations |
+//! |---|---|
+//! | `config` | read, write: manufacturer CAs, attestation policy, firmware policy, provenance mount, nonce TTL |
+//! | `devices` | list |
+//! | `devices/<id>` | write (enrol: answers the credential to activate), read (record and status), delete |
+//! | `devices/<id>/activate` | write: the credential the TPM recovered |
+//! | `devices/<id>/nonce` | write: a fresh nonce for the next quote |
+//! | `devices/<id>/quote` | write: quote, signature and event log → verdict |
+//! | `devices/<id>/installs` | write: an install `custos fw install` made (raises the floor) |
+//!
+//! Statuses: PENDING (enrolled, not activated), UNATTESTED, TRUSTED, UNTRUSTED, and STALE
+//! (the last TRUSTED verdict is older than the class's `interval`).
+
+mod config;
+mod devices;
+mod quote;
+
+use crate::core::barrier::View;
+use crate::core::engine::{Ctx, Engine, PathSpec};
+use crate::core::services::{CertIssuer, ProvenanceStore, TrustLog};
+use crate::error::{ApiError, ApiResult};
+use crate::logical::{Request, Response};
+use custos_acl::Operation::*;
+use custos_attest::verify::LastQuote;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Outstanding nonces kept at most (one per device; expired ones are dropped first).
+const MAX_NONCES: usize = 200_000;
+/// Lock stripes for device records.
+const STRIPES: usize = 64;
+
+/// A device, as the registry stores it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// The device ID.
+    pub id: String,
+    /// Its class (the attestation and firmware policies' class).
+    pub device_class: String,
+    /// Hardware IDs.
+    pub hardware_ids: Vec<String>,
+    /// The NF instance IDs that run on it.
+    pub nf_instance_ids: Vec<String>,
+    /// Serials of the certificates that belong to it.
+    pub cert_serials: Vec<String>,
+    /// The EK's TPM2B_PUBLIC, hex.
+    pub ek_public: String,
+    /// SHA-256 of the EK's public area, hex.
+    pub ek_sha256: String,
+    /// The EK certificate's issuer.
+    pub ek_issuer: String,
+    /// The EK certificate's serial.
+    pub ek_serial: String,
+    /// TPM manufacturer, model and version from the EK certificate.
+    pub tpm: Vec<String>,
+    /// The AK's TPM2B_PUBLIC, hex.
+    pub ak_public: String,
+    /// The AK's Name, hex.
+    pub ak_name: String,
+    /// Waiting for credential activation.
+    pub pending: Option<devices::Pending>,
+    /// When activated (Unix seconds).
+    pub enrolled_at: Option<i64>,
+    /// The anti-rollback floor: the highest security version installed.
+    pub floor: u64,
+    /// Reported installs, newest last.
+    pub installs: Vec<devices::Install>,
+    /// The last accepted quote's clock.
+    pub last_quote: Option<LastQuote>,
+    /// The last verdict.
+    pub verdict: Option<Value>,
+    /// When the device last attested TRUSTED.
+    pub last_trusted_at: Option<i64>,
+}
+
+impl Record {
+    /// The status at `now`, given the class's attestation interval.
+    pub fn status(&self, now: i64, interval: Option<u64>) -> &'static str {
+        if self.pending.is_some() {
+            return "PENDING";
+        }
+        let Some(v) = &self.verdict else {
+            return "UNATTESTED";
+        };
+        if v.get("status").and_then(Value::as_str) != Some("TRUSTED") {
+            return "UNTRUSTED";
+        }
+        match (self.last_trusted_at, interval) {
+            (Some(t), Some(i)) if now - t > i as i64 => "STALE",
+            _ => "TRUSTED",
+        }
+    }
+}
+
+/// The attestation engine.
+pub struct AttestEngine {
+    log: Arc<dyn TrustLog>,
+    provenance: Arc<dyn ProvenanceStore>,
+    certs: Arc<dyn CertIssuer>,
+    /// `<mount uuid>/<device>` → (nonce, expiry).
+    nonces: Mutex<HashMap<String, (Vec<u8>, i64)>>,
+    /// Parsed configurations by mount uuid, with the stored form they came from.
+    configs: Mutex<HashMap<String, Arc<config::Parsed>>>,
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl AttestEngine {
+    /// An attestation engine logging to `log`, judging firmware by `provenance`, with CRLs
+    /// from `certs`.
+    pub fn new(
+        log: Arc<dyn TrustLog>,
+        provenance: Arc<dyn ProvenanceStore>,
+        certs: Arc<dyn CertIssuer>,
+    ) -> Self {
+        AttestEngine {
+            log,
+            provenance,
+            certs,
+            nonces: Mutex::new(HashMap::new()),
+            configs: Mutex::new(HashMap::new()),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+
+    /// Serialises changes to one device's record.
+    async fn lock(&self, id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let h = id.bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        self.stripes[h % STRIPES].lock().await
+    }
+
+    /// The mount's configuration (parsed once, until it is written again).
+    async fn config(&self, view: &View) -> ApiResult<Arc<config::Parsed>> {
+        let key = view.prefix().to_string();
+        if let Some(c) = self.configs.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(c);
+        }
+        let stored: config::Stored = view.get_json("config").await?.ok_or_else(|| {
+            ApiError::bad("the attestation mount has no config yet: write <mount>/config first")
+        })?;
+        let p = Arc::new(config::Parsed::parse(stored)?);
+        if let Ok(mut m) = self.configs.lock() {
+            m.insert(key, p.clone());
+        }
+        Ok(p)
+    }
+
+    fn nonce_key(ctx: &Ctx<'_>, id: &str) -> String {
+        format!("{}/{id}", ctx.mount.uuid)
+    }
+
+    fn put_nonce(&self, ctx: &Ctx<'_>, id: &str, n: Vec<u8>, expires: i64) {
+        if let Ok(mut m) = self.nonces.lock() {
+            if m.len() >= MAX_NONCES {
+                let t = now();
+                m.retain(|_, (_, e)| *e >= t);
+            }
+            if m.len() < MAX_NONCES {
+                m.insert(Self::nonce_key(ctx, id), (n, expires));
+            }
+        }
+    }
+
+    /// Takes (and so spends) the device's nonce, if it has one that has not expired.
+    fn take_nonce(&self, ctx: &Ctx<'_>, id: &str) -> Option<Vec<u8>> {
+        let (n, e) = self.nonces.lock().ok()?.remove(&Self::nonce_key(ctx, id))?;
+        (e >= now()).then_some(n)
+    }
+
+    fn forget_nonce(&self, ctx: &Ctx<'_>, id: &str) {
+        if let Ok(mut m) = self.nonces.lock() {
+            m.remove(&Self::nonce_key(ctx, id));
+        }
+    }
+}
+
+/// Unix seconds now.
+pub(crate) fn now() -> i64 {
+    crate::core::now_unix()
+}
+
+/// A device ID: 1 to 128 of `[A-Za-z0-9._-]`.
+fn device_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// A required base64 field of at most `max` decoded bytes.
+fn b64(req: &Request, k: &str, max: usize) -> ApiResult<Vec<u8>> {
+    use base64::Engine as _;
+    let s = req
+        .data
+        .get(k)
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad(format!("{k}: required (base64)")))?;
+    if s.len() > max.div_ceil(3) * 4 + 4 {
+        return Err(ApiError::bad(format!("{k}: larger than {max} bytes")));
+    }
+    let b = base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|e| ApiError::bad(format!("{k}: not base64: {e}")))?;
+    if b.len() > max {
+        return Err(ApiError::bad(format!("{k}: larger than {max} bytes")));
+    }
+    Ok(b)
+}
+
+#[async_trait::async_trait]
+impl Engine for AttestEngine {
+    fn route(&self, sub: &str) -> Option<PathSpec> {
+        let parts: Vec<&str> = sub.split('/').collect();
+        Some(match parts.as_slice() {
+            ["config"] => PathSpec::new(&[Read, Create, Update]),
+            ["devices"] | [""] => PathSpec::new(&[List]),
+            ["devices", id] if device_id(id) => PathSpec::new(&[Read, Create, Update, Delete]),
+            ["devices", id, "activate" | "nonce" | "quote" | "installs"] if device_id(id) => {
+                PathSpec::new(&[Create, Update])
+            }
+            _ => return None,
+        })
+    }
+
+    async fn handle(&self, ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+        let parts: Vec<&str> = ctx.sub.split('/').collect();
+        match (parts.as_slice(), req.op) {
+            (["config"], Read) => Ok(Response::data(self.config(&ctx.view).await?.to_json())),
+            (["config"], _) => {
+                let old = ctx.view.get_json::<config::Stored>("config").await?;
+                let p = config::Parsed::update(old, &req.data)?;
+                ctx.view.put_json("config", &p.stored).await?;
+                if let Ok(mut m) = self.configs.lock() {
+                    m.insert(ctx.view.prefix().to_string(), Arc::new(p));
+                }
+                Ok(Response::empty())
+            }
+            (["devices"] | [""], _) => devices::list(ctx).await,
+            (["devices", id], op) => {
+                devices::check_id(id)?;
+                match op {
+                    Read => devices::read(self, ctx, id).await,
+                    Delete => devices::remove(self, ctx, id).await,
+                    _ => devices::enrol(self, ctx, id, req).await,
+                }
+            }
+            (["devices", id, "activate"], _) => devices::activate(self, ctx, id, req).await,
+            (["devices", id, "nonce"], _) => quote::nonce(self, ctx, id).await,
+            (["devices", id, "quote"], _) => quote::quote(self, ctx, id, req).await,
+            (["devices", id, "installs"], _) => devices::report_install(self, ctx, id, req).await,
+            _ => Err(ApiError::NoRoute(ctx.sub.to_string())),
+        }
+    }
+
+    fn seal(&self) {
+        if let Ok(mut m) = self.nonces.lock() {
+            m.clear();
+        }
+        if let Ok(mut m) = self.configs.lock() {
+            m.clear();
+        }
+    }
+
+    async fn unmount(
+        &self,
+        _sys: &crate::core::engine::Sys,
+        m: &crate::core::mounts::MountEntry,
+    ) -> ApiResult<()> {
+        let prefix = format!("{}/", m.uuid);
+        if let Ok(mut n) = self.nonces.lock() {
+            n.retain(|k, _| !k.starts_with(&prefix));
+        }
+        if let Ok(mut c) = self.configs.lock() {
+            c.retain(|k, _| !k.contains(&m.uuid));
+        }
+        Ok(())
+    }
+}

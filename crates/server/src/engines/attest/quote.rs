@@ -1,0 +1,260 @@
+//! Challenge and response: a fresh nonce per attestation (single use, short-lived, held in
+//! memory: a restart only makes devices ask again), then the quote, its signature and the
+//! event log in, a verdict out.
+//!
+//! Evidence that is not authentic (a bad signature, another nonce, a log that does not give
+//! the quoted PCRs, a clock that went back) is refused with every reason and changes nothing.
+//! Authentic evidence of an untrusted state (an unknown, revoked, unpinned or rolled-back
+//! image) is a stored UNTRUSTED verdict. A change of status is logged before it is stored.
+
+use super::config::Parsed;
+use super::devices::put;
+use super::{b64, now, AttestEngine, Record};
+use crate::core::engine::Ctx;
+use crate::error::{ApiError, ApiResult};
+use crate::logical::{Request, Response};
+use custos_attest::eventlog::MAX_LOG_BYTES;
+use custos_attest::tpm::Public;
+use custos_attest::verify::{
+    appraise, firmware_digests, is_authenticity_rule, Denied, Evidence, Expected, LastQuote,
+    ReferenceImage,
+};
+use custos_provenance::bundle::Bundle;
+use custos_provenance::policy::DeviceState;
+use custos_tlog::entry::Event;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// Largest TPMS_ATTEST and TPMT_SIGNATURE accepted.
+const MAX_QUOTE: usize = 2048;
+
+/// `devices/<id>/nonce`: a fresh nonce for the device's next quote (replacing any other).
+pub async fn nonce(e: &AttestEngine, ctx: &Ctx<'_>, id: &str) -> ApiResult<Response> {
+    let cfg = e.config(&ctx.view).await?;
+    let r = ctx
+        .view
+        .get_json::<Record>(&format!("device/{id}"))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if r.pending.is_some() {
+        return Err(ApiError::bad(format!(
+            "device {id} is not enrolled yet (activate it)"
+        )));
+    }
+    let mut n = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut n)
+        .map_err(|_| ApiError::internal(std::io::Error::other("no randomness")))?;
+    let expires = now() + cfg.stored.nonce_ttl as i64;
+    e.put_nonce(ctx, id, n.to_vec(), expires);
+    Ok(Response::data(json!({
+        "nonce": hex::encode(n),
+        "expires": crate::core::rfc3339(expires),
+        "expires_unix": expires,
+    })))
+}
+
+/// The provenance of each measured image, appraised by the firmware policy for `class`.
+async fn references(
+    e: &AttestEngine,
+    cfg: &Parsed,
+    class: &str,
+    digests: &[Vec<u8>],
+) -> ApiResult<BTreeMap<Vec<u8>, ReferenceImage>> {
+    let mut out = BTreeMap::new();
+    if digests.is_empty() {
+        return Ok(out);
+    }
+    let crls = if cfg.stored.revocation_pki_mount.is_empty() {
+        Vec::new()
+    } else {
+        e.certs
+            .crl(&cfg.stored.revocation_pki_mount)
+            .await
+            .map(|c| vec![c])
+            .unwrap_or_default()
+    };
+    let state = DeviceState {
+        device_class: class.to_string(),
+        hardware_id: None,
+        installed: None,
+        known_good: None,
+        max_security_version: 0,
+    };
+    for d in digests {
+        let hexd = hex::encode(d);
+        let bundles = e
+            .provenance
+            .bundles(&cfg.stored.provenance_mount, &hexd)
+            .await?;
+        let image = BTreeMap::from([("sha256".to_string(), hexd.clone())]);
+        let mut best: Option<ReferenceImage> = None;
+        for b in bundles {
+            let Ok(bundle) = Bundle::parse(&serde_json::to_vec(&b)?) else {
+                continue;
+            };
+            let v = custos_provenance::verify::evaluate(&custos_provenance::verify::Evidence {
+                image: &image,
+                bundle: &bundle,
+                policy: &cfg.firmware,
+                state: Some(&state),
+                crls: &crls,
+                ocsp: &[],
+                now: now(),
+                emergency: false,
+            });
+            let r = ReferenceImage {
+                version: v.facts.version.clone().unwrap_or_default(),
+                security_version: v.facts.security_version.unwrap_or(0),
+                denied: (!v.accept).then(|| Denied {
+                    revoked: v.failures.iter().any(|f| f.rule == "signer.revoked"),
+                    reasons: v
+                        .failures
+                        .iter()
+                        .map(|f| format!("{}: {}", f.rule, f.detail))
+                        .collect(),
+                }),
+            };
+            // One accepted bundle is enough; otherwise keep the first refusal.
+            if r.denied.is_none() {
+                best = Some(r);
+                break;
+            }
+            best.get_or_insert(r);
+        }
+        if let Some(r) = best {
+            out.insert(d.clone(), r);
+        }
+    }
+    Ok(out)
+}
+
+/// `devices/<id>/quote`: appraises the evidence against the nonce issued, the enrolled AK,
+/// the device's last quote and floor, the policy and the provenance store.
+pub async fn quote(
+    e: &AttestEngine,
+    ctx: &Ctx<'_>,
+    id: &str,
+    req: &Request,
+) -> ApiResult<Response> {
+    let attest = b64(req, "quote", MAX_QUOTE)?;
+    let signature = b64(req, "signature", MAX_QUOTE)?;
+    let event_log = b64(req, "event_log", MAX_LOG_BYTES)?;
+    let cfg = e.config(&ctx.view).await?;
+    // The nonce is spent whatever the outcome: a refused quote cannot be retried with it.
+    let Some(nonce) = e.take_nonce(ctx, id) else {
+        return Err(ApiError::bad(format!(
+            "attestation refused: quote.nonce: no outstanding nonce for device {id} (unknown, expired or already used): ask devices/{id}/nonce first"
+        )));
+    };
+    let r0 = ctx
+        .view
+        .get_json::<Record>(&format!("device/{id}"))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let class = cfg.policy.class(&r0.device_class).ok_or_else(|| {
+        ApiError::bad(format!(
+            "device_class {:?}: not in the attestation policy",
+            r0.device_class
+        ))
+    })?;
+    let ak = Public::parse(&hex::decode(&r0.ak_public).unwrap_or_default())
+        .map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
+    let refs = references(
+        e,
+        &cfg,
+        &r0.device_class,
+        &firmware_digests(&event_log, class),
+    )
+    .await?;
+    let _g = e.lock(id).await;
+    // Re-read under the device's lock: the last quote and floor are current.
+    let mut r = ctx
+        .view
+        .get_json::<Record>(&format!("device/{id}"))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if r.ak_public != r0.ak_public {
+        return Err(ApiError::bad(
+            "the device was enrolled again meanwhile: ask a new nonce",
+        ));
+    }
+    let at = now();
+    let v = appraise(
+        &Evidence {
+            attest: &attest,
+            signature: &signature,
+            event_log: &event_log,
+        },
+        &Expected {
+            ak: &ak,
+            nonce: &nonce,
+            class,
+            last: r.last_quote,
+            floor: r.floor,
+            now: at,
+        },
+        &refs,
+    );
+    let forged: Vec<String> = v
+        .failures
+        .iter()
+        .filter(|f| is_authenticity_rule(f.rule))
+        .map(|f| format!("{}: {}", f.rule, f.detail))
+        .collect();
+    if !forged.is_empty() {
+        tracing::warn!(device = %id, reasons = %forged.join("; "), "attestation evidence refused");
+        return Err(ApiError::bad(format!(
+            "attestation refused: {}",
+            forged.join("; ")
+        )));
+    }
+    let status = if v.trusted { "TRUSTED" } else { "UNTRUSTED" };
+    let before = r
+        .verdict
+        .as_ref()
+        .and_then(|p| p.get("status"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let rules: Vec<String> = v.failures.iter().map(|f| f.rule.to_string()).collect();
+    let before_rules: Vec<String> = r
+        .verdict
+        .as_ref()
+        .and_then(|p| p.get("rules"))
+        .and_then(|x| serde_json::from_value(x.clone()).ok())
+        .unwrap_or_default();
+    if before.as_deref() != Some(status) || before_rules != rules {
+        e.log
+            .append(Event::AttestationChanged {
+                mount: ctx.mount.path.clone(),
+                device: id.to_string(),
+                status: status.into(),
+                rules: rules.clone(),
+                firmware: v.firmware.iter().map(|m| m.sha256.clone()).collect(),
+                requester: ctx.requester(),
+            })
+            .await?;
+    }
+    let verdict = json!({
+        "status": status,
+        "rules": rules,
+        "failures": v.failures,
+        "firmware": v.firmware,
+        "pcrs": v.pcrs,
+        "at": crate::core::rfc3339(at),
+        "at_unix": at,
+    });
+    if let Some(c) = v.clock {
+        r.last_quote = Some(LastQuote {
+            clock: c.clock,
+            reset_count: c.reset_count,
+            restart_count: c.restart_count,
+            at,
+        });
+    }
+    if v.trusted {
+        r.last_trusted_at = Some(at);
+    }
+    r.verdict = Some(verdict.clone());
+    put(&ctx.view, &r, vec![]).await?;
+    Ok(Response::data(verdict))
+}
