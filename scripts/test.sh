@@ -10,26 +10,12 @@ cd "$(dirname "$0")/.."
 CUSTOS_TEST_PG_URL=$(scripts/pg-for-tests.sh)
 export CUSTOS_TEST_PG_URL
 
-# Debian packages: SoftHSM2 (the PKCS#11 token the firmware-signing tests keep their HSM key
-# in); swtpm and tpm2-tools (the software TPMs and the tools that judge the attestation
-# verifier); jq, curl and openssl (README's walkthrough, which the README check runs).
-need=()
-[ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null || need+=(softhsm2)
-command -v swtpm >/dev/null || need+=(swtpm)
-command -v swtpm_setup >/dev/null || need+=(swtpm-tools)
-command -v tpm2_quote >/dev/null || need+=(tpm2-tools)
-for c in jq curl openssl; do command -v "$c" >/dev/null || need+=("$c"); done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "==> installing ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 || {
-    apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
-  }
-fi
+scripts/deps.sh
 
 echo "==> cargo test (workspace, SQLite + PostgreSQL)"
-cargo build --locked --workspace --all-targets
-cargo test --locked --workspace
+# The `tpm` feature builds `custos agent`'s [attest] block (tss-esapi), which its tests need.
+cargo build --locked --workspace --all-targets --features custos-cli/tpm
+cargo test --locked --workspace --features custos-cli/tpm
 
 # README check: every shell block of README.md, in order, against a dev server and a
 # configured one. A README with one command broken must fail it (the check checks itself).

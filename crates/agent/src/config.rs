@@ -69,6 +69,7 @@ struct RawConfig {
     health: Option<RawHealth>,
     #[serde(default)]
     exit_after_render: bool,
+    attest: Option<crate::attest::RawAttest>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -333,6 +334,8 @@ pub struct AgentConfig {
     /// Render every certificate once (or keep a fresh one on disk), run the reload commands,
     /// and exit: an init container's mode (Vault Agent's `exit_after_auth`). `--once` sets it.
     pub exit_after_render: bool,
+    /// Remote attestation of this device (`[attest]`).
+    pub attest: Option<crate::attest::AttestConfig>,
 }
 
 fn fraction(
@@ -502,10 +505,10 @@ impl AgentConfig {
                 command_timeout: dur(&s("command_timeout"), &c.command_timeout, 30)?,
             });
         }
-        if certificates.is_empty() && raw.auto_auth.sink.is_empty() {
+        if certificates.is_empty() && raw.auto_auth.sink.is_empty() && raw.attest.is_none() {
             return Err(err(
                 "certificate",
-                "nothing to do: configure a [[certificate]] block or an auto_auth sink",
+                "nothing to do: configure a [[certificate]] block, an auto_auth sink or [attest]",
             ));
         }
         let auth = auth_config(&raw.auto_auth, &certificates, &abs)?;
@@ -531,6 +534,10 @@ impl AgentConfig {
             backoff,
             health,
             exit_after_render: raw.exit_after_render,
+            attest: match raw.attest {
+                None => None,
+                Some(a) => Some(a.parse(abs)?),
+            },
         })
     }
 }

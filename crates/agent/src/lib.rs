@@ -21,6 +21,9 @@
 //! network I/O.
 #![forbid(unsafe_code)]
 
+pub mod attest;
+#[cfg(feature = "tpm")]
+mod attestation;
 pub mod config;
 pub mod render;
 mod runtime;

@@ -34,6 +34,14 @@ pub struct Metrics {
     blocks: BTreeMap<String, BlockMetrics>,
     logins: AtomicU64,
     login_failures: AtomicU64,
+    /// `[attest]` is configured.
+    attest_enabled: bool,
+    /// Attestation rounds that got a verdict.
+    pub(crate) attestations: AtomicU64,
+    /// Attestation rounds that failed (Custos unreachable, the TPM, a refusal).
+    pub(crate) attestation_failures: AtomicU64,
+    /// The last verdict's status, or the last round's error.
+    pub(crate) attest_status: std::sync::Mutex<Option<String>>,
 }
 
 #[derive(Default)]
@@ -92,6 +100,20 @@ impl Metrics {
             self.logins.load(Relaxed),
             self.login_failures.load(Relaxed)
         ));
+        if self.attest_enabled {
+            let trusted = self
+                .attest_status
+                .lock()
+                .ok()
+                .and_then(|s| s.clone())
+                .is_some_and(|s| s == "TRUSTED");
+            s.push_str(&format!(
+                "# TYPE custos_agent_attestations_total counter\ncustos_agent_attestations_total {}\n# TYPE custos_agent_attestation_failures_total counter\ncustos_agent_attestation_failures_total {}\n# HELP custos_agent_attested_trusted 1 when the last verdict was TRUSTED.\n# TYPE custos_agent_attested_trusted gauge\ncustos_agent_attested_trusted {}\n",
+                self.attestations.load(Relaxed),
+                self.attestation_failures.load(Relaxed),
+                u8::from(trusted)
+            ));
+        }
         s
     }
 
@@ -132,7 +154,7 @@ fn now_unix() -> i64 {
 
 /// What went wrong talking to Custos.
 #[derive(Debug)]
-enum CallError {
+pub(crate) enum CallError {
     /// Network, TLS or 5xx: retry with backoff.
     Unreachable(String),
     /// 403: the token is no longer good; log in again.
@@ -152,12 +174,14 @@ impl std::fmt::Display for CallError {
     }
 }
 
-struct Shared {
-    cfg: AgentConfig,
-    http: reqwest::Client,
+pub(crate) struct Shared {
+    pub(crate) cfg: AgentConfig,
+    pub(crate) http: reqwest::Client,
     token: watch::Sender<Option<Arc<Zeroizing<String>>>>,
-    relogin: Notify,
-    metrics: Metrics,
+    pub(crate) relogin: Notify,
+    pub(crate) metrics: Metrics,
+    /// `POST /attest` at the health address: attest now.
+    pub(crate) attest_now: Arc<Notify>,
 }
 
 fn client(
@@ -188,7 +212,7 @@ fn client(
     })
 }
 
-fn errors_of(v: &Value) -> String {
+pub(crate) fn errors_of(v: &Value) -> String {
     v.get("errors")
         .and_then(Value::as_array)
         .map(|a| {
@@ -513,7 +537,7 @@ async fn reload(s: &Shared, c: &CertConfig) {
 }
 
 /// Waits for a token (or shutdown).
-async fn current_token(
+pub(crate) async fn current_token(
     s: &Shared,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<Arc<Zeroizing<String>>> {
@@ -676,6 +700,7 @@ async fn cert_task(
 async fn health(s: Arc<Shared>, l: tokio::net::TcpListener, mut stop: watch::Receiver<bool>) {
     use axum::routing::get;
     let s2 = s.clone();
+    let s3 = s.clone();
     let app = axum::Router::new()
         .route(
             "/metrics",
@@ -712,6 +737,17 @@ async fn health(s: Arc<Shared>, l: tokio::net::TcpListener, mut stop: watch::Rec
                 }
             }),
         );
+    let now = s3.attest_now.clone();
+    let app = app.route(
+        "/attest",
+        axum::routing::post(move || {
+            let now = now.clone();
+            async move {
+                now.notify_one();
+                (axum::http::StatusCode::ACCEPTED, "attestation requested\n")
+            }
+        }),
+    );
     let _ = axum::serve(l, app)
         .with_graceful_shutdown(async move {
             let _ = stop.changed().await;
@@ -732,8 +768,16 @@ pub async fn run(
             .iter()
             .map(|c| (c.name.clone(), BlockMetrics::default()))
             .collect(),
+        attest_enabled: cfg.attest.is_some(),
         ..Default::default()
     };
+    #[cfg(not(feature = "tpm"))]
+    if cfg.attest.is_some() {
+        return Err(AgentError::Setup(
+            "[attest] needs a custos built with TPM support (cargo build --features tpm; libtss2)"
+                .into(),
+        ));
+    }
     let (token, _) = watch::channel(None);
     let s = Arc::new(Shared {
         cfg: cfg.clone(),
@@ -741,6 +785,7 @@ pub async fn run(
         token,
         relogin: Notify::new(),
         metrics,
+        attest_now: Arc::new(Notify::new()),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     if cfg.exit_after_render {
@@ -765,6 +810,15 @@ pub async fn run(
         tasks.spawn(async move {
             let _ = t.await;
         });
+    }
+    #[cfg(feature = "tpm")]
+    if let Some(a) = cfg.attest.clone() {
+        tasks.spawn(crate::attestation::task(
+            s.clone(),
+            a,
+            s.attest_now.clone(),
+            stop_rx.clone(),
+        ));
     }
     if let Some(l) = health_l {
         tasks.spawn(health(s.clone(), l, stop_rx.clone()));

@@ -12,6 +12,7 @@ pub mod credential;
 pub mod ek;
 pub mod eventlog;
 pub mod policy;
+pub mod references;
 pub mod tpm;
 pub mod verify;
 mod wire;

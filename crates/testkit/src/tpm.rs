@@ -209,6 +209,11 @@ fn start_swtpm(d: &Path, port: Option<u16>) -> (u16, Child) {
 }
 
 impl Tpm {
+    /// The TCTI string for this TPM (tss-esapi, tpm2-tools).
+    pub fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
     /// The device's working directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)

@@ -1,6 +1,7 @@
 //! Command-line definitions; one module per subcommand group.
 
 mod agent;
+mod attest;
 mod audit;
 mod bench;
 mod bench_nrf;
@@ -113,6 +114,10 @@ pub enum Command {
     /// Tail the transparency log through its tiles and raise alerts from a rules file
     /// (JSON lines on stdout, a webhook, Prometheus counters).
     Monitor(monitor::MonitorArgs),
+    /// Remote attestation: enrol TPMs, submit quotes, read device status, verify a saved
+    /// quote offline.
+    #[command(subcommand)]
+    Attest(attest::AttestCmd),
     /// A transparency-log witness: cosign checkpoints, refuse split views.
     #[command(subcommand)]
     Witness(witness::WitnessCmd),
@@ -150,6 +155,7 @@ impl Cli {
             Command::Audit(c) => c.conn(),
             Command::Pki(c) => c.conn(),
             Command::Fw(c) => c.conn(),
+            Command::Attest(c) => c.conn(),
             Command::Monitor(a) => Some(&a.conn),
             Command::Bench(a) => Some(&a.conn),
             Command::Server(_) | Command::Agent(_) | Command::Witness(_) => None,
@@ -212,6 +218,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::List(a) => generic::list(&cli, a).await,
         Command::Delete(a) => generic::delete(&cli, a).await,
         Command::Fw(c) => fw::run(&cli, c).await,
+        Command::Attest(c) => attest::run(&cli, c).await,
         Command::Log(g) => log::run(&cli, &g.cmd).await,
         Command::Monitor(a) => monitor::run(&cli, a).await,
         Command::Witness(c) => witness::run(c).await,
@@ -260,7 +267,8 @@ mod tests {
         let help = Cli::command().render_help().to_string();
         for g in [
             "server", "agent", "operator", "status", "token", "policy", "audit", "secrets", "pki",
-            "read", "write", "list", "delete", "fw", "log", "monitor", "witness", "bench",
+            "read", "write", "list", "delete", "fw", "attest", "log", "monitor", "witness",
+            "bench",
         ] {
             assert!(
                 help.lines()

@@ -90,9 +90,10 @@ impl Parsed {
         }
         let policy =
             Policy::parse(&stored.policy).map_err(|e| ApiError::bad(format!("policy: {e}")))?;
-        let mut firmware = custos_provenance::policy::Policy::parse(&stored.firmware_policy)
-            .map_err(|e| ApiError::bad(format!("firmware_policy: {e}")))?;
-        firmware.verify.digests = vec!["sha256".into()];
+        let firmware = custos_attest::references::for_measurements(
+            custos_provenance::policy::Policy::parse(&stored.firmware_policy)
+                .map_err(|e| ApiError::bad(format!("firmware_policy: {e}")))?,
+        );
         Ok(Parsed {
             stored,
             roots,

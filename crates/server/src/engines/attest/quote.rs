@@ -14,13 +14,12 @@ use crate::core::engine::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::logical::{Request, Response};
 use custos_attest::eventlog::MAX_LOG_BYTES;
+use custos_attest::references::appraise_bundles;
 use custos_attest::tpm::Public;
 use custos_attest::verify::{
-    appraise, firmware_digests, is_authenticity_rule, Denied, Evidence, Expected, LastQuote,
-    ReferenceImage,
+    appraise, firmware_digests, is_authenticity_rule, Evidence, Expected, LastQuote, ReferenceImage,
 };
 use custos_provenance::bundle::Bundle;
-use custos_provenance::policy::DeviceState;
 use custos_tlog::entry::Event;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -73,55 +72,16 @@ async fn references(
             .map(|c| vec![c])
             .unwrap_or_default()
     };
-    let state = DeviceState {
-        device_class: class.to_string(),
-        hardware_id: None,
-        installed: None,
-        known_good: None,
-        max_security_version: 0,
-    };
     for d in digests {
         let hexd = hex::encode(d);
-        let bundles = e
+        let bundles: Vec<Bundle> = e
             .provenance
             .bundles(&cfg.stored.provenance_mount, &hexd)
-            .await?;
-        let image = BTreeMap::from([("sha256".to_string(), hexd.clone())]);
-        let mut best: Option<ReferenceImage> = None;
-        for b in bundles {
-            let Ok(bundle) = Bundle::parse(&serde_json::to_vec(&b)?) else {
-                continue;
-            };
-            let v = custos_provenance::verify::evaluate(&custos_provenance::verify::Evidence {
-                image: &image,
-                bundle: &bundle,
-                policy: &cfg.firmware,
-                state: Some(&state),
-                crls: &crls,
-                ocsp: &[],
-                now: now(),
-                emergency: false,
-            });
-            let r = ReferenceImage {
-                version: v.facts.version.clone().unwrap_or_default(),
-                security_version: v.facts.security_version.unwrap_or(0),
-                denied: (!v.accept).then(|| Denied {
-                    revoked: v.failures.iter().any(|f| f.rule == "signer.revoked"),
-                    reasons: v
-                        .failures
-                        .iter()
-                        .map(|f| format!("{}: {}", f.rule, f.detail))
-                        .collect(),
-                }),
-            };
-            // One accepted bundle is enough; otherwise keep the first refusal.
-            if r.denied.is_none() {
-                best = Some(r);
-                break;
-            }
-            best.get_or_insert(r);
-        }
-        if let Some(r) = best {
+            .await?
+            .iter()
+            .filter_map(|b| Bundle::parse(&serde_json::to_vec(b).ok()?).ok())
+            .collect();
+        if let Some(r) = appraise_bundles(&hexd, &bundles, &cfg.firmware, class, &crls, now()) {
             out.insert(d.clone(), r);
         }
     }
