@@ -13,6 +13,7 @@ pub mod ek;
 pub mod eventlog;
 pub mod policy;
 pub mod references;
+pub mod soft;
 pub mod tpm;
 pub mod verify;
 mod wire;

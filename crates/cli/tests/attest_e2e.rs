@@ -478,6 +478,78 @@ async fn devices_attest_trusted_or_untrusted_by_rule_and_forged_evidence_changes
     assert_eq!(st, 200);
     assert_eq!(v["data"]["keys"], json!(["du-0", "du-1", "du-2"]));
 
+    // The operator's view, and a saved quote verified offline with the same policies.
+    let table = must(custos(dir, api, root, &["attest", "status"]));
+    assert!(
+        table.lines().any(|l| l.starts_with("du-0")
+            && l.contains("UNTRUSTED")
+            && l.contains("measurement.rollback")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("du-1") && l.contains("STALE")),
+        "{table}"
+    );
+    tpms[1].quote("sha256:0,1,2,3,4,5,6,7", b"offline-nonce", "sha256");
+    std::fs::write(
+        dir.join("attest-policy.toml"),
+        format!("[[device_classes]]\nname = \"{CLASS}\"\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("fw-policy.toml"), &firmware_policy).unwrap();
+    for f in ["ak.pub", "quote.msg", "quote.sig", "boot.log"] {
+        std::fs::write(dir.join(format!("du-1.{f}")), tpms[1].read(f)).unwrap();
+    }
+    let offline = |nonce: &str| {
+        let nonce = hex::encode(nonce);
+        custos(
+            dir,
+            api,
+            root,
+            &[
+                "attest",
+                "verify",
+                "--ak-public",
+                "du-1.ak.pub",
+                "--quote",
+                "du-1.quote.msg",
+                "--signature",
+                "du-1.quote.sig",
+                "--event-log",
+                "du-1.boot.log",
+                "--nonce",
+                &nonce,
+                "--policy",
+                "attest-policy.toml",
+                "--class",
+                CLASS,
+                "--firmware-policy",
+                "fw-policy.toml",
+                "--bundle",
+                "good.img.bundle",
+                "--floor",
+                "7",
+            ],
+        )
+    };
+    let o = offline("offline-nonce");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("TRUSTED"));
+    let o = offline("another-nonce");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("- quote.nonce:"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+
     // Every enrolment, status change and install is in the transparency log.
     must(custos(dir, api, root, &["log", "mirror", "mirror"]));
     let vkey = must(custos(

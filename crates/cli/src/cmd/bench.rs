@@ -53,6 +53,10 @@ pub struct BenchArgs {
     /// proofs in process and over HTTP, tile and entry-bundle serving.
     #[arg(long)]
     pub tlog: bool,
+    /// Attestation run instead: verdicts/s in process, attestations/s over HTTP from
+    /// --clients software-TPM devices, and the CPU cost of a 10,000-device fleet.
+    #[arg(long)]
+    pub attest: bool,
     /// Scale run: certificates to issue.
     #[arg(long, default_value_t = 1_000_000)]
     pub certs: usize,
@@ -343,6 +347,9 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> CliResult<()> {
     }
     if a.nrf {
         return super::bench_nrf::run(a).await;
+    }
+    if a.attest {
+        return super::bench_attest::run(a).await;
     }
     if a.tlog {
         return super::bench_tlog::run(a).await;

@@ -4,6 +4,7 @@ mod agent;
 mod attest;
 mod audit;
 mod bench;
+mod bench_attest;
 mod bench_nrf;
 mod bench_tlog;
 mod fw;

@@ -42,6 +42,9 @@ pub struct Parsed {
     /// The firmware policy, judging images by their SHA-256 alone (that is what a TPM
     /// measures).
     pub firmware: custos_provenance::policy::Policy,
+    /// Which load or write of the configuration this is (reference decisions are cached per
+    /// generation).
+    pub generation: u64,
 }
 
 fn text(data: &Map<String, Value>, k: &str) -> ApiResult<Option<String>> {
@@ -100,6 +103,7 @@ impl Parsed {
             intermediates,
             policy,
             firmware,
+            generation: 0,
         })
     }
 

@@ -37,6 +37,23 @@ use std::sync::{Arc, Mutex};
 const MAX_NONCES: usize = 200_000;
 /// Lock stripes for device records.
 const STRIPES: usize = 64;
+/// Seconds a firmware reference decision is reused while its inputs are unchanged.
+const REFERENCE_TTL: i64 = 60;
+/// Reference decisions kept at most.
+const MAX_REFERENCES: usize = 10_000;
+
+/// What a reference decision depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RefKey {
+    /// The configuration it was made under.
+    pub config: u64,
+    /// The device class.
+    pub class: String,
+    /// SHA-256 of the image's bundles as stored.
+    pub bundles: Vec<u8>,
+    /// SHA-256 of the CRL judged against.
+    pub crl: Vec<u8>,
+}
 
 /// A device, as the registry stores it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -109,6 +126,10 @@ pub struct AttestEngine {
     nonces: Mutex<HashMap<String, (Vec<u8>, i64)>>,
     /// Parsed configurations by mount uuid, with the stored form they came from.
     configs: Mutex<HashMap<String, Arc<config::Parsed>>>,
+    /// Firmware reference decisions, with when they were made.
+    references: Mutex<HashMap<RefKey, (i64, Option<custos_attest::verify::ReferenceImage>)>>,
+    /// Bumped at every configuration load or write (reference decisions follow it).
+    generation: std::sync::atomic::AtomicU64,
     stripes: Vec<tokio::sync::Mutex<()>>,
 }
 
@@ -126,6 +147,8 @@ impl AttestEngine {
             certs,
             nonces: Mutex::new(HashMap::new()),
             configs: Mutex::new(HashMap::new()),
+            references: Mutex::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(1),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
     }
@@ -147,11 +170,47 @@ impl AttestEngine {
         let stored: config::Stored = view.get_json("config").await?.ok_or_else(|| {
             ApiError::bad("the attestation mount has no config yet: write <mount>/config first")
         })?;
-        let p = Arc::new(config::Parsed::parse(stored)?);
+        let mut p = config::Parsed::parse(stored)?;
+        p.generation = self.next_generation();
+        let p = Arc::new(p);
         if let Ok(mut m) = self.configs.lock() {
             m.insert(key, p.clone());
         }
         Ok(p)
+    }
+
+    fn next_generation(&self) -> u64 {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A reference decision made under `key` less than [`REFERENCE_TTL`] seconds ago.
+    #[allow(clippy::option_option)]
+    fn cached_reference(
+        &self,
+        key: &RefKey,
+        now: i64,
+    ) -> Option<Option<custos_attest::verify::ReferenceImage>> {
+        let m = self.references.lock().ok()?;
+        let (at, r) = m.get(key)?;
+        (now - at < REFERENCE_TTL).then(|| r.clone())
+    }
+
+    fn cache_reference(
+        &self,
+        key: RefKey,
+        now: i64,
+        r: Option<custos_attest::verify::ReferenceImage>,
+    ) {
+        if let Ok(mut m) = self.references.lock() {
+            if m.len() >= MAX_REFERENCES {
+                m.retain(|_, (at, _)| now - *at < REFERENCE_TTL);
+                if m.len() >= MAX_REFERENCES {
+                    m.clear();
+                }
+            }
+            m.insert(key, (now, r));
+        }
     }
 
     fn nonce_key(ctx: &Ctx<'_>, id: &str) -> String {
@@ -239,7 +298,8 @@ impl Engine for AttestEngine {
             (["config"], Read) => Ok(Response::data(self.config(&ctx.view).await?.to_json())),
             (["config"], _) => {
                 let old = ctx.view.get_json::<config::Stored>("config").await?;
-                let p = config::Parsed::update(old, &req.data)?;
+                let mut p = config::Parsed::update(old, &req.data)?;
+                p.generation = self.next_generation();
                 ctx.view.put_json("config", &p.stored).await?;
                 if let Ok(mut m) = self.configs.lock() {
                     m.insert(ctx.view.prefix().to_string(), Arc::new(p));
@@ -265,6 +325,9 @@ impl Engine for AttestEngine {
 
     fn seal(&self) {
         if let Ok(mut m) = self.nonces.lock() {
+            m.clear();
+        }
+        if let Ok(mut m) = self.references.lock() {
             m.clear();
         }
         if let Ok(mut m) = self.configs.lock() {

@@ -72,16 +72,37 @@ async fn references(
             .map(|c| vec![c])
             .unwrap_or_default()
     };
+    let crl_sha = custos_attest::tpm::HashAlg::Sha256
+        .digest(&[crls.first().map(Vec::as_slice).unwrap_or(&[])]);
     for d in digests {
         let hexd = hex::encode(d);
-        let bundles: Vec<Bundle> = e
+        let raw = e
             .provenance
             .bundles(&cfg.stored.provenance_mount, &hexd)
-            .await?
+            .await?;
+        // The firmware policy's decision is cached while its inputs are the same (these
+        // bundles, this CRL, this configuration) and for at most REFERENCE_TTL seconds
+        // (a bundle's expiry is judged at that precision).
+        let key = super::RefKey {
+            config: cfg.generation,
+            class: class.to_string(),
+            bundles: custos_attest::tpm::HashAlg::Sha256.digest(&[&serde_json::to_vec(&raw)?]),
+            crl: crl_sha.clone(),
+        };
+        let t = now();
+        if let Some(hit) = e.cached_reference(&key, t) {
+            if let Some(r) = hit {
+                out.insert(d.clone(), r);
+            }
+            continue;
+        }
+        let bundles: Vec<Bundle> = raw
             .iter()
             .filter_map(|b| Bundle::parse(&serde_json::to_vec(b).ok()?).ok())
             .collect();
-        if let Some(r) = appraise_bundles(&hexd, &bundles, &cfg.firmware, class, &crls, now()) {
+        let r = appraise_bundles(&hexd, &bundles, &cfg.firmware, class, &crls, t);
+        e.cache_reference(key, t, r.clone());
+        if let Some(r) = r {
             out.insert(d.clone(), r);
         }
     }
