@@ -8,9 +8,10 @@
 # What it substitutes, and nothing else:
 #   - `custos` is the binary under test rather than `cargo run` (README's `alias` line is
 #     left as it is: aliases do not expand in a script, so the function below wins);
-#   - ports 8200, 8201, 8210, 9464 and 29510 become free ports (README's may be taken here);
-#   - the absolute paths /var/lib/, /etc/custos and /tmp/ become folders of a scratch
-#     directory, where every command runs;
+#   - ports 8200, 8201, 8210, 9464, 29510, 2321 and 2322 become free ports (README's may be
+#     taken here);
+#   - the absolute paths /var/lib/custos, /var/lib/fw, /etc/custos and /tmp/ become folders of
+#     a scratch directory, where every command runs;
 #   - a line whose comment begins `# fails` must fail: it runs as `if LINE; then exit 1; fi`.
 # It runs README's first command itself (the dev server, with the ports above) before the first
 # block, and stops it at `<!-- readme-check: stop the dev server -->`; a block right after
@@ -26,18 +27,20 @@ bin=$(realpath "${2:-$root/target/debug/custos}")
 work=$(mktemp -d /tmp/custos-readme.XXXXXX)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 P8200=$(free_port) P8201=$(free_port) P8210=$(free_port) P9464=$(free_port) P29510=$(free_port)
+P2321=$(free_port); P2322=$((P2321 + 1))
 
 # The blocks, with the substitutions, as one script.
-python3 - "$readme" "$work" "$P8200" "$P8201" "$P8210" "$P9464" "$P29510" > "$work/readme.sh" <<'PY'
+python3 - "$readme" "$work" "$P8200" "$P8201" "$P8210" "$P9464" "$P29510" "$P2321" "$P2322" > "$work/readme.sh" <<'PY'
 import re, sys
-readme, work, p8200, p8201, p8210, p9464, p29510 = sys.argv[1:]
+readme, work, p8200, p8201, p8210, p9464, p29510, p2321, p2322 = sys.argv[1:]
 lines = open(readme).read().split("\n")
-ports = {"8200": p8200, "8201": p8201, "8210": p8210, "9464": p9464, "29510": p29510}
+ports = {"8200": p8200, "8201": p8201, "8210": p8210, "9464": p9464, "29510": p29510,
+         "2321": p2321, "2322": p2322}
 def subst(line):
     for old, new in ports.items():
-        line = re.sub(r"(?<=:)%s\b" % old, new, line)
+        line = re.sub(r"(?<=[:=])%s\b" % old, new, line)
     # One pass, so a substituted path (under /tmp) is not substituted again.
-    return re.sub(r"(?<![\w./-])(/var/lib/|/etc/custos\b|/tmp/)", lambda m: work + m.group(1), line)
+    return re.sub(r"(?<![\w./-])(/var/lib/custos\b|/var/lib/fw\b|/etc/custos\b|/tmp/)", lambda m: work + m.group(1), line)
 out, i, skip, prev = [], 0, False, ""
 while i < len(lines):
     l = lines[i]
@@ -88,7 +91,7 @@ stop_dev_server() {
   [ -n "\$dev_pid" ] || return 0
   kill -TERM "\$dev_pid"; wait "\$dev_pid" || true; dev_pid=
 }
-cleanup() { stop_dev_server; for j in \$(jobs -p); do pkill -TERM -P "\$j" 2>/dev/null; kill "\$j" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() { stop_dev_server; for j in \$(jobs -p); do pkill -TERM -P "\$j" 2>/dev/null || true; kill "\$j" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 # README's first command, with the free ports.
 "$bin" server --dev --dev-root-token-id root --dev-listen-address 127.0.0.1:$P8200 \

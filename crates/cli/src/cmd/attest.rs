@@ -49,6 +49,18 @@ pub enum AttestCmd {
     /// Verify a saved quote offline against an AK, a nonce and the policies: exit 0
     /// TRUSTED, 1 UNTRUSTED (every rule listed), 2 error.
     Verify(VerifyArgs),
+    /// Stand in for a boot loader (tests, development): append a SHA-256 measurement of an
+    /// image to an event log (created if absent) and print the tpm2_pcrextend argument.
+    Measure {
+        /// The image measured.
+        image: PathBuf,
+        /// The event log to append to.
+        #[arg(long)]
+        log: PathBuf,
+        /// The PCR.
+        #[arg(long, default_value_t = 4)]
+        pcr: u8,
+    },
 }
 
 /// Which attestation mount, and how to reach it.
@@ -153,7 +165,7 @@ impl AttestCmd {
             AttestCmd::Activate { m, .. }
             | AttestCmd::Nonce { m, .. }
             | AttestCmd::Status { m, .. } => Some(&m.conn),
-            AttestCmd::Verify(_) => None,
+            AttestCmd::Verify(_) | AttestCmd::Measure { .. } => None,
         }
     }
 }
@@ -332,7 +344,55 @@ pub async fn run(cli: &Cli, c: &AttestCmd) -> CliResult<()> {
             Ok(())
         }
         AttestCmd::Verify(a) => verify(cli, a),
+        AttestCmd::Measure { image, log, pcr } => measure(image, log, *pcr),
     }
+}
+
+fn measure(image: &Path, log: &Path, pcr: u8) -> CliResult<()> {
+    use custos_attest::eventlog::{Event, EventLog, EV_POST_CODE};
+    use custos_attest::tpm::HashAlg;
+    if pcr >= 24 {
+        return Err(CliError::Usage("--pcr: PCRs are 0..23".into()));
+    }
+    let mut l = match std::fs::read(log) {
+        Ok(b) => {
+            EventLog::parse(&b).map_err(|e| CliError::Usage(format!("{}: {e}", log.display())))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => EventLog {
+            banks: vec![HashAlg::Sha256],
+            startup_locality: 0,
+            events: Vec::new(),
+        },
+        Err(source) => {
+            return Err(CliError::Io {
+                what: format!("reading {}", log.display()),
+                source,
+            })
+        }
+    };
+    if l.banks != [HashAlg::Sha256] {
+        return Err(CliError::Usage(format!(
+            "{}: records banks other than sha256 alone",
+            log.display()
+        )));
+    }
+    let sha256 = super::fw::hash_file(image, &["sha256"], None)?
+        .remove("sha256")
+        .unwrap_or_default();
+    let digest = hex::decode(&sha256).map_err(|e| CliError::Other(e.to_string()))?;
+    let name = image
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    l.events.push(Event {
+        pcr,
+        kind: EV_POST_CODE,
+        digests: BTreeMap::from([(HashAlg::Sha256, digest)]),
+        data: name.into_bytes(),
+    });
+    super::fw::write_durably(log, &l.to_bytes(), 0o644)?;
+    outln!("{pcr}:sha256={sha256}");
+    Ok(())
 }
 
 fn status_one(cli: &Cli, v: &Value) {
