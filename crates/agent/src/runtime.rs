@@ -589,7 +589,7 @@ async fn cert_task(
     let mut backoff = Backoff::new(s.cfg.backoff.min, s.cfg.backoff.max);
     let mut current = match render::load_existing(&c, now_unix()) {
         Ok(d) => {
-            tracing::info!(certificate = %c.name, serial = %d.serial, not_after = %rfc3339(d.not_after), "reusing the certificate on disk");
+            tracing::info!(certificate = %c.name, serial = %d.serial, not_after = %custos_pki::fields::rfc3339(d.not_after), "reusing the certificate on disk");
             m.not_after.store(d.not_after, Relaxed);
             Some(d)
         }
@@ -629,7 +629,7 @@ async fn cert_task(
                 m.renewals.fetch_add(1, Relaxed);
                 m.not_after.store(d.not_after, Relaxed);
                 next = plan.renew_at(d.not_before, d.not_after, slot, random_unit());
-                tracing::info!(certificate = %c.name, serial = %d.serial, not_after = %rfc3339(d.not_after), renew_in_s = (next - now_unix() as f64).round(), "certificate rendered");
+                tracing::info!(certificate = %c.name, serial = %d.serial, not_after = %custos_pki::fields::rfc3339(d.not_after), renew_in_s = (next - now_unix() as f64).round(), "certificate rendered");
                 current = Some(d);
                 reload(&s, &c).await;
                 if once {
@@ -887,15 +887,4 @@ async fn render_once(
     let _ = stop_tx.send(true);
     auth.abort();
     r
-}
-
-/// RFC 3339 (UTC) for a Unix time, for the log.
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
 }

@@ -8,7 +8,7 @@
 
 use custos_attest::credential::{make_credential, tpm2_tools_file};
 use custos_attest::ek::{pem_certificates, verify_ek_certificate};
-use custos_attest::eventlog::{Event, EventLog, EV_POST_CODE, EV_SEPARATOR, MAX_LOG_BYTES};
+use custos_attest::eventlog::{Event, EventLog, EV_POST_CODE, MAX_LOG_BYTES};
 use custos_attest::policy::Policy;
 use custos_attest::tpm::{HashAlg, Public};
 use custos_attest::verify::{
@@ -31,35 +31,8 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-/// A boot: the CRTM in PCR 0, the firmware image in PCR 4, separators in 0-7; every event
-/// extended into the TPM and recorded in the log.
 fn boot(t: &Tpm, image: &[u8]) -> EventLog {
-    let banks = [HashAlg::Sha1, HashAlg::Sha256];
-    let mut events = vec![
-        Event::measure(0, 0x0000_0008, &banks, b"custos test CRTM", b"CRTM 1.0"),
-        Event::measure(4, EV_POST_CODE, &banks, image, b"du firmware"),
-    ];
-    for pcr in 0..8 {
-        events.push(Event::measure(
-            pcr,
-            EV_SEPARATOR,
-            &banks,
-            &[0, 0, 0, 0],
-            &[0, 0, 0, 0],
-        ));
-    }
-    for e in &events {
-        t.extend(
-            e.pcr,
-            &hex_of(&e.digests[&HashAlg::Sha1]),
-            &hex_of(&e.digests[&HashAlg::Sha256]),
-        );
-    }
-    EventLog {
-        banks: banks.to_vec(),
-        startup_locality: 0,
-        events,
-    }
+    custos_testkit::tpm::boot(t, image)
 }
 
 /// References: one image known, for the class.

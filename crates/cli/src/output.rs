@@ -13,15 +13,7 @@ pub enum Format {
 }
 
 /// RFC 3339 (UTC) for a Unix time.
-pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
-}
+pub use custos_pki::fields::rfc3339;
 
 /// Whether a response field names a point in time (Vault's `expiration`, `creation_time`,
 /// `revocation_time`, `not_after`, `…_at`, `…_until`).

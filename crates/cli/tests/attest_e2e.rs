@@ -10,9 +10,9 @@ mod common;
 
 use base64::Engine as _;
 use common::{sign_args, BUILDER, CLASS};
-use custos_attest::eventlog::{Event, EventLog, EV_POST_CODE, EV_SEPARATOR};
+use custos_attest::eventlog::{Event, EventLog, EV_POST_CODE};
 use custos_attest::tpm::HashAlg;
-use custos_testkit::tpm::{hex_of, AkKind, Manufacturer, Tpm};
+use custos_testkit::tpm::{AkKind, Manufacturer, Tpm};
 use custos_testkit::{dev_server, ok, pki_root, Api};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -45,30 +45,8 @@ fn must(o: Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
-/// A boot: CRTM in PCR 0, the firmware image in PCR 4, separators in 0-7, each extended into
-/// the TPM and recorded in the event log the device sends.
 fn boot(t: &Tpm, image: &[u8]) -> Vec<u8> {
-    let banks = [HashAlg::Sha1, HashAlg::Sha256];
-    let mut events = vec![
-        Event::measure(0, 0x0000_0008, &banks, b"custos test CRTM", b"CRTM 1.0"),
-        Event::measure(4, EV_POST_CODE, &banks, image, b"du firmware"),
-    ];
-    for pcr in 0..8 {
-        events.push(Event::measure(pcr, EV_SEPARATOR, &banks, &[0; 4], &[0; 4]));
-    }
-    for e in &events {
-        t.extend(
-            e.pcr,
-            &hex_of(&e.digests[&HashAlg::Sha1]),
-            &hex_of(&e.digests[&HashAlg::Sha256]),
-        );
-    }
-    EventLog {
-        banks: banks.to_vec(),
-        startup_locality: 0,
-        events,
-    }
-    .to_bytes()
+    custos_testkit::tpm::boot(t, image).to_bytes()
 }
 
 async fn call(api: &Api, root: &str, path: &str, body: Value) -> (u16, Value) {

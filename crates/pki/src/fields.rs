@@ -143,3 +143,15 @@ pub fn glob(pattern: &str, s: &str) -> bool {
     }
     true
 }
+
+/// RFC 3339 (UTC) for a Unix time, for what a person reads (logs, tables); the number itself
+/// when it is out of range.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}

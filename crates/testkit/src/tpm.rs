@@ -147,21 +147,7 @@ impl Tpm {
         self.port = port;
         self.child = child;
         self.run(&["tpm2_createek", "-c", "ek.ctx", "-G", "rsa", "-u", "ek.pub"]);
-        let script = "set -e
-tpm2_startauthsession --policy-session -S s.ctx
-tpm2_policysecret -S s.ctx -c e
-tpm2_load -C ek.ctx -u ak.pub -r ak.priv -c ak.ctx -P session:s.ctx
-tpm2_flushcontext s.ctx";
-        let o = Command::new("sh")
-            .args(["-c", script])
-            .current_dir(self.dir.path())
-            .env(
-                "TPM2TOOLS_TCTI",
-                format!("swtpm:host=127.0.0.1,port={}", self.port),
-            )
-            .output()
-            .expect("sh");
-        self.flush();
+        let o = self.with_ek_session("tpm2_load -C ek.ctx -u ak.pub -r ak.priv -c ak.ctx");
         assert!(
             o.status.success(),
             "reloading the AK: {}",
@@ -355,26 +341,33 @@ impl Tpm {
     pub fn activate(&self, credential_file: &[u8]) -> Result<Vec<u8>, String> {
         std::fs::write(self.path("cred.in"), credential_file).expect("write");
         let _ = std::fs::remove_file(self.path("cred.out"));
-        // One command line: the session must live across the three steps.
-        let script = "set -e
-tpm2_startauthsession --policy-session -S session.ctx
-tpm2_policysecret -S session.ctx -c e
-tpm2_activatecredential -c ak.ctx -C ek.ctx -i cred.in -o cred.out -P session:session.ctx
-tpm2_flushcontext session.ctx";
-        let o = Command::new("sh")
-            .args(["-c", script])
-            .current_dir(self.dir.path())
-            .env(
-                "TPM2TOOLS_TCTI",
-                format!("swtpm:host=127.0.0.1,port={}", self.port),
-            )
-            .output()
-            .expect("sh");
-        self.flush();
+        let o = self
+            .with_ek_session("tpm2_activatecredential -c ak.ctx -C ek.ctx -i cred.in -o cred.out");
         if !o.status.success() {
             return Err(String::from_utf8_lossy(&o.stderr).to_string());
         }
         Ok(self.read("cred.out"))
+    }
+
+    /// Runs `command` (a tpm2-tools line) with `-P session:s.ctx` appended: a policy session
+    /// satisfying the EK's policy (PolicySecret of the endorsement hierarchy), which must live
+    /// across the steps, so they run in one shell. Transient objects are flushed afterwards.
+    fn with_ek_session(&self, command: &str) -> Output {
+        let script = format!(
+            "set -e
+tpm2_startauthsession --policy-session -S s.ctx
+tpm2_policysecret -S s.ctx -c e
+{command} -P session:s.ctx
+tpm2_flushcontext s.ctx"
+        );
+        let o = Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(self.dir.path())
+            .env("TPM2TOOLS_TCTI", self.tcti())
+            .output()
+            .expect("sh");
+        self.flush();
+        o
     }
 
     /// Runs a command that needs no TPM (tpm2_checkquote, tpm2_eventlog) in this device's
@@ -404,4 +397,32 @@ impl Drop for Tpm {
 /// Lower-case hex.
 pub fn hex_of(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A boot as a boot loader measures it: a CRTM event in PCR 0, `image` in PCR 4, separators
+/// in PCRs 0-7, each extended into `t` (SHA-1 and SHA-256 banks) and recorded in the event log
+/// returned.
+pub fn boot(t: &Tpm, image: &[u8]) -> custos_attest::eventlog::EventLog {
+    use custos_attest::eventlog::{Event, EventLog, EV_POST_CODE, EV_SEPARATOR};
+    use custos_attest::tpm::HashAlg;
+    let banks = [HashAlg::Sha1, HashAlg::Sha256];
+    let mut events = vec![
+        Event::measure(0, 0x0000_0008, &banks, b"custos test CRTM", b"CRTM 1.0"),
+        Event::measure(4, EV_POST_CODE, &banks, image, b"du firmware"),
+    ];
+    for pcr in 0..8 {
+        events.push(Event::measure(pcr, EV_SEPARATOR, &banks, &[0; 4], &[0; 4]));
+    }
+    for e in &events {
+        t.extend(
+            e.pcr,
+            &hex_of(&e.digests[&HashAlg::Sha1]),
+            &hex_of(&e.digests[&HashAlg::Sha256]),
+        );
+    }
+    EventLog {
+        banks: banks.to_vec(),
+        startup_locality: 0,
+        events,
+    }
 }

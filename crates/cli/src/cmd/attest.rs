@@ -109,6 +109,15 @@ pub struct EnrolArgs {
 pub struct QuoteArgs {
     /// The device ID.
     device: String,
+    #[command(flatten)]
+    files: EvidenceFiles,
+    #[command(flatten)]
+    m: Mount,
+}
+
+/// The evidence, as tpm2_quote and the kernel write it.
+#[derive(Args)]
+pub struct EvidenceFiles {
     /// TPMS_ATTEST (`tpm2_quote -m`).
     #[arg(long)]
     quote: PathBuf,
@@ -118,8 +127,17 @@ pub struct QuoteArgs {
     /// The measured-boot event log (binary_bios_measurements).
     #[arg(long)]
     event_log: PathBuf,
-    #[command(flatten)]
-    m: Mount,
+}
+
+impl EvidenceFiles {
+    /// (quote, signature, event log) bytes, each within its limit.
+    fn read(&self) -> CliResult<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+        Ok((
+            read(&self.quote, 4096)?,
+            read(&self.signature, 4096)?,
+            read(&self.event_log, custos_attest::eventlog::MAX_LOG_BYTES)?,
+        ))
+    }
 }
 
 #[derive(Args)]
@@ -127,15 +145,8 @@ pub struct VerifyArgs {
     /// The AK's public area (TPM2B_PUBLIC).
     #[arg(long)]
     ak_public: PathBuf,
-    /// TPMS_ATTEST.
-    #[arg(long)]
-    quote: PathBuf,
-    /// TPMT_SIGNATURE.
-    #[arg(long)]
-    signature: PathBuf,
-    /// The event log.
-    #[arg(long)]
-    event_log: PathBuf,
+    #[command(flatten)]
+    files: EvidenceFiles,
     /// The nonce the quote must carry, hex.
     #[arg(long)]
     nonce: String,
@@ -272,11 +283,10 @@ pub async fn run(cli: &Cli, c: &AttestCmd) -> CliResult<()> {
                 .call(
                     "PUT",
                     &path(&a.m, &format!("devices/{}/quote", a.device)),
-                    Some(&json!({
-                        "quote": b64(&read(&a.quote, 4096)?),
-                        "signature": b64(&read(&a.signature, 4096)?),
-                        "event_log": b64(&read(&a.event_log, custos_attest::eventlog::MAX_LOG_BYTES)?),
-                    })),
+                    Some(&{
+                        let (q, s, l) = a.files.read()?;
+                        json!({"quote": b64(&q), "signature": b64(&s), "event_log": b64(&l)})
+                    }),
                 )
                 .await?;
             if cli.format == crate::output::Format::Json {
@@ -457,9 +467,7 @@ fn verify(cli: &Cli, a: &VerifyArgs) -> CliResult<()> {
         .class(&a.class)
         .ok_or_else(|| CliError::Usage(format!("--class {}: not in the policy", a.class)))?;
     let nonce = hex::decode(&a.nonce).map_err(|_| CliError::Usage("--nonce: not hex".into()))?;
-    let attest = read(&a.quote, 4096)?;
-    let signature = read(&a.signature, 4096)?;
-    let event_log = read(&a.event_log, custos_attest::eventlog::MAX_LOG_BYTES)?;
+    let (attest, signature, event_log) = a.files.read()?;
     let mut refs: BTreeMap<Vec<u8>, ReferenceImage> = BTreeMap::new();
     if let Some(fp) = &a.firmware_policy {
         let fw = custos_attest::references::for_measurements(

@@ -141,7 +141,7 @@ pub async fn enrol(
         .map_err(|e| ApiError::bad(format!("ek_public: {e}")))?;
     let _g = e.lock(id).await;
     let a = &ctx.view;
-    if let Some(r) = a.get_json::<Record>(&format!("device/{id}")).await? {
+    if let Some(r) = super::find(a, id).await? {
         if r.pending.is_none() {
             return Err(ApiError::bad(format!(
                 "device {id} is already enrolled: delete it first to enrol it again"
@@ -209,10 +209,7 @@ pub async fn activate(
     let got = b64(req, "credential", 64)?;
     let _g = e.lock(id).await;
     let a = &ctx.view;
-    let mut r = a
-        .get_json::<Record>(&format!("device/{id}"))
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let mut r = super::record(a, id).await?;
     let Some(p) = r.pending.clone() else {
         return Err(ApiError::bad(format!("device {id} is already enrolled")));
     };
@@ -288,11 +285,7 @@ pub async fn status_json(e: &AttestEngine, ctx: &Ctx<'_>, r: &Record) -> ApiResu
 
 /// `devices/<id>` read.
 pub async fn read(e: &AttestEngine, ctx: &Ctx<'_>, id: &str) -> ApiResult<Response> {
-    let r = ctx
-        .view
-        .get_json::<Record>(&format!("device/{id}"))
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let r = super::record(&ctx.view, id).await?;
     Ok(Response::data(status_json(e, ctx, &r).await?))
 }
 
@@ -300,7 +293,7 @@ pub async fn read(e: &AttestEngine, ctx: &Ctx<'_>, id: &str) -> ApiResult<Respon
 pub async fn remove(e: &AttestEngine, ctx: &Ctx<'_>, id: &str) -> ApiResult<Response> {
     let _g = e.lock(id).await;
     let a = &ctx.view;
-    let Some(r) = a.get_json::<Record>(&format!("device/{id}")).await? else {
+    let Some(r) = super::find(a, id).await? else {
         return Ok(Response::empty());
     };
     if r.pending.is_none() {
@@ -359,10 +352,7 @@ pub async fn report_install(
     .ok_or_else(|| ApiError::bad("security_version: required, a non-negative integer"))?;
     let _g = e.lock(id).await;
     let a = &ctx.view;
-    let mut r = a
-        .get_json::<Record>(&format!("device/{id}"))
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let mut r = super::record(a, id).await?;
     if r.pending.is_some() {
         return Err(ApiError::bad(format!(
             "device {id} is not enrolled yet (activate it)"

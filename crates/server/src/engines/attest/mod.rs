@@ -242,6 +242,16 @@ impl AttestEngine {
     }
 }
 
+/// The device's record, if any.
+async fn find(view: &View, id: &str) -> ApiResult<Option<Record>> {
+    view.get_json::<Record>(&format!("device/{id}")).await
+}
+
+/// The device's record; 404 without one.
+async fn record(view: &View, id: &str) -> ApiResult<Record> {
+    find(view, id).await?.ok_or(ApiError::NotFound)
+}
+
 /// Unix seconds now.
 pub(crate) fn now() -> i64 {
     crate::core::now_unix()

@@ -9,7 +9,7 @@
 
 use super::config::Parsed;
 use super::devices::put;
-use super::{b64, now, AttestEngine, Record};
+use super::{b64, now, AttestEngine};
 use crate::core::engine::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::logical::{Request, Response};
@@ -30,11 +30,7 @@ const MAX_QUOTE: usize = 2048;
 /// `devices/<id>/nonce`: a fresh nonce for the device's next quote (replacing any other).
 pub async fn nonce(e: &AttestEngine, ctx: &Ctx<'_>, id: &str) -> ApiResult<Response> {
     let cfg = e.config(&ctx.view).await?;
-    let r = ctx
-        .view
-        .get_json::<Record>(&format!("device/{id}"))
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let r = super::record(&ctx.view, id).await?;
     if r.pending.is_some() {
         return Err(ApiError::bad(format!(
             "device {id} is not enrolled yet (activate it)"
@@ -127,11 +123,7 @@ pub async fn quote(
             "attestation refused: quote.nonce: no outstanding nonce for device {id} (unknown, expired or already used): ask devices/{id}/nonce first"
         )));
     };
-    let r0 = ctx
-        .view
-        .get_json::<Record>(&format!("device/{id}"))
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let r0 = super::record(&ctx.view, id).await?;
     let class = cfg.policy.class(&r0.device_class).ok_or_else(|| {
         ApiError::bad(format!(
             "device_class {:?}: not in the attestation policy",
@@ -149,11 +141,7 @@ pub async fn quote(
     .await?;
     let _g = e.lock(id).await;
     // Re-read under the device's lock: the last quote and floor are current.
-    let mut r = ctx
-        .view
-        .get_json::<Record>(&format!("device/{id}"))
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let mut r = super::record(&ctx.view, id).await?;
     if r.ak_public != r0.ak_public {
         return Err(ApiError::bad(
             "the device was enrolled again meanwhile: ask a new nonce",
