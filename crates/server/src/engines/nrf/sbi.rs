@@ -121,11 +121,13 @@ pub(crate) async fn start(
             };
             match &r {
                 Err(ApiError::Sealed) | Ok(()) => {}
-                // A configuration error, not an outage: said once at error level, naming
-                // the settings, and shown in sys/health until it is fixed.
+                // A configuration error, not an outage: said once, naming the settings,
+                // and shown in sys/health until it is fixed. A warning rather than an
+                // error: right after `operator init`, and on every dev server, the NF CA
+                // is simply not set up yet.
                 Err(e) if e.to_string() != last_err => {
                     last_err = e.to_string();
-                    tracing::error!(mount = %n2.cfg.pki_mount, role = %n2.cfg.role, error = %last_err, "the SBI listener refuses connections: no SBI certificate can be issued; create the PKI role [sbi] role names on [sbi] pki_mount");
+                    tracing::warn!(mount = %n2.cfg.pki_mount, role = %n2.cfg.role, error = %last_err, "the SBI listener refuses connections until it can issue its certificate: create the PKI role [sbi] role names on [sbi] pki_mount, with config/urls");
                 }
                 Err(_) => {}
             }
