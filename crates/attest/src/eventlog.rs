@@ -110,6 +110,11 @@ impl EventLog {
                 return Err(s.bad(format!("algorithm 0x{id:04x} declared twice or too large")));
             }
         }
+        if banks.is_empty() {
+            return Err(s.bad(
+                "no SHA-1, SHA-256, SHA-384 or SHA-512 bank declared: nothing to replay".into(),
+            ));
+        }
         let mut events = Vec::new();
         let mut startup_locality = 0;
         while r.remaining() > 0 {

@@ -94,6 +94,12 @@ fn truncated_oversized_and_sha1_only_logs_are_refused_by_name() {
         .unwrap_err()
         .to_string()
         .contains("the limit is"));
+    // Found by the fuzzer: a Spec ID event declaring only algorithms nobody can replay.
+    let unknown_banks = fixture("fuzz-unknown-banks.bin");
+    assert!(EventLog::parse(&unknown_banks)
+        .unwrap_err()
+        .to_string()
+        .contains("nothing to replay"));
     // A TPM 1.2 log starts with an ordinary SHA-1 event, not the Spec ID event.
     let mut sha1 = good.clone();
     sha1[4] = 0x08; // EV_S_CRTM_VERSION
