@@ -436,6 +436,61 @@ async fn devices_attest_trusted_or_untrusted_by_rule_and_forged_evidence_changes
         st, 404,
         "three wrong activations drop the pending enrolment"
     );
+    // Two pending enrolments of one EK: the first activated wins; the second is refused, and
+    // deleting it leaves the first's claim on the EK.
+    let twin = |id: &'static str| {
+        let body = json!({
+            "device_class": CLASS,
+            "ek_public": b64(&spare.read("ek.pub")),
+            "ek_certificate": b64(&spare.ek_cert()),
+            "ak_public": b64(&spare.read("ak.pub")),
+        });
+        async move { call(api, root, &format!("attest/devices/{id}"), body).await }
+    };
+    let (st1, v1) = twin("twin-a").await;
+    let (st2, v2) = twin("twin-b").await;
+    assert_eq!((st1, st2), (200, 200), "{v1} {v2}");
+    let secret = |v: &Value| {
+        let f = base64::engine::general_purpose::STANDARD
+            .decode(v["data"]["tpm2_tools_credential"].as_str().unwrap())
+            .unwrap();
+        spare.activate(&f).unwrap()
+    };
+    let (s1, s2) = (secret(&v1), secret(&v2));
+    let (st, v) = call(
+        api,
+        root,
+        "attest/devices/twin-a/activate",
+        json!({"credential": b64(&s1)}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = call(
+        api,
+        root,
+        "attest/devices/twin-b/activate",
+        json!({"credential": b64(&s2)}),
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        error_text(&v).contains("already enrolled as device twin-a"),
+        "{v}"
+    );
+    let (st, _) = api
+        .call("DELETE", "attest/devices/twin-b", Some(root), None)
+        .await;
+    assert_eq!(st, 204);
+    let (st, v) = twin("twin-c").await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        error_text(&v).contains("already enrolled as device twin-a"),
+        "{v}"
+    );
+    let (st, _) = api
+        .call("DELETE", "attest/devices/twin-a", Some(root), None)
+        .await;
+    assert_eq!(st, 204);
     let legacy = Tpm::new(&m);
     legacy.create_keys_hashing(AkKind::Ecdsa, "sha1");
     let (st, v) = enrol(api, root, "legacy", &legacy).await;
@@ -551,7 +606,8 @@ async fn devices_attest_trusted_or_untrusted_by_rule_and_forged_evidence_changes
             "mirror",
         ],
     ));
-    assert!(out.contains("attest.device: 3"), "{out}");
+    // du-0, du-1, du-2 and twin-a enrolled; twin-a removed.
+    assert!(out.contains("attest.device: 5"), "{out}");
     assert!(out.contains("attest.install: 1"), "{out}");
     assert!(out.contains("attest.status: "), "{out}");
 }

@@ -237,6 +237,15 @@ pub async fn activate(
             "wrong credential: the AK is not in the TPM whose EK was presented",
         ));
     }
+    // Two pending enrolments of one EK: the first activated wins, the other is refused.
+    let ek_key = format!("ek/{}", r.ek_sha256);
+    if let Some(other) = a.get_json::<String>(&ek_key).await? {
+        if other != id {
+            return Err(ApiError::bad(format!(
+                "this EK is already enrolled as device {other}: one TPM, one device"
+            )));
+        }
+    }
     // Logged before it is stored: no enrolled device is missing from the log.
     e.log
         .append(Event::DeviceChanged {
@@ -251,7 +260,6 @@ pub async fn activate(
         .await?;
     r.pending = None;
     r.enrolled_at = Some(now());
-    let ek_key = format!("ek/{}", r.ek_sha256);
     put(a, &r, vec![Plain::Put(ek_key, serde_json::to_vec(&r.id)?)]).await?;
     Ok(Response::data(status_json(e, ctx, &r).await?))
 }
@@ -309,11 +317,14 @@ pub async fn remove(e: &AttestEngine, ctx: &Ctx<'_>, id: &str) -> ApiResult<Resp
             })
             .await?;
     }
-    a.write(vec![
-        Plain::Delete(format!("device/{id}")),
-        Plain::Delete(format!("ek/{}", r.ek_sha256)),
-    ])
-    .await?;
+    // The EK index goes only if it is this device's (a pending enrolment of an EK that
+    // another device holds must not free that EK).
+    let ek_key = format!("ek/{}", r.ek_sha256);
+    let mut ops = vec![Plain::Delete(format!("device/{id}"))];
+    if a.get_json::<String>(&ek_key).await?.as_deref() == Some(id) {
+        ops.push(Plain::Delete(ek_key));
+    }
+    a.write(ops).await?;
     e.forget_nonce(ctx, id);
     Ok(Response::empty())
 }
