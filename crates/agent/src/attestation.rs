@@ -47,15 +47,7 @@ async fn api(
         serde_json::from_str(&text)
             .map_err(|e| CallError::Unreachable(format!("HTTP {status}: {e}")))?
     };
-    match status {
-        200..=299 => Ok(Some(v)),
-        403 => Err(CallError::Denied(crate::runtime::errors_of(&v))),
-        500..=599 | 429 => Err(CallError::Unreachable(format!(
-            "HTTP {status}: {}",
-            crate::runtime::errors_of(&v)
-        ))),
-        s => Err(CallError::Refused(s, crate::runtime::errors_of(&v))),
-    }
+    crate::runtime::classify(status, v).map(Some)
 }
 
 /// Runs blocking TPM work on a blocking thread.

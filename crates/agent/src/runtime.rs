@@ -244,6 +244,12 @@ async fn call(
         .json()
         .await
         .map_err(|e| CallError::Unreachable(format!("HTTP {status}: {e}")))?;
+    classify(status, v)
+}
+
+/// A Custos answer by status: success, a stale token (403), an outage (5xx, 429: retry with
+/// backoff), or a refusal of the request as configured (another 4xx).
+pub(crate) fn classify(status: u16, v: Value) -> Result<Value, CallError> {
     match status {
         200..=299 => Ok(v),
         403 => Err(CallError::Denied(errors_of(&v))),
