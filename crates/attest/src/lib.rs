@@ -1,7 +1,8 @@
 //! Remote attestation, decided without I/O: TPM 2.0 quotes ([`tpm`]), measured-boot event
 //! logs ([`eventlog`]), the attestation policy ([`policy`]), the appraisal that turns evidence
 //! into a TRUSTED or UNTRUSTED verdict with every failed rule named ([`verify`]), and the
-//! verifier's half of credential activation ([`credential`]).
+//! verifier's half of credential activation ([`credential`]), and the fleet view: states,
+//! counts, outliers and automatic quarantine ([`fleet`]).
 //!
 //! The server's attestation engine stores devices, nonces and verdicts and supplies the
 //! reference values (the provenance store); the device side (`custos agent`) talks to the TPM.
@@ -11,6 +12,7 @@
 pub mod credential;
 pub mod ek;
 pub mod eventlog;
+pub mod fleet;
 pub mod policy;
 pub mod references;
 pub mod soft;

@@ -12,6 +12,9 @@
 //!                                    # boot loader that is not in the provenance store
 //! pcr_values = { 0 = "3d45…" }       # PCRs pinned to exact values (hex, in `bank`)
 //! interval = "10m"                   # STALE when the last TRUSTED verdict is older
+//! quarantine_on = ["untrusted", "stale", "signer_alert"]  # automatic quarantine (default none)
+//! stale_grace = "5m"                 # a STALE device is quarantined this long after (default 0)
+//! known_good = "2c26b4…"             # the image a failed rollout rolls back to (sha256 hex)
 //! ```
 
 use crate::tpm::{HashAlg, PCR_COUNT};
@@ -53,6 +56,32 @@ struct RawClass {
     #[serde(default)]
     pcr_values: BTreeMap<String, String>,
     interval: Option<String>,
+    #[serde(default)]
+    quarantine_on: Vec<String>,
+    stale_grace: Option<String>,
+    known_good: Option<String>,
+}
+
+/// What quarantines a device of a class without an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    /// An UNTRUSTED verdict.
+    Untrusted,
+    /// STALE for longer than the class's `stale_grace`.
+    Stale,
+    /// A monitor alert naming the signer of the device's firmware.
+    SignerAlert,
+}
+
+impl Trigger {
+    /// Its name in the policy file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Untrusted => "untrusted",
+            Trigger::Stale => "stale",
+            Trigger::SignerAlert => "signer_alert",
+        }
+    }
 }
 
 /// What one device class must show.
@@ -72,6 +101,19 @@ pub struct ClassPolicy {
     pub pcr_values: BTreeMap<u8, Vec<u8>>,
     /// Seconds after which a device without a newer TRUSTED verdict is STALE.
     pub interval: u64,
+    /// What quarantines a device of this class automatically.
+    pub quarantine_on: Vec<Trigger>,
+    /// Seconds a device may stay STALE before the `stale` trigger quarantines it.
+    pub stale_grace: u64,
+    /// The known-good image (SHA-256) a failed rollout rolls back to.
+    pub known_good: Option<String>,
+}
+
+impl ClassPolicy {
+    /// Whether `t` quarantines devices of this class.
+    pub fn quarantines_on(&self, t: Trigger) -> bool {
+        self.quarantine_on.contains(&t)
+    }
 }
 
 /// A parsed, validated policy.
@@ -185,6 +227,36 @@ impl Policy {
                     bad(f("interval"), format!("{s:?} is not a duration like 10m"))
                 })?,
             };
+            let mut quarantine_on = Vec::new();
+            for t in &c.quarantine_on {
+                let t = match t.as_str() {
+                    "untrusted" => Trigger::Untrusted,
+                    "stale" => Trigger::Stale,
+                    "signer_alert" => Trigger::SignerAlert,
+                    other => {
+                        return Err(bad(
+                            f("quarantine_on"),
+                            format!("{other:?}: one of untrusted, stale, signer_alert"),
+                        ))
+                    }
+                };
+                if !quarantine_on.contains(&t) {
+                    quarantine_on.push(t);
+                }
+            }
+            let stale_grace = match c.stale_grace.as_deref() {
+                None | Some("0") => 0,
+                Some(s) => parse_duration(s).ok_or_else(|| {
+                    bad(f("stale_grace"), format!("{s:?} is not a duration like 5m"))
+                })?,
+            };
+            let known_good = match c.known_good {
+                None => None,
+                Some(k) => {
+                    hex_digest(&f("known_good"), &k, 32)?;
+                    Some(k)
+                }
+            };
             classes.push(ClassPolicy {
                 name: c.name,
                 bank,
@@ -193,6 +265,9 @@ impl Policy {
                 allowed_digests,
                 pcr_values,
                 interval,
+                quarantine_on,
+                stale_grace,
+                known_good,
             });
         }
         Ok(Policy { classes })

@@ -48,6 +48,12 @@ pub fn appraise_bundles(
         let r = ReferenceImage {
             version: v.facts.version.clone().unwrap_or_default(),
             security_version: v.facts.security_version.unwrap_or(0),
+            signers: match &v.facts.signer_identity {
+                Some(id) => vec![id.clone()],
+                None => v.facts.signer_keys.clone(),
+            },
+            supplier: v.facts.supplier.clone(),
+            builder: v.facts.builder_id.clone(),
             denied: (!v.accept).then(|| Denied {
                 revoked: v.failures.iter().any(|f| f.rule == "signer.revoked"),
                 reasons: v

@@ -57,6 +57,12 @@ pub struct ReferenceImage {
     pub version: String,
     /// Its anti-rollback security version.
     pub security_version: u64,
+    /// Who signed it: key IDs, or the keyless certificate's identity.
+    pub signers: Vec<String>,
+    /// The supplier whose trust root verified it.
+    pub supplier: Option<String>,
+    /// The SLSA builder that built it.
+    pub builder: Option<String>,
     /// `None` when its provenance passes the firmware policy for the class asked about;
     /// otherwise every failed rule, and whether one of them is a revocation.
     pub denied: Option<Denied>,
@@ -188,6 +194,15 @@ pub struct Measured {
     pub security_version: Option<u64>,
     /// `provenance`, `pinned` or `unknown`.
     pub source: &'static str,
+    /// Who signed it (key IDs or a keyless identity), when the provenance store knows it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signers: Vec<String>,
+    /// Its supplier, when the provenance store knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supplier: Option<String>,
+    /// Its builder, when the provenance store knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builder: Option<String>,
 }
 
 /// The outcome.
@@ -420,6 +435,9 @@ pub fn appraise(ev: &Evidence<'_>, x: &Expected<'_>, refs: &dyn References) -> V
             version: None,
             security_version: None,
             source: "unknown",
+            signers: Vec::new(),
+            supplier: None,
+            builder: None,
         };
         if x.class.allowed_digests.iter().any(|a| a == d) {
             m.source = "pinned";
@@ -427,6 +445,9 @@ pub fn appraise(ev: &Evidence<'_>, x: &Expected<'_>, refs: &dyn References) -> V
             m.source = "provenance";
             m.version = Some(img.version.clone());
             m.security_version = Some(img.security_version);
+            m.signers = img.signers.clone();
+            m.supplier = img.supplier.clone();
+            m.builder = img.builder.clone();
             match &img.denied {
                 Some(den) if den.revoked => fail!(
                     rule::MEASUREMENT_REVOKED,

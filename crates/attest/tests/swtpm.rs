@@ -43,6 +43,9 @@ impl References for OneImage {
         (sha256 == self.0 && class == "gnb-du-x1").then(|| ReferenceImage {
             version: "5.2.0".into(),
             security_version: self.1,
+            signers: vec!["k1".into()],
+            supplier: None,
+            builder: None,
             denied: None,
         })
     }

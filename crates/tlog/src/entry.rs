@@ -177,6 +177,18 @@ pub enum Event {
         security_version: u64,
         requester: String,
     },
+    /// A device was quarantined (`op` = `quarantine`) or released (`release`).
+    #[serde(rename = "attest.quarantine")]
+    DeviceQuarantine {
+        mount: String,
+        device: String,
+        op: String,
+        reason: String,
+        /// Serials of the certificates revoked with it (quarantine only).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        revoked: Vec<String>,
+        requester: String,
+    },
 }
 
 impl Event {
@@ -194,6 +206,7 @@ impl Event {
             Event::DeviceChanged { .. } => "attest.device",
             Event::AttestationChanged { .. } => "attest.status",
             Event::DeviceInstall { .. } => "attest.install",
+            Event::DeviceQuarantine { .. } => "attest.quarantine",
         }
     }
 
@@ -208,7 +221,8 @@ impl Event {
             | Event::FirmwareSigned { requester, .. }
             | Event::DeviceChanged { requester, .. }
             | Event::AttestationChanged { requester, .. }
-            | Event::DeviceInstall { requester, .. } => Some(requester),
+            | Event::DeviceInstall { requester, .. }
+            | Event::DeviceQuarantine { requester, .. } => Some(requester),
             Event::NrfKeyRotated { .. } | Event::AuditHead { .. } => None,
         }
     }

@@ -226,7 +226,7 @@ struct RawIssuance {
 }
 
 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
-const EVENT_TYPES: [&str; 11] = [
+const EVENT_TYPES: [&str; 12] = [
     "pki.issue",
     "pki.ca",
     "pki.revoke",
@@ -238,6 +238,7 @@ const EVENT_TYPES: [&str; 11] = [
     "attest.device",
     "attest.status",
     "attest.install",
+    "attest.quarantine",
 ];
 
 fn minute_of_day(s: &str, field: &str) -> Result<u32, RulesError> {

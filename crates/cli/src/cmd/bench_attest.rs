@@ -98,6 +98,9 @@ fn in_process(secs: f64) -> CliResult<f64> {
         ReferenceImage {
             version: "5.2.0".into(),
             security_version: 7,
+            signers: vec!["k1".into()],
+            supplier: None,
+            builder: None,
             denied: None,
         },
     )]);

@@ -346,6 +346,11 @@ impl View {
         })
     }
 
+    /// The UUID of the mount this view belongs to (`None` for a system engine's root view).
+    pub fn mount_uuid(&self) -> Option<&str> {
+        self.mount.as_deref()
+    }
+
     /// The absolute prefix (for log lines and AAD-bound formats that record it).
     pub fn prefix(&self) -> &str {
         &self.prefix

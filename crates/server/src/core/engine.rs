@@ -220,6 +220,11 @@ pub trait Engine: Send + Sync + 'static {
         None
     }
 
+    /// Prometheus text-format series of the engine's own (appended to `sys/metrics`).
+    fn metrics(&self) -> String {
+        String::new()
+    }
+
     /// Once a minute while unsealed.
     async fn periodic(&self, _sys: &Sys) -> ApiResult<()> {
         Ok(())
@@ -240,6 +245,8 @@ pub(crate) struct Registered {
 pub struct Registry {
     pub(crate) engines: Vec<Registered>,
     pub(crate) trust_log: Arc<dyn crate::core::services::TrustLog>,
+    /// Logins of quarantined devices are refused.
+    pub(crate) quarantine: Arc<dyn crate::core::services::Quarantine>,
 }
 
 impl Registry {
@@ -248,7 +255,14 @@ impl Registry {
         Registry {
             engines: Vec::new(),
             trust_log,
+            quarantine: Arc::new(crate::core::services::NoQuarantine::default()),
         }
+    }
+
+    /// Refuses the logins of devices `q` holds in quarantine.
+    pub fn quarantine(&mut self, q: Arc<dyn crate::core::services::Quarantine>) -> &mut Self {
+        self.quarantine = q;
+        self
     }
 
     /// Offers `engine` as the secrets engine type `kind`.

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// A login credential was refused; the message names the reason (never the credential).
     #[error("permission denied: {0}")]
     LoginDenied(String),
+    /// 403: the caller belongs to a quarantined device; the message is the quarantine's.
+    #[error("permission denied: quarantined: {0}")]
+    Quarantined(String),
     /// 404 with a message (unknown route).
     #[error("no handler for route {0:?}. route entry not found.")]
     NoRoute(String),
@@ -75,7 +78,8 @@ impl ApiError {
             | ApiError::UnknownToken
             | ApiError::NotGranted { .. }
             | ApiError::BadToken
-            | ApiError::LoginDenied(_) => 403,
+            | ApiError::LoginDenied(_)
+            | ApiError::Quarantined(_) => 403,
             ApiError::NoRoute(_) | ApiError::NotFound => 404,
             ApiError::MethodNotAllowed => 405,
             ApiError::TooLarge(_) => 413,

@@ -11,7 +11,7 @@ use crate::logical::{Request, Response};
 use crate::mounts::MountEntry;
 use crate::token::TokenEntry;
 use custos_acl::Operation::{self, *};
-use serde_json::Map;
+use serde_json::{Map, Value};
 use std::sync::Arc;
 
 /// A request for an engine: which registered engine, on which mount, at which sub-path.
@@ -437,6 +437,20 @@ async fn run_engine(
         .await
 }
 
+/// Why a login that succeeded must still be refused: the identity belongs to a quarantined
+/// device (its certificate's NF instance ID or serial, or the token's display name).
+fn login_quarantined(core: &Core, l: &crate::core::engine::Login) -> Option<String> {
+    let nf = l.meta.get("nf_instance_id").and_then(Value::as_str);
+    let ids: Vec<&str> = nf.into_iter().collect();
+    core.registry
+        .quarantine
+        .refusal(&crate::core::services::Subject {
+            nf_instance_ids: &ids,
+            cert_serial: l.meta.get("serial_number").and_then(Value::as_str),
+            display_name: Some(&l.display_name),
+        })
+}
+
 /// A login: the request and its outcome (token hashed, failure reason) go to the audit log,
 /// failed ones included; credentials in the body are HMACed like every audited string.
 async fn audited_login(core: &Arc<Core>, t: &Target, req: &Request) -> ApiResult<Response> {
@@ -475,10 +489,14 @@ async fn audited_login(core: &Arc<Core>, t: &Target, req: &Request) -> ApiResult
     };
     a.audit.log(&ev).await?;
     let result = match r.engine.login(&ctx_of(t, sys, r.table, None)?, req).await {
-        Ok(l) => {
-            let path = format!("auth/{}login", m.path);
-            crate::token::login_token(core, &a, &path, &l.params, &l.display_name, l.meta).await
-        }
+        Ok(l) => match login_quarantined(core, &l) {
+            Some(why) => Err(ApiError::Quarantined(why)),
+            None => {
+                let path = format!("auth/{}login", m.path);
+                crate::token::login_token(core, &a, &path, &l.params, &l.display_name, l.meta)
+                    .await
+            }
+        },
         Err(e) => Err(e),
     };
     if let Err(e) = &result {

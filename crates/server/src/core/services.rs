@@ -9,6 +9,8 @@
 //! | [`RevocationLookup`] | PKI | certificate login, the NRF's SBI listener |
 //! | [`CertIssuer`] | PKI | the NRF (its own SBI server certificate); attestation (the CRL of keyless signing certificates) |
 //! | [`ProvenanceStore`] | provenance | attestation (reference values for measured firmware) |
+//! | [`DeviceCerts`] | PKI | attestation (the certificates bound to a device: expiry, quarantine) |
+//! | [`Quarantine`] | attestation | the core (logins), PKI (issuance), the NRF (tokens, discovery, connections) |
 
 use crate::error::ApiResult;
 use custos_tlog::entry::Event;
@@ -68,4 +70,102 @@ pub trait ProvenanceStore: Send + Sync {
     /// whose SHA-256 is `sha256` in the provenance mount at `mount_path`; empty when none
     /// are, or no such mount exists.
     async fn bundles(&self, mount_path: &str, sha256: &str) -> ApiResult<Vec<Value>>;
+}
+
+/// A certificate bound to a device (its serial, or an NF instance ID in its `urn:uuid:` SAN).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BoundCert {
+    /// Serial, as the PKI names it (`3a:5f:…`).
+    pub serial: String,
+    /// Expiry (Unix seconds).
+    pub not_after: i64,
+    /// Revoked (Unix seconds), if it is.
+    pub revoked_at: Option<i64>,
+}
+
+/// The certificates of a PKI mount that belong to a device.
+#[async_trait::async_trait]
+pub trait DeviceCerts: Send + Sync {
+    /// The certificates in the PKI mount at `mount_path` whose serial is in `serials` or whose
+    /// `urn:uuid:` SAN names one of `nf_instance_ids` (empty for an unknown mount).
+    async fn bound(
+        &self,
+        mount_path: &str,
+        nf_instance_ids: &[String],
+        serials: &[String],
+    ) -> ApiResult<Vec<BoundCert>>;
+
+    /// Revokes every unexpired, unrevoked certificate [`DeviceCerts::bound`] finds, each
+    /// logged as a revocation by `requester`; answers their serials. The CRL and OCSP say so
+    /// from the moment this returns.
+    async fn revoke_bound(
+        &self,
+        mount_path: &str,
+        nf_instance_ids: &[String],
+        serials: &[String],
+        requester: &str,
+    ) -> ApiResult<Vec<String>>;
+}
+
+/// Who is asking, as a quarantine can name it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Subject<'a> {
+    /// NF instance IDs (a certificate's `urn:uuid:` SANs, a token's `nf_instance_id`).
+    pub nf_instance_ids: &'a [&'a str],
+    /// A certificate serial (any of `3a:5f…`, `3A5F…`).
+    pub cert_serial: Option<&'a str>,
+    /// A token's display name (`approle-du-0017`).
+    pub display_name: Option<&'a str>,
+}
+
+/// The devices cut off from the core: whoever belongs to one is refused tokens, logins,
+/// certificates and discovery. Answers from memory (it is asked on hot paths).
+pub trait Quarantine: Send + Sync {
+    /// Why `who` is refused (its device is quarantined, and the reason), if it is.
+    fn refusal(&self, who: &Subject<'_>) -> Option<String>;
+
+    /// A counter that moves at every quarantine and release: holders of long-lived
+    /// connections re-check their peer when it does.
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
+}
+
+/// No device is quarantined (servers and tests without an attestation engine).
+pub struct NoQuarantine(tokio::sync::watch::Sender<u64>);
+
+impl Default for NoQuarantine {
+    fn default() -> Self {
+        NoQuarantine(tokio::sync::watch::channel(0).0)
+    }
+}
+
+impl Quarantine for NoQuarantine {
+    fn refusal(&self, _who: &Subject<'_>) -> Option<String> {
+        None
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+}
+
+/// A service wired after its user was built (the PKI is built before the attestation engine
+/// that quarantines, which needs the PKI): empty until set, then fixed.
+pub struct Late<T: ?Sized>(std::sync::OnceLock<std::sync::Arc<T>>);
+
+impl<T: ?Sized> Default for Late<T> {
+    fn default() -> Self {
+        Late(std::sync::OnceLock::new())
+    }
+}
+
+impl<T: ?Sized> Late<T> {
+    /// Sets it (once; later calls are ignored).
+    pub fn set(&self, v: std::sync::Arc<T>) {
+        let _ = self.0.set(v);
+    }
+
+    /// It, once set.
+    pub fn get(&self) -> Option<&std::sync::Arc<T>> {
+        self.0.get()
+    }
 }

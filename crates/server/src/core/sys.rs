@@ -168,7 +168,7 @@ async fn metrics(core: &Core, req: &Request) -> ApiResult<Response> {
         }
     }
     let stats = core.store.stats();
-    let text = core.metrics.render(&[
+    let mut text = core.metrics.render(&[
         (
             "custos_core_unsealed",
             "1 if unsealed.",
@@ -185,6 +185,9 @@ async fn metrics(core: &Core, req: &Request) -> ApiResult<Response> {
             stats.writes as f64,
         ),
     ]);
+    for r in &core.registry.engines {
+        text.push_str(&r.engine.metrics());
+    }
     Ok(Response {
         raw: Some(("text/plain; version=0.0.4", text.into_bytes())),
         ..Default::default()

@@ -18,7 +18,9 @@ pub mod tlog;
 
 use crate::config::{Config, SbiConfig, TlogWitness};
 use crate::core::engine::Registry;
-use crate::core::services::{CertIssuer, ProvenanceStore, RevocationLookup, TrustLog};
+use crate::core::services::{
+    CertIssuer, DeviceCerts, ProvenanceStore, Quarantine, RevocationLookup, TrustLog,
+};
 use std::sync::Arc;
 
 /// What the engines are configured with (the parts of [`Config`] that are theirs).
@@ -90,24 +92,34 @@ pub fn engines(settings: &EngineSettings) -> (Registry, Engines) {
 
     let mut r = Registry::new(log.clone());
     r.secrets("kv", Arc::new(kv::Kv));
-    r.secrets("pki", pki);
+    r.secrets("pki", pki.clone());
     let provenance = Arc::new(provenance::Provenance::new(log.clone()));
     let provenance_store: Arc<dyn ProvenanceStore> = provenance.clone();
     r.secrets("provenance", provenance);
-    r.secrets(
-        "attest",
-        Arc::new(attest::AttestEngine::new(
-            log.clone(),
-            provenance_store,
-            issuer.clone(),
-        )),
+    let device_certs: Arc<dyn DeviceCerts> = pki.clone();
+    let attest = attest::AttestEngine::new(
+        log.clone(),
+        provenance_store,
+        issuer.clone(),
+        device_certs,
     );
+    // The closed loop: what the attestation engine quarantines, PKI, logins and the NRF refuse.
+    let quarantine: Arc<dyn Quarantine> = attest.holds();
+    pki.set_quarantine(quarantine.clone());
+    r.quarantine(quarantine.clone());
+    r.secrets("attest", attest);
     for (kind, method) in auth::methods(revocation.clone()) {
         r.auth(kind, method);
     }
     r.system("tlog", "tlog/", tlog.clone());
     let nrf = settings.sbi.as_ref().map(|cfg| {
-        let n = Arc::new(nrf::NrfEngine::new(cfg.clone(), log, revocation, issuer));
+        let n = Arc::new(nrf::NrfEngine::new(
+            cfg.clone(),
+            log,
+            revocation,
+            issuer,
+            quarantine.clone(),
+        ));
         r.system("nrf", "nrf/", n.clone());
         n
     });

@@ -1,6 +1,7 @@
 //! `<mount>/config`: the manufacturer CAs EK certificates must chain to, the attestation
 //! policy, the firmware policy that decides which measured images are trusted, where their
-//! provenance lives, and the nonce lifetime.
+//! provenance lives, the PKI mount of devices' certificates (quarantine revokes them there),
+//! and the nonce lifetime.
 
 use crate::error::{ApiError, ApiResult};
 use custos_attest::policy::Policy;
@@ -25,6 +26,16 @@ pub struct Stored {
     /// empty.
     #[serde(default)]
     pub revocation_pki_mount: String,
+    /// The PKI mount that issues devices' certificates (with a trailing `/`): a quarantine
+    /// revokes the device's certificates there. Empty: no certificate is revoked.
+    #[serde(default)]
+    pub device_pki_mount: String,
+    /// The orchestrator's webhook (empty: none).
+    #[serde(default)]
+    pub webhook_url: String,
+    /// The webhook's HMAC key (never read back).
+    #[serde(default)]
+    pub webhook_secret: String,
     /// Seconds a nonce stays valid.
     pub nonce_ttl: u64,
 }
@@ -116,6 +127,9 @@ impl Parsed {
                 "firmware_policy",
                 "provenance_mount",
                 "revocation_pki_mount",
+                "device_pki_mount",
+                "webhook_url",
+                "webhook_secret",
                 "nonce_ttl",
             ]
             .contains(&k.as_str())
@@ -158,8 +172,31 @@ impl Parsed {
                     .or(o.map(|o| o.revocation_pki_mount.clone()))
                     .unwrap_or_default(),
             ),
+            device_pki_mount: mount_path(
+                &text(data, "device_pki_mount")?
+                    .or(o.map(|o| o.device_pki_mount.clone()))
+                    .unwrap_or_default(),
+            ),
+            webhook_url: text(data, "webhook_url")?
+                .or(o.map(|o| o.webhook_url.clone()))
+                .unwrap_or_default(),
+            webhook_secret: text(data, "webhook_secret")?
+                .or(o.map(|o| o.webhook_secret.clone()))
+                .unwrap_or_default(),
             nonce_ttl,
         };
+        if !stored.webhook_url.is_empty() {
+            let u = reqwest::Url::parse(&stored.webhook_url)
+                .map_err(|e| ApiError::bad(format!("webhook_url: {e}")))?;
+            if !matches!(u.scheme(), "http" | "https") {
+                return Err(ApiError::bad("webhook_url: http or https"));
+            }
+            if stored.webhook_secret.len() < 16 {
+                return Err(ApiError::bad(
+                    "webhook_secret: at least 16 characters (the receiver checks the HMAC)",
+                ));
+            }
+        }
         Parsed::parse(stored)
     }
 
@@ -175,6 +212,9 @@ impl Parsed {
             "firmware_policy": s.firmware_policy,
             "provenance_mount": s.provenance_mount,
             "revocation_pki_mount": s.revocation_pki_mount,
+            "device_pki_mount": s.device_pki_mount,
+            "webhook_url": s.webhook_url,
+            "webhook_secret_set": !s.webhook_secret.is_empty(),
             "nonce_ttl": s.nonce_ttl,
         })
     }

@@ -133,6 +133,7 @@ pub async fn enrol(
     let hardware_ids = strings(req, "hardware_ids")?;
     let nf_instance_ids = strings(req, "nf_instance_ids")?;
     let cert_serials = strings(req, "cert_serials")?;
+    let logins = strings(req, "logins")?;
     let ek_sha256 = hex::encode(custos_attest::tpm::HashAlg::Sha256.digest(&[&ek.raw]));
     let mut secret = zeroize::Zeroizing::new([0u8; 32]);
     aws_lc_rs::rand::fill(&mut secret[..])
@@ -146,6 +147,9 @@ pub async fn enrol(
             return Err(ApiError::bad(format!(
                 "device {id} is already enrolled: delete it first to enrol it again"
             )));
+        }
+        if r.quarantine.is_some() {
+            return Err(ApiError::bad(format!("device {id} is quarantined")));
         }
     }
     if let Some(other) = a.get_json::<String>(&format!("ek/{ek_sha256}")).await? {
@@ -181,8 +185,11 @@ pub async fn enrol(
         last_quote: None,
         verdict: None,
         last_trusted_at: None,
+        logins,
+        quarantine: None,
+        cert_not_after: None,
     };
-    put(a, &rec, vec![]).await?;
+    put(e, a, &rec, vec![]).await?;
     use base64::Engine as _;
     let b = base64::engine::general_purpose::STANDARD;
     Ok(Response::data(json!({
@@ -214,7 +221,7 @@ pub async fn activate(
         return Err(ApiError::bad(format!("device {id} is already enrolled")));
     };
     if now() > p.expires {
-        a.write(vec![Plain::Delete(format!("device/{id}"))]).await?;
+        delete(e, a, id, vec![]).await?;
         return Err(ApiError::bad(
             "the enrolment expired before its activation: enrol again",
         ));
@@ -223,7 +230,7 @@ pub async fn activate(
     let sent = custos_attest::tpm::HashAlg::Sha256.digest(&[&got]);
     if aws_lc_rs::constant_time::verify_slices_are_equal(&want, &sent).is_err() {
         if p.tries + 1 >= ACTIVATION_TRIES {
-            a.write(vec![Plain::Delete(format!("device/{id}"))]).await?;
+            delete(e, a, id, vec![]).await?;
             return Err(ApiError::bad(
                 "wrong credential: the AK is not in the TPM whose EK was presented; the enrolment is dropped",
             ));
@@ -232,7 +239,7 @@ pub async fn activate(
             tries: p.tries + 1,
             ..p
         });
-        put(a, &r, vec![]).await?;
+        put(e, a, &r, vec![]).await?;
         return Err(ApiError::bad(
             "wrong credential: the AK is not in the TPM whose EK was presented",
         ));
@@ -260,17 +267,32 @@ pub async fn activate(
         .await?;
     r.pending = None;
     r.enrolled_at = Some(now());
-    put(a, &r, vec![Plain::Put(ek_key, serde_json::to_vec(&r.id)?)]).await?;
+    put(e, a, &r, vec![Plain::Put(ek_key, serde_json::to_vec(&r.id)?)]).await?;
     Ok(Response::data(status_json(e, ctx, &r).await?))
 }
 
-/// Writes the record (and `extra` in the same transaction).
-pub async fn put(a: &View, r: &Record, mut extra: Vec<Plain>) -> ApiResult<()> {
+/// Writes the record (and `extra` in the same transaction), and updates the fleet view.
+pub async fn put(e: &AttestEngine, a: &View, r: &Record, mut extra: Vec<Plain>) -> ApiResult<()> {
     extra.push(Plain::Put(
         format!("device/{}", r.id),
         serde_json::to_vec(r)?,
     ));
-    a.write(extra).await
+    a.write(extra).await?;
+    if let Some(m) = a.mount_uuid() {
+        e.fleet_change(m, super::fleet::Change::Put(Box::new(super::fleet::entry_of(r))));
+    }
+    Ok(())
+}
+
+/// Removes the record (and writes `extra` in the same transaction), and updates the fleet.
+async fn delete(e: &AttestEngine, a: &View, id: &str, mut extra: Vec<Plain>) -> ApiResult<()> {
+    extra.push(Plain::Delete(format!("device/{id}")));
+    extra.push(Plain::Delete(format!("quarantined/{id}")));
+    a.write(extra).await?;
+    if let Some(m) = a.mount_uuid() {
+        e.fleet_change(m, super::fleet::Change::Remove(id.to_string()));
+    }
+    Ok(())
 }
 
 /// The record as an operator reads it, with its status.
@@ -320,11 +342,14 @@ pub async fn remove(e: &AttestEngine, ctx: &Ctx<'_>, id: &str) -> ApiResult<Resp
     // The EK index goes only if it is this device's (a pending enrolment of an EK that
     // another device holds must not free that EK).
     let ek_key = format!("ek/{}", r.ek_sha256);
-    let mut ops = vec![Plain::Delete(format!("device/{id}"))];
+    let mut ops = Vec::new();
     if a.get_json::<String>(&ek_key).await?.as_deref() == Some(id) {
         ops.push(Plain::Delete(ek_key));
     }
-    a.write(ops).await?;
+    delete(e, a, id, ops).await?;
+    if r.quarantine.is_some() {
+        e.holds.release(&r);
+    }
     e.forget_nonce(ctx, id);
     Ok(Response::empty())
 }
@@ -390,7 +415,7 @@ pub async fn report_install(
         let n = r.installs.len() - MAX_INSTALLS;
         r.installs.drain(..n);
     }
-    put(a, &r, vec![]).await?;
+    put(e, a, &r, vec![]).await?;
     Ok(Response::data(json!({"device": id, "floor": r.floor})))
 }
 
@@ -408,4 +433,46 @@ pub fn check_id(id: &str) -> ApiResult<()> {
             "device ID: 1 to 128 letters, digits, '.', '_' or '-'",
         ))
     }
+}
+
+/// `recall`: quarantines every device listed in `devices`, or every device of
+/// `device_class` (a class-wide recall), with `reason`.
+pub async fn recall(e: &AttestEngine, ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+    let why = super::quarantine::reason(req)?;
+    let listed = match req.data.get("devices") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| x.as_str().filter(|s| device_id(s)).map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| ApiError::bad("devices: a list of device IDs"))?,
+        Some(_) => return Err(ApiError::bad("devices: a list of device IDs")),
+    };
+    let class = req.data.get("device_class").and_then(Value::as_str);
+    let ids = match (listed.is_empty(), class) {
+        (false, None) => listed,
+        (true, Some(c)) => {
+            let c = c.to_string();
+            e.with_fleet(ctx.mount, &ctx.view, |f| {
+                f.iter()
+                    .filter(|d| d.class == c && !d.pending && d.quarantine.is_none())
+                    .map(|d| d.id.clone())
+                    .collect()
+            })
+            .await?
+        }
+        _ => {
+            return Err(ApiError::bad(
+                "exactly one of devices (a list) or device_class is required",
+            ))
+        }
+    };
+    for id in &ids {
+        if super::find(&ctx.view, id).await?.is_none() {
+            return Err(ApiError::bad(format!("device {id}: not enrolled here")));
+        }
+    }
+    let v =
+        super::quarantine::recall(e, ctx.mount, &ctx.view, ids, &why, &ctx.requester()).await?;
+    Ok(Response::data(v))
 }

@@ -13,17 +13,33 @@
 //! | `devices/<id>/nonce` | write: a fresh nonce for the next quote |
 //! | `devices/<id>/quote` | write: quote, signature and event log → verdict |
 //! | `devices/<id>/installs` | write: an install `custos fw install` made (raises the floor) |
+//! | `devices/<id>/quarantine` | write: quarantine with a `reason` (idempotent) |
+//! | `devices/<id>/release` | write: release with a `reason`; needs a TRUSTED verdict newer than the quarantine |
+//! | `devices/<id>/attest-now` | write: ask the device to attest now and wait (`timeout`) for the verdict |
+//! | `devices/<id>/requests` | read: the device's agent waits here (`wait`) for an attestation request |
+//! | `recall` | write: quarantine every listed device (`devices`), or a whole `device_class` |
+//! | `signer-alert` | write: a monitor alert naming a `signer`: classes with `signer_alert` quarantine its devices |
+//! | `fleet` | read: devices filtered (`class`, `state`, `version`, `expiring_within`, `signer`) and paged (`after`, `limit`) |
+//! | `fleet/counts`, `fleet/outliers` | read |
+//! | `webhook` | read: the outbox (pending events, last error) |
 //!
-//! Statuses: PENDING (enrolled, not activated), UNATTESTED, TRUSTED, UNTRUSTED, and STALE
-//! (the last TRUSTED verdict is older than the class's `interval`).
+//! Statuses: PENDING (enrolled, not activated), UNATTESTED, TRUSTED, UNTRUSTED, STALE (the
+//! last TRUSTED verdict is older than the class's `interval`); the fleet view adds
+//! QUARANTINED and calls the first two UNKNOWN.
 
 mod config;
 mod devices;
+mod fleet;
+mod quarantine;
 mod quote;
+mod webhook;
+
+pub use quarantine::Holds;
 
 use crate::core::barrier::View;
 use crate::core::engine::{Ctx, Engine, PathSpec};
-use crate::core::services::{CertIssuer, ProvenanceStore, TrustLog};
+use crate::core::engine::Sys;
+use crate::core::services::{CertIssuer, DeviceCerts, ProvenanceStore, TrustLog};
 use crate::error::{ApiError, ApiResult};
 use crate::logical::{Request, Response};
 use custos_acl::Operation::*;
@@ -96,6 +112,17 @@ pub struct Record {
     pub verdict: Option<Value>,
     /// When the device last attested TRUSTED.
     pub last_trusted_at: Option<i64>,
+    /// Display names of the tokens its logins make (`approle-du-0017`): refused while it
+    /// is quarantined.
+    #[serde(default)]
+    pub logins: Vec<String>,
+    /// Quarantined, why and since when.
+    #[serde(default)]
+    pub quarantine: Option<quarantine::Hold>,
+    /// The earliest expiry of its unrevoked certificates in the device PKI mount, as last
+    /// seen (at its last attestation).
+    #[serde(default)]
+    pub cert_not_after: Option<i64>,
 }
 
 impl Record {
@@ -131,6 +158,23 @@ pub struct AttestEngine {
     /// Bumped at every configuration load or write (reference decisions follow it).
     generation: std::sync::atomic::AtomicU64,
     stripes: Vec<tokio::sync::Mutex<()>>,
+    /// The certificates bound to devices (revoked by a quarantine).
+    device_certs: Arc<dyn DeviceCerts>,
+    /// The identities of quarantined devices (the [`crate::core::services::Quarantine`]
+    /// other engines consult).
+    holds: Arc<Holds>,
+    /// Each mount's fleet view, by mount uuid.
+    fleets: std::sync::RwLock<HashMap<String, fleet::Slot>>,
+    /// The core's handle, from the first unseal.
+    sys: std::sync::OnceLock<Sys>,
+    /// Wakes the webhook sender.
+    wake: tokio::sync::Notify,
+    /// Attestation requests waiting for their device, by `<mount uuid>/<device>`.
+    requests: tokio::sync::watch::Sender<HashMap<String, u64>>,
+    /// The webhook sender runs.
+    sender: std::sync::atomic::AtomicBool,
+    /// Itself (the webhook sender holds it).
+    me: std::sync::Weak<AttestEngine>,
 }
 
 impl AttestEngine {
@@ -140,8 +184,17 @@ impl AttestEngine {
         log: Arc<dyn TrustLog>,
         provenance: Arc<dyn ProvenanceStore>,
         certs: Arc<dyn CertIssuer>,
-    ) -> Self {
-        AttestEngine {
+        device_certs: Arc<dyn DeviceCerts>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| AttestEngine {
+            me: me.clone(),
+            device_certs,
+            holds: Arc::new(Holds::default()),
+            fleets: std::sync::RwLock::new(HashMap::new()),
+            sys: std::sync::OnceLock::new(),
+            wake: tokio::sync::Notify::new(),
+            requests: tokio::sync::watch::channel(HashMap::new()).0,
+            sender: std::sync::atomic::AtomicBool::new(false),
             log,
             provenance,
             certs,
@@ -150,7 +203,12 @@ impl AttestEngine {
             references: Mutex::new(HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(1),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
-        }
+        })
+    }
+
+    /// The quarantine list other engines consult.
+    pub fn holds(&self) -> Arc<Holds> {
+        self.holds.clone()
     }
 
     /// Serialises changes to one device's record.
@@ -295,8 +353,16 @@ impl Engine for AttestEngine {
             ["config"] => PathSpec::new(&[Read, Create, Update]),
             ["devices"] | [""] => PathSpec::new(&[List]),
             ["devices", id] if device_id(id) => PathSpec::new(&[Read, Create, Update, Delete]),
-            ["devices", id, "activate" | "nonce" | "quote" | "installs"] if device_id(id) => {
+            ["devices", id, "activate" | "nonce" | "quote" | "installs" | "quarantine"
+            | "release" | "attest-now"]
+                if device_id(id) =>
+            {
                 PathSpec::new(&[Create, Update])
+            }
+            ["devices", id, "requests"] if device_id(id) => PathSpec::new(&[Read]),
+            ["recall" | "signer-alert"] => PathSpec::new(&[Create, Update]),
+            ["fleet"] | ["fleet", "counts" | "outliers"] | ["webhook"] => {
+                PathSpec::new(&[Read])
             }
             _ => return None,
         })
@@ -329,11 +395,100 @@ impl Engine for AttestEngine {
             (["devices", id, "nonce"], _) => quote::nonce(self, ctx, id).await,
             (["devices", id, "quote"], _) => quote::quote(self, ctx, id, req).await,
             (["devices", id, "installs"], _) => devices::report_install(self, ctx, id, req).await,
+            (["devices", id, "quarantine"], _) => {
+                let why = quarantine::reason(req)?;
+                let v = quarantine::quarantine(
+                    self,
+                    ctx.mount,
+                    &ctx.view,
+                    id,
+                    &why,
+                    &ctx.requester(),
+                    None,
+                )
+                .await?;
+                Ok(Response::data(v))
+            }
+            (["devices", id, "release"], _) => {
+                let why = quarantine::reason(req)?;
+                let v =
+                    quarantine::release(self, ctx.mount, &ctx.view, id, &why, &ctx.requester())
+                        .await?;
+                Ok(Response::data(v))
+            }
+            (["devices", id, "attest-now"], _) => quote::attest_now(self, ctx, id, req).await,
+            (["devices", id, "requests"], _) => quote::wait_request(self, ctx, id, req).await,
+            (["recall"], _) => devices::recall(self, ctx, req).await,
+            (["signer-alert"], _) => {
+                let why = quarantine::reason(req)?;
+                let signer = req
+                    .data
+                    .get("signer")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty() && s.len() <= 512)
+                    .ok_or_else(|| ApiError::bad("signer: required (a key ID or identity)"))?;
+                let v = quarantine::signer_alert(
+                    self,
+                    ctx.mount,
+                    &ctx.view,
+                    signer,
+                    &why,
+                    &ctx.requester(),
+                )
+                .await?;
+                Ok(Response::data(v))
+            }
+            (["fleet"], _) => fleet::list(self, ctx, req).await,
+            (["fleet", "counts"], _) => fleet::counts(self, ctx).await,
+            (["fleet", "outliers"], _) => fleet::outliers(self, ctx).await,
+            (["webhook"], _) => Ok(Response::data(webhook::status(&ctx.view).await?)),
             _ => Err(ApiError::NoRoute(ctx.sub.to_string())),
         }
     }
 
+    async fn unseal(&self, sys: &Sys) -> ApiResult<()> {
+        let _ = self.sys.set(sys.clone());
+        if !self.sender.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            if let Some(me) = self.me.upgrade() {
+                tokio::spawn(webhook::run(me, sys.clone()));
+            }
+        }
+        // Quarantines hold from the first request on: loaded before the core serves.
+        for m in sys.mounts().await? {
+            let view = sys.view(&m)?;
+            for id in view.list("quarantined/").await? {
+                if let Some(r) = find(&view, &id).await? {
+                    self.holds.hold(&m.path, &r);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn metrics(&self) -> String {
+        fleet::gauges(self)
+    }
+
+    /// STALE devices past their grace period are quarantined (classes that say so).
+    async fn periodic(&self, sys: &Sys) -> ApiResult<()> {
+        for m in sys.mounts().await? {
+            let view = sys.view(&m)?;
+            if view.get_json::<config::Stored>("config").await?.is_none() {
+                continue;
+            }
+            let n = quarantine::sweep_stale(self, &m, &view).await?;
+            if n > 0 {
+                tracing::warn!(mount = %m.path, devices = n, "stale devices quarantined");
+            }
+        }
+        Ok(())
+    }
+
     fn seal(&self) {
+        self.holds.clear();
+        if let Ok(mut m) = self.fleets.write() {
+            m.clear();
+        }
         if let Ok(mut m) = self.nonces.lock() {
             m.clear();
         }
@@ -356,6 +511,9 @@ impl Engine for AttestEngine {
         }
         if let Ok(mut c) = self.configs.lock() {
             c.retain(|k, _| !k.contains(&m.uuid));
+        }
+        if let Ok(mut f) = self.fleets.write() {
+            f.remove(&m.uuid);
         }
         Ok(())
     }

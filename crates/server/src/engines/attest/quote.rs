@@ -224,6 +224,120 @@ pub async fn quote(
         r.last_trusted_at = Some(at);
     }
     r.verdict = Some(verdict.clone());
-    put(&ctx.view, &r, vec![]).await?;
-    Ok(Response::data(verdict))
+    if !cfg.stored.device_pki_mount.is_empty() {
+        // What the device holds, as of this attestation (the fleet's expiry filter).
+        if let Ok(certs) = e
+            .device_certs
+            .bound(&cfg.stored.device_pki_mount, &r.nf_instance_ids, &r.cert_serials)
+            .await
+        {
+            r.cert_not_after = certs
+                .iter()
+                .filter(|c| c.revoked_at.is_none())
+                .map(|c| c.not_after)
+                .min();
+        }
+    }
+    put(e, &ctx.view, &r, vec![]).await?;
+    drop(_g);
+    let mut out = verdict;
+    // The closed loop: the class's policy may quarantine the device on this verdict.
+    if let Some(q) = super::quarantine::after_verdict(e, ctx.mount, &ctx.view, &r, &cfg).await? {
+        out["quarantine"] = q;
+    } else if let Some(h) = &r.quarantine {
+        out["quarantine"] = json!({"quarantined": true, "reason": h.reason});
+    }
+    Ok(Response::data(out))
+}
+
+fn seconds(req: &Request, k: &str, default: u64, max: u64) -> ApiResult<u64> {
+    match req.data.get(k) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => {
+            let s = v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
+            crate::core::duration::parse_duration(&s)
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| ApiError::bad(format!("{k}: a duration from 1s to {max}s")))
+        }
+    }
+}
+
+/// `devices/<id>/attest-now`: asks the device's agent (waiting at `requests`) to attest now,
+/// and waits up to `timeout` (default 30 s) for a verdict made after the request.
+pub async fn attest_now(
+    e: &AttestEngine,
+    ctx: &Ctx<'_>,
+    id: &str,
+    req: &Request,
+) -> ApiResult<Response> {
+    let timeout = seconds(req, "timeout", 30, 300)?;
+    let r = super::record(&ctx.view, id).await?;
+    if r.pending.is_some() {
+        return Err(ApiError::bad(format!(
+            "device {id} is not enrolled yet (activate it)"
+        )));
+    }
+    let asked = now();
+    let key = AttestEngine::nonce_key(ctx, id);
+    e.requests.send_modify(|m| {
+        *m.entry(key).or_insert(0) += 1;
+    });
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    loop {
+        let r = super::record(&ctx.view, id).await?;
+        if let Some(v) = &r.verdict {
+            if v.get("at_unix").and_then(Value::as_i64).unwrap_or(0) >= asked {
+                return Ok(Response::data(v.clone()));
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::Timeout(timeout));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// `devices/<id>/requests`: the number of attestation requests made for the device; with
+/// `after` = the last number seen, waits up to `wait` (default 30 s) for a newer one.
+pub async fn wait_request(
+    e: &AttestEngine,
+    ctx: &Ctx<'_>,
+    id: &str,
+    req: &Request,
+) -> ApiResult<Response> {
+    let wait = seconds(req, "wait", 30, 300)?;
+    let after = match req.data.get("after") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string())
+                .parse::<u64>()
+                .map_err(|_| ApiError::bad("after: a request number"))?,
+        ),
+    };
+    super::record(&ctx.view, id).await?;
+    let key = AttestEngine::nonce_key(ctx, id);
+    let mut rx = e.requests.subscribe();
+    let current = |rx: &tokio::sync::watch::Receiver<std::collections::HashMap<String, u64>>| {
+        rx.borrow().get(&key).copied().unwrap_or(0)
+    };
+    if let Some(a) = after {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(wait), async {
+            while current(&rx) <= a {
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    let n = current(&rx);
+    Ok(Response::data(
+        json!({"device": id, "requests": n, "requested": after.is_some_and(|a| n > a)}),
+    ))
 }

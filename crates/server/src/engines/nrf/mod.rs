@@ -6,14 +6,15 @@
 //!
 //! From other engines it needs only narrow services: the PKI issues its SBI certificate
 //! ([`CertIssuer`]) and answers revocation ([`RevocationLookup`]); key rotations go to the
-//! transparency log ([`TrustLog`]).
+//! transparency log ([`TrustLog`]); quarantined devices' NFs ([`Quarantine`]) get no token,
+//! are hidden from discovery, and their connections are closed.
 
 mod registry;
 mod sbi;
 
 use crate::config::SbiConfig;
 use crate::core::engine::{Ctx, Engine, PathSpec, Sys};
-use crate::core::services::{CertIssuer, RevocationLookup, TrustLog};
+use crate::core::services::{CertIssuer, Quarantine, RevocationLookup, TrustLog};
 use crate::error::{ApiError, ApiResult};
 use crate::logical::{Request, Response};
 use custos_acl::Operation::*;
@@ -34,9 +35,10 @@ impl NrfEngine {
         log: Arc<dyn TrustLog>,
         revocation: Arc<dyn RevocationLookup>,
         issuer: Arc<dyn CertIssuer>,
+        quarantine: Arc<dyn Quarantine>,
     ) -> Self {
         NrfEngine {
-            nrf: Nrf::new(cfg, log, revocation, issuer),
+            nrf: Nrf::new(cfg, log, revocation, issuer, quarantine),
         }
     }
 }

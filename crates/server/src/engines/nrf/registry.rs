@@ -10,7 +10,7 @@ use crate::config::SbiConfig;
 use crate::core::barrier::{Plain, View};
 use crate::core::engine::Sys;
 use crate::core::now_unix;
-use crate::core::services::{CertIssuer, RevocationLookup, TrustLog};
+use crate::core::services::{CertIssuer, Quarantine, RevocationLookup, Subject, TrustLog};
 use crate::error::ApiError;
 use custos_nrf::jws::Signer;
 use custos_nrf::profile::Profile;
@@ -151,6 +151,8 @@ pub(crate) struct Nrf {
     pub(super) log: Arc<dyn TrustLog>,
     pub(super) revocation: Arc<dyn RevocationLookup>,
     pub(super) issuer: Arc<dyn CertIssuer>,
+    /// Quarantined devices' NFs: no tokens, hidden from discovery, connections closed.
+    pub(super) quarantine: Arc<dyn Quarantine>,
     pub(super) tls: RwLock<Option<TlsState>>,
     pub(super) loaded: RwLock<Option<Loaded>>,
     pub(super) beats: Mutex<HashMap<String, Instant>>,
@@ -164,6 +166,7 @@ impl Nrf {
         log: Arc<dyn TrustLog>,
         revocation: Arc<dyn RevocationLookup>,
         issuer: Arc<dyn CertIssuer>,
+        quarantine: Arc<dyn Quarantine>,
     ) -> Arc<Nrf> {
         Arc::new(Nrf {
             cfg,
@@ -172,10 +175,21 @@ impl Nrf {
             log,
             revocation,
             issuer,
+            quarantine,
             tls: RwLock::new(None),
             loaded: RwLock::new(None),
             beats: Mutex::new(HashMap::new()),
             write: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Why the NF `id` (or the certificate `serial`) is quarantined, if it is: its
+    /// registration is then suspended (kept, not served).
+    pub(super) fn suspended(&self, id: &str, serial: Option<&str>) -> Option<String> {
+        self.quarantine.refusal(&Subject {
+            nf_instance_ids: &[id],
+            cert_serial: serial,
+            display_name: None,
         })
     }
 
@@ -420,7 +434,15 @@ impl Nrf {
         self.ensure_loaded(a).await?;
         Ok(custos_nrf::canonical_uuid(id)
             .and_then(|id| self.profile(&id))
-            .map(|p| p.doc.clone()))
+            .map(|p| {
+                let mut doc = p.doc.clone();
+                // A quarantined NF's registration is kept but suspended.
+                if let Some(why) = self.suspended(&p.id, None) {
+                    doc["nfStatus"] = json!("SUSPENDED");
+                    doc["custosQuarantine"] = json!(why);
+                }
+                doc
+            }))
     }
 
     /// The registered instance IDs, sorted.

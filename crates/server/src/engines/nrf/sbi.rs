@@ -189,8 +189,19 @@ async fn serve(listener: tokio::net::TcpListener, st: Sbi, app: axum::Router) {
             let serial = x509_parser::parse_x509_certificate(&leaf)
                 .map(|(_, x)| x.raw_serial().to_vec())
                 .unwrap_or_default();
-            // While sealed nothing is checked here: every request then answers 503.
-            if st.nrf.view().is_ok()
+            let identity = identity::from_cert(&leaf);
+            let serial_hex = custos_pki::issue::serial_hex(&serial);
+            let held = |st: &Sbi| {
+                identity.as_ref().ok().and_then(|id| {
+                    st.nrf.suspended(&id.instance_id, Some(&serial_hex))
+                })
+            };
+            let quarantined_at_start = held(&st).is_some();
+            // While sealed nothing is checked here: every request then answers 503. A
+            // quarantined NF's revoked certificate still gets HTTP: every request is refused
+            // with the quarantine's reason (an AccessTokenErr for tokens).
+            if !quarantined_at_start
+                && st.nrf.view().is_ok()
                 && st
                     .nrf
                     .revocation
@@ -201,8 +212,9 @@ async fn serve(listener: tokio::net::TcpListener, st: Sbi, app: axum::Router) {
                 tracing::info!(peer = %addr, "SBI client certificate is revoked; connection closed");
                 return;
             }
+            let mut changes = st.nrf.quarantine.changes();
             let peer = Peer {
-                identity: identity::from_cert(&leaf),
+                identity: identity.clone(),
                 serial,
                 since: Instant::now(),
             };
@@ -213,7 +225,24 @@ async fn serve(listener: tokio::net::TcpListener, st: Sbi, app: axum::Router) {
                 .header_read_timeout(Duration::from_secs(30));
             builder.http2().max_concurrent_streams(256);
             let svc = TowerToHyperService::new(app.layer(Extension(peer)));
-            let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+            let conn = builder.serve_connection(TokioIo::new(tls), svc);
+            tokio::pin!(conn);
+            loop {
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    c = changes.changed() => {
+                        if c.is_err() {
+                            let _ = conn.await;
+                            return;
+                        }
+                        // Quarantined since the connection opened: it is closed now.
+                        if !quarantined_at_start && held(&st).is_some() {
+                            tracing::warn!(peer = %addr, "SBI connection of a quarantined NF closed");
+                            return;
+                        }
+                    }
+                }
+            }
         });
     }
 }
@@ -257,6 +286,9 @@ async fn caller(st: &Sbi, peer: &Peer) -> Result<(View, NfIdentity), Response> {
         .identity
         .clone()
         .map_err(|e| problem(403, "CLIENT_CERTIFICATE_NOT_AN_NF", e.to_string(), None))?;
+    if let Some(why) = quarantined(st, peer) {
+        return Err(problem(403, "NF_QUARANTINED", why, None));
+    }
     if peer.since.elapsed() > RECHECK
         && st
             .nrf
@@ -273,6 +305,15 @@ async fn caller(st: &Sbi, peer: &Peer) -> Result<(View, NfIdentity), Response> {
         ));
     }
     Ok((a, id))
+}
+
+/// Why the peer's NF is quarantined, if it is.
+fn quarantined(st: &Sbi, peer: &Peer) -> Option<String> {
+    let id = peer.identity.as_ref().ok()?;
+    st.nrf.suspended(
+        &id.instance_id,
+        Some(&custos_pki::issue::serial_hex(&peer.serial)),
+    )
 }
 
 fn path_id(id: &str) -> Result<String, Response> {
@@ -593,6 +634,7 @@ async fn discover(
     for (i, p) in candidates
         .iter()
         .filter(|p| discovery::matches(&query, p))
+        .filter(|p| st.nrf.suspended(&p.id, None).is_none())
         .take(query.limit.unwrap_or(usize::MAX))
         .enumerate()
     {
@@ -630,6 +672,14 @@ async fn access_token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // TS 29.510 AccessTokenErr for a quarantined NF, whatever it asks.
+    if let Some(why) = quarantined(&st, &peer) {
+        tracing::info!(error = %why, "access token refused: quarantined");
+        return token_err(&token::TokenError {
+            code: token::ErrorCode::InvalidClient,
+            description: why,
+        });
+    }
     let (_, who) = match caller(&st, &peer).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -709,7 +759,12 @@ async fn access_token(
         (None, Some(t)) => st.nrf.profiles_of_type(t),
         (None, None) => Vec::new(),
     };
-    let refs: Vec<&Profile> = producers.iter().map(|p| p.as_ref()).collect();
+    // A quarantined producer is no target: no token is minted for it.
+    let refs: Vec<&Profile> = producers
+        .iter()
+        .filter(|p| st.nrf.suspended(&p.id, None).is_none())
+        .map(|p| p.as_ref())
+        .collect();
     let now = now_unix().max(0) as u64;
     let cx = token::Context {
         nrf_instance_id: &st.nrf.cfg.nf_instance_id,

@@ -10,7 +10,13 @@ impl Pki {
             log,
             issuers: Arc::default(),
             sys: std::sync::OnceLock::new(),
+            quarantine: Late::default(),
         }
+    }
+
+    /// Wires the quarantine list: issuance to a quarantined device is refused.
+    pub fn set_quarantine(&self, q: Arc<dyn Quarantine>) {
+        self.quarantine.set(q);
     }
 
     fn sys(&self) -> ApiResult<&Sys> {
@@ -24,6 +30,7 @@ impl Pki {
             issuers: self.issuers.clone(),
             log: &self.log,
             sys,
+            quarantine: self.quarantine.get(),
         })
     }
 
@@ -134,6 +141,42 @@ impl RevocationLookup for Pki {
 }
 
 #[async_trait::async_trait]
+impl DeviceCerts for Pki {
+    async fn bound(
+        &self,
+        mount_path: &str,
+        nf_instance_ids: &[String],
+        serials: &[String],
+    ) -> ApiResult<Vec<BoundCert>> {
+        let sys = self.sys()?;
+        let Some(m) = self.mount_at(sys, mount_path).await? else {
+            return Ok(Vec::new());
+        };
+        bound_certs(&sys.view(&m)?, nf_instance_ids, serials).await
+    }
+
+    async fn revoke_bound(
+        &self,
+        mount_path: &str,
+        nf_instance_ids: &[String],
+        serials: &[String],
+        requester: &str,
+    ) -> ApiResult<Vec<String>> {
+        let (m, a) = self.named_mount(mount_path).await?;
+        let now = now_unix();
+        let mut done = Vec::new();
+        for c in bound_certs(&a, nf_instance_ids, serials).await? {
+            if c.revoked_at.is_some() || c.not_after < now {
+                continue;
+            }
+            revoke_serial(&a, &m, &c.serial, requester).await?;
+            done.push(c.serial);
+        }
+        Ok(done)
+    }
+}
+
+#[async_trait::async_trait]
 impl Engine for Pki {
     fn storage_root(&self) -> &'static str {
         "pki/"
@@ -156,6 +199,7 @@ impl Engine for Pki {
             issuers: self.issuers.clone(),
             log: &self.log,
             sys: ctx.sys,
+            quarantine: self.quarantine.get(),
         };
         handle(&a, ctx, req).await
     }

@@ -63,6 +63,27 @@ pub(super) fn check_csr_key(role: &Role, k: csr::KeyInfo) -> ApiResult<()> {
     Ok(())
 }
 
+/// Refuses issuance for a quarantined device: by the NF instance IDs the certificate would
+/// name, or by the caller's login (its token's display name, certificate serial, NF ID).
+fn refuse_quarantined(a: &Pk<'_>, nf_ids: &[String], who: &Who) -> ApiResult<()> {
+    let Some(q) = a.quarantine else {
+        return Ok(());
+    };
+    let mut ids: Vec<&str> = nf_ids.iter().map(String::as_str).collect();
+    if let Some(id) = who.identity.get("nf_instance_id") {
+        ids.push(id);
+    }
+    let subject = Subject {
+        nf_instance_ids: &ids,
+        cert_serial: who.identity.get("serial_number").map(String::as_str),
+        display_name: Some(&who.requester),
+    };
+    match q.refusal(&subject) {
+        Some(why) => Err(ApiError::Quarantined(why)),
+        None => Ok(()),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn issue_or_sign(
     a: &Pk<'_>,
@@ -118,6 +139,19 @@ pub(super) async fn issue_with(
         identity: who.identity.clone(),
     };
     let approved = custos_pki::policy::evaluate(role, &req.data, csr_info.as_ref(), &ctx)?;
+    // The NF instance IDs the certificate will name: a quarantined device gets none, and
+    // each is indexed so that a quarantine finds the certificate.
+    let nf_ids: Vec<String> = approved
+        .sans
+        .iter()
+        .filter_map(|g| match g {
+            custos_pki::der::GeneralName::Uri(u) => u
+                .strip_prefix("urn:uuid:")
+                .map(str::to_ascii_lowercase),
+            _ => None,
+        })
+        .collect();
+    refuse_quarantined(a, &nf_ids, who)?;
     let format = fields::str_of(&req.data, "format")?;
     if !matches!(format.as_str(), "" | "pem" | "der" | "pem_bundle") {
         return Err(ApiError::bad("format: must be pem, der or pem_bundle"));
@@ -174,7 +208,14 @@ pub(super) async fn issue_with(
             revoked_at: None,
             value: cert_der.clone(),
         };
-        a.write(vec![Plain::Cert(row)]).await?;
+        let mut ops = vec![Plain::Cert(row)];
+        for id in &nf_ids {
+            ops.push(Plain::Put(
+                nf_index_key(id, &serial_hex),
+                serde_json::to_vec(&not_after)?,
+            ));
+        }
+        a.write(ops).await?;
     }
     // Handed out only once its log entry is durable: no certificate reaches anyone unlogged.
     a.log()?

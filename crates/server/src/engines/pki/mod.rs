@@ -18,7 +18,9 @@ mod tidy;
 use crate::core::barrier::{Plain, View};
 use crate::core::engine::{Ctx, Engine, PathSpec, Sys};
 use crate::core::now_unix;
-use crate::core::services::{CertIssuer, RevocationLookup, TrustLog};
+use crate::core::services::{
+    BoundCert, CertIssuer, DeviceCerts, Late, Quarantine, RevocationLookup, Subject, TrustLog,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::logical::{Request, Response};
 use crate::mounts::MountEntry;
@@ -71,6 +73,8 @@ pub struct Pki {
     /// Set at the first unseal: background callers (certificate login, the NRF) reach the
     /// mounts through it.
     sys: std::sync::OnceLock<Sys>,
+    /// Quarantined devices get no certificates (wired after the attestation engine exists).
+    quarantine: Late<dyn Quarantine>,
 }
 
 /// One request's handle on one PKI mount: its storage view, the engine's caches and the log.
@@ -79,6 +83,7 @@ pub(crate) struct Pk<'a> {
     pub(crate) issuers: Arc<IssuerCache>,
     log: &'a Arc<dyn TrustLog>,
     sys: &'a Sys,
+    quarantine: Option<&'a Arc<dyn Quarantine>>,
 }
 
 impl std::ops::Deref for Pk<'_> {

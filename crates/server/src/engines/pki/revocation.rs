@@ -73,21 +73,95 @@ pub(super) async fn revoke(
             json!({"revocation_time": t, "revocation_time_rfc3339": crate::core::rfc3339(t), "state": "revoked"}),
         ));
     }
+    let now = revoke_row(a, m, row, who).await?;
+    Ok(Response::data(
+        json!({"revocation_time": now, "revocation_time_rfc3339": crate::core::rfc3339(now), "state": "revoked"}),
+    ))
+}
+
+/// Marks `row` revoked, invalidates the mount's CRL, logs the revocation; answers its time.
+async fn revoke_row(a: &Pk<'_>, m: &MountEntry, row: CertRow, who: &str) -> ApiResult<i64> {
     let now = now_unix();
-    let mut new_row = row.clone();
+    let serial = row.serial.clone();
+    let mut new_row = row;
     new_row.revoked_at = Some(now);
     a.write(vec![Plain::Cert(new_row)]).await?;
     bump_generation(&a.issuers, m);
     a.log()?
         .append(Event::CertRevoked {
             mount: m.path.clone(),
-            serial: serial.clone(),
+            serial,
             requester: who.to_string(),
         })
         .await?;
-    Ok(Response::data(
-        json!({"revocation_time": now, "revocation_time_rfc3339": crate::core::rfc3339(now), "state": "revoked"}),
-    ))
+    Ok(now)
+}
+
+/// Revokes the stored certificate `serial` (already revoked: nothing changes).
+pub(super) async fn revoke_serial(
+    a: &Pk<'_>,
+    m: &MountEntry,
+    serial: &str,
+    who: &str,
+) -> ApiResult<()> {
+    let row = a
+        .get_cert(serial)
+        .await?
+        .ok_or_else(|| ApiError::bad(format!("certificate with serial {serial} not found")))?;
+    if row.revoked_at.is_none() {
+        revoke_row(a, m, row, who).await?;
+    }
+    Ok(())
+}
+
+/// The index of certificates by the NF instance IDs in their `urn:uuid:` SANs.
+pub(super) fn nf_index_key(nf_instance_id: &str, serial: &str) -> String {
+    format!("nf/{}/{serial}", nf_instance_id.to_ascii_lowercase())
+}
+
+/// The certificates of the view's mount bound to these NF instance IDs or serials. Index
+/// rows whose certificate is gone (tidied) are dropped on the way.
+pub(super) async fn bound_certs(
+    v: &View,
+    nf_instance_ids: &[String],
+    serials: &[String],
+) -> ApiResult<Vec<BoundCert>> {
+    let mut want: Vec<String> = Vec::new();
+    for s in serials {
+        if let Ok(s) = norm_serial(s) {
+            want.push(s);
+        }
+    }
+    let mut stale = Vec::new();
+    for id in nf_instance_ids {
+        let id = id.to_ascii_lowercase();
+        if id.contains('/') || id.is_empty() {
+            continue;
+        }
+        for s in v.list(&format!("nf/{id}/")).await? {
+            if v.cert_status(&s).await?.is_none() {
+                stale.push(Plain::Delete(nf_index_key(&id, &s)));
+            } else {
+                want.push(s);
+            }
+        }
+    }
+    if !stale.is_empty() {
+        v.write(stale).await?;
+    }
+    want.sort();
+    want.dedup();
+    let mut out = Vec::new();
+    for s in want {
+        if let Some(r) = v.cert_status(&s).await? {
+            out.push(BoundCert {
+                serial: s,
+                not_after: r.not_after,
+                revoked_at: r.revoked_at,
+            });
+        }
+    }
+    Ok(out)
 }
 
 pub(super) async fn list_certs(a: &Pk<'_>, revoked: bool, req: &Request) -> ApiResult<Response> {
