@@ -198,12 +198,74 @@ async fn round(s: &Shared, a: &AttestConfig, token: &str) -> Result<String, Call
     .unwrap_or_default();
     let status = v["data"]["status"].as_str().unwrap_or("?").to_string();
     let rules = v["data"]["rules"].clone();
+    if let Some(q) = v["data"]["quarantine"].as_object() {
+        let why = q
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        tracing::error!(device = %a.device, %status, reason = %why, "QUARANTINED: Custos has cut this device off; its certificates are revoked until an operator releases it");
+        // The certificates check their revocation now (and their renewal reports the refusal).
+        s.recheck.send_modify(|n| *n += 1);
+        return Ok(format!("QUARANTINED ({status})"));
+    }
     if status == "TRUSTED" {
         tracing::info!(device = %a.device, "attested TRUSTED");
     } else {
         tracing::warn!(device = %a.device, %status, %rules, "attested");
     }
     Ok(status)
+}
+
+/// Waits at `<mount>/devices/<id>/requests` for an operator's or orchestrator's
+/// `attest-now`, and fires `trigger` for each.
+pub(crate) async fn requests(
+    s: Arc<Shared>,
+    a: AttestConfig,
+    trigger: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let path = format!("{}/devices/{}/requests", a.mount, a.device);
+    let mut seen: Option<u64> = None;
+    loop {
+        let Some(token) = current_token(&s, &mut stop).await else {
+            return;
+        };
+        let q = match seen {
+            Some(n) => format!("{path}?after={n}&wait=25"),
+            None => path.clone(),
+        };
+        let r = s
+            .http
+            .get(format!("{}/v1/{q}", s.cfg.server.address))
+            .header("X-Vault-Token", token.as_str())
+            .timeout(std::time::Duration::from_secs(35))
+            .send();
+        let got = tokio::select! {
+            r = r => r,
+            _ = stop.changed() => return,
+        };
+        let v: Option<Value> = match got {
+            Ok(r) if r.status().is_success() => r.json().await.ok(),
+            _ => None,
+        };
+        match v.as_ref().and_then(|v| v["data"]["requests"].as_u64()) {
+            Some(n) => {
+                if v.as_ref().and_then(|v| v["data"]["requested"].as_bool()) == Some(true) {
+                    tracing::info!(device = %a.device, "attestation requested");
+                    trigger.notify_one();
+                }
+                seen = Some(n);
+            }
+            None => {
+                // Not enrolled yet, or Custos unreachable: ask again shortly.
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    }
 }
 
 /// The task: a round every `interval`, or at once when `trigger` fires.

@@ -26,6 +26,7 @@ pub mod attest;
 mod attestation;
 pub mod config;
 pub mod render;
+mod revocation;
 mod runtime;
 pub mod schedule;
 

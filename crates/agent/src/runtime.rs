@@ -182,6 +182,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     /// `POST /attest` at the health address: attest now.
     pub(crate) attest_now: Arc<Notify>,
+    /// Moved when certificates must check their revocation now (a quarantine verdict).
+    pub(crate) recheck: watch::Sender<u64>,
 }
 
 fn client(
@@ -252,6 +254,10 @@ async fn call(
 pub(crate) fn classify(status: u16, v: Value) -> Result<Value, CallError> {
     match status {
         200..=299 => Ok(v),
+        // A quarantined device: no new token fixes it, only an operator's release.
+        403 if errors_of(&v).contains("quarantined: ") => {
+            Err(CallError::Refused(403, errors_of(&v)))
+        }
         403 => Err(CallError::Denied(errors_of(&v))),
         500..=599 | 429 => Err(CallError::Unreachable(format!(
             "HTTP {status}: {}",
@@ -559,19 +565,6 @@ pub(crate) async fn current_token(
     }
 }
 
-/// Sleeps until `at` (unix seconds) or shutdown; false on shutdown.
-async fn sleep_until_unix(at: f64, stop: &mut watch::Receiver<bool>) -> bool {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let d = Duration::from_secs_f64((at - now).max(0.0));
-    tokio::select! {
-        _ = tokio::time::sleep(d) => !*stop.borrow(),
-        _ = stop.changed() => false,
-    }
-}
-
 /// Keeps one certificate block fresh until `stop`. With `exit_after_render` it returns after
 /// the first render (or at once when the certificate on disk is not yet due), and an error
 /// when Custos refuses the request as configured or after [`ONCE_ATTEMPTS`] failures.
@@ -613,8 +606,19 @@ async fn cert_task(
         return Ok(());
     }
     let mut attempts = 0;
+    let mut recheck = s.recheck.subscribe();
     loop {
-        if !sleep_until_unix(next, &mut stop).await {
+        let serial = current.as_ref().map(|d| d.serial.clone());
+        let due = crate::revocation::wait_due(
+            &s,
+            &c.name,
+            &c.mount,
+            serial.as_deref(),
+            next,
+            &mut recheck,
+            &mut stop,
+        );
+        if !due.await {
             return Ok(());
         }
         let Some(token) = current_token(&s, &mut stop).await else {
@@ -677,6 +681,10 @@ async fn cert_task(
                 }
                 next = now_unix() as f64 + delay.as_secs_f64();
                 let left = current.as_ref().map(|d| d.not_after - now_unix());
+                if config_error && e.to_string().contains("quarantined: ") {
+                    tracing::error!(certificate = %c.name, error = %e, retry_in_s = delay.as_secs(), "QUARANTINED: Custos refuses this device certificates until an operator releases it");
+                    continue;
+                }
                 if config_error {
                     tracing::error!(certificate = %c.name, mount = %c.mount, role = %c.role, error = %e, retry_in_s = delay.as_secs(), "configuration error, not an outage: Custos refuses this request as the mount and role are set up (check the role exists and allows these names, and that the mount has config/urls); retrying slowly");
                     continue;
@@ -792,6 +800,7 @@ pub async fn run(
         relogin: Notify::new(),
         metrics,
         attest_now: Arc::new(Notify::new()),
+        recheck: watch::channel(0).0,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     if cfg.exit_after_render {
@@ -819,6 +828,12 @@ pub async fn run(
     }
     #[cfg(feature = "tpm")]
     if let Some(a) = cfg.attest.clone() {
+        tasks.spawn(crate::attestation::requests(
+            s.clone(),
+            a.clone(),
+            s.attest_now.clone(),
+            stop_rx.clone(),
+        ));
         tasks.spawn(crate::attestation::task(
             s.clone(),
             a,

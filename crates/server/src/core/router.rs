@@ -493,8 +493,7 @@ async fn audited_login(core: &Arc<Core>, t: &Target, req: &Request) -> ApiResult
             Some(why) => Err(ApiError::Quarantined(why)),
             None => {
                 let path = format!("auth/{}login", m.path);
-                crate::token::login_token(core, &a, &path, &l.params, &l.display_name, l.meta)
-                    .await
+                crate::token::login_token(core, &a, &path, &l.params, &l.display_name, l.meta).await
             }
         },
         Err(e) => Err(e),

@@ -97,12 +97,8 @@ pub fn engines(settings: &EngineSettings) -> (Registry, Engines) {
     let provenance_store: Arc<dyn ProvenanceStore> = provenance.clone();
     r.secrets("provenance", provenance);
     let device_certs: Arc<dyn DeviceCerts> = pki.clone();
-    let attest = attest::AttestEngine::new(
-        log.clone(),
-        provenance_store,
-        issuer.clone(),
-        device_certs,
-    );
+    let attest =
+        attest::AttestEngine::new(log.clone(), provenance_store, issuer.clone(), device_certs);
     // The closed loop: what the attestation engine quarantines, PKI, logins and the NRF refuse.
     let quarantine: Arc<dyn Quarantine> = attest.holds();
     pki.set_quarantine(quarantine.clone());

@@ -267,7 +267,13 @@ pub async fn activate(
         .await?;
     r.pending = None;
     r.enrolled_at = Some(now());
-    put(e, a, &r, vec![Plain::Put(ek_key, serde_json::to_vec(&r.id)?)]).await?;
+    put(
+        e,
+        a,
+        &r,
+        vec![Plain::Put(ek_key, serde_json::to_vec(&r.id)?)],
+    )
+    .await?;
     Ok(Response::data(status_json(e, ctx, &r).await?))
 }
 
@@ -279,7 +285,10 @@ pub async fn put(e: &AttestEngine, a: &View, r: &Record, mut extra: Vec<Plain>) 
     ));
     a.write(extra).await?;
     if let Some(m) = a.mount_uuid() {
-        e.fleet_change(m, super::fleet::Change::Put(Box::new(super::fleet::entry_of(r))));
+        e.fleet_change(
+            m,
+            super::fleet::Change::Put(Box::new(super::fleet::entry_of(r))),
+        );
     }
     Ok(())
 }
@@ -472,7 +481,6 @@ pub async fn recall(e: &AttestEngine, ctx: &Ctx<'_>, req: &Request) -> ApiResult
             return Err(ApiError::bad(format!("device {id}: not enrolled here")));
         }
     }
-    let v =
-        super::quarantine::recall(e, ctx.mount, &ctx.view, ids, &why, &ctx.requester()).await?;
+    let v = super::quarantine::recall(e, ctx.mount, &ctx.view, ids, &why, &ctx.requester()).await?;
     Ok(Response::data(v))
 }

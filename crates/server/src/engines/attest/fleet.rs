@@ -274,7 +274,11 @@ pub fn gauges(e: &AttestEngine) -> String {
     let t = now();
     for (uuid, slot) in m.iter() {
         let Slot::Ready(f) = slot else { continue };
-        let Some(cfg) = configs.iter().find(|(k, _)| k.contains(uuid.as_str())).map(|x| x.1) else {
+        let Some(cfg) = configs
+            .iter()
+            .find(|(k, _)| k.contains(uuid.as_str()))
+            .map(|x| x.1)
+        else {
             continue;
         };
         let c = f.counts(&cfg.policy, t);

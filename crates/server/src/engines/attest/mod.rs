@@ -37,8 +37,8 @@ mod webhook;
 pub use quarantine::Holds;
 
 use crate::core::barrier::View;
-use crate::core::engine::{Ctx, Engine, PathSpec};
 use crate::core::engine::Sys;
+use crate::core::engine::{Ctx, Engine, PathSpec};
 use crate::core::services::{CertIssuer, DeviceCerts, ProvenanceStore, TrustLog};
 use crate::error::{ApiError, ApiResult};
 use crate::logical::{Request, Response};
@@ -353,17 +353,15 @@ impl Engine for AttestEngine {
             ["config"] => PathSpec::new(&[Read, Create, Update]),
             ["devices"] | [""] => PathSpec::new(&[List]),
             ["devices", id] if device_id(id) => PathSpec::new(&[Read, Create, Update, Delete]),
-            ["devices", id, "activate" | "nonce" | "quote" | "installs" | "quarantine"
-            | "release" | "attest-now"]
+            ["devices", id, "activate" | "nonce" | "quote" | "installs" | "quarantine" | "release"
+            | "attest-now"]
                 if device_id(id) =>
             {
                 PathSpec::new(&[Create, Update])
             }
             ["devices", id, "requests"] if device_id(id) => PathSpec::new(&[Read]),
             ["recall" | "signer-alert"] => PathSpec::new(&[Create, Update]),
-            ["fleet"] | ["fleet", "counts" | "outliers"] | ["webhook"] => {
-                PathSpec::new(&[Read])
-            }
+            ["fleet"] | ["fleet", "counts" | "outliers"] | ["webhook"] => PathSpec::new(&[Read]),
             _ => return None,
         })
     }
@@ -411,9 +409,8 @@ impl Engine for AttestEngine {
             }
             (["devices", id, "release"], _) => {
                 let why = quarantine::reason(req)?;
-                let v =
-                    quarantine::release(self, ctx.mount, &ctx.view, id, &why, &ctx.requester())
-                        .await?;
+                let v = quarantine::release(self, ctx.mount, &ctx.view, id, &why, &ctx.requester())
+                    .await?;
                 Ok(Response::data(v))
             }
             (["devices", id, "attest-now"], _) => quote::attest_now(self, ctx, id, req).await,

@@ -80,7 +80,8 @@ impl Holds {
     /// Holds `r`'s identities (its `quarantine` must be set).
     pub fn hold(&self, mount: &str, r: &Record) {
         let Some(h) = &r.quarantine else { return };
-        let why: Arc<str> = format!("device {} ({mount}) is quarantined: {}", r.id, h.reason).into();
+        let why: Arc<str> =
+            format!("device {} ({mount}) is quarantined: {}", r.id, h.reason).into();
         if let Ok(mut m) = self.by_key.write() {
             for k in keys(r) {
                 m.insert(k, why.clone());

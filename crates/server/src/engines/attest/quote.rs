@@ -228,7 +228,11 @@ pub async fn quote(
         // What the device holds, as of this attestation (the fleet's expiry filter).
         if let Ok(certs) = e
             .device_certs
-            .bound(&cfg.stored.device_pki_mount, &r.nf_instance_ids, &r.cert_serials)
+            .bound(
+                &cfg.stored.device_pki_mount,
+                &r.nf_instance_ids,
+                &r.cert_serials,
+            )
             .await
         {
             r.cert_not_after = certs

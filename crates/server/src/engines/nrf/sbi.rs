@@ -192,9 +192,10 @@ async fn serve(listener: tokio::net::TcpListener, st: Sbi, app: axum::Router) {
             let identity = identity::from_cert(&leaf);
             let serial_hex = custos_pki::issue::serial_hex(&serial);
             let held = |st: &Sbi| {
-                identity.as_ref().ok().and_then(|id| {
-                    st.nrf.suspended(&id.instance_id, Some(&serial_hex))
-                })
+                identity
+                    .as_ref()
+                    .ok()
+                    .and_then(|id| st.nrf.suspended(&id.instance_id, Some(&serial_hex)))
             };
             let quarantined_at_start = held(&st).is_some();
             // While sealed nothing is checked here: every request then answers 503. A

@@ -145,9 +145,9 @@ pub(super) async fn issue_with(
         .sans
         .iter()
         .filter_map(|g| match g {
-            custos_pki::der::GeneralName::Uri(u) => u
-                .strip_prefix("urn:uuid:")
-                .map(str::to_ascii_lowercase),
+            custos_pki::der::GeneralName::Uri(u) => {
+                u.strip_prefix("urn:uuid:").map(str::to_ascii_lowercase)
+            }
             _ => None,
         })
         .collect();
