@@ -226,15 +226,13 @@ pub(crate) async fn requests(
     mut stop: watch::Receiver<bool>,
 ) {
     let path = format!("{}/devices/{}/requests", a.mount, a.device);
-    let mut seen: Option<u64> = None;
+    // From 0: requests made before the agent first asks are answered too.
+    let mut seen: u64 = 0;
     loop {
         let Some(token) = current_token(&s, &mut stop).await else {
             return;
         };
-        let q = match seen {
-            Some(n) => format!("{path}?after={n}&wait=25"),
-            None => path.clone(),
-        };
+        let q = format!("{path}?after={seen}&wait=25");
         let r = s
             .http
             .get(format!("{}/v1/{q}", s.cfg.server.address))
@@ -247,7 +245,14 @@ pub(crate) async fn requests(
         };
         let v: Option<Value> = match got {
             Ok(r) if r.status().is_success() => r.json().await.ok(),
-            _ => None,
+            Ok(r) => {
+                tracing::debug!(status = %r.status(), "waiting for attestation requests");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "waiting for attestation requests");
+                None
+            }
         };
         match v.as_ref().and_then(|v| v["data"]["requests"].as_u64()) {
             Some(n) => {
@@ -255,12 +260,12 @@ pub(crate) async fn requests(
                     tracing::info!(device = %a.device, "attestation requested");
                     trigger.notify_one();
                 }
-                seen = Some(n);
+                seen = n;
             }
             None => {
                 // Not enrolled yet, or Custos unreachable: ask again shortly.
                 tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
                     _ = stop.changed() => return,
                 }
             }
@@ -275,12 +280,20 @@ pub(crate) async fn task(
     trigger: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut quarantined = false;
     loop {
         let Some(token) = current_token(&s, &mut stop).await else {
             return;
         };
         match round(&s, &a, &token).await {
             Ok(status) => {
+                let now_quarantined = status.starts_with("QUARANTINED");
+                if quarantined && !now_quarantined {
+                    // Released: the revoked certificates are renewed now.
+                    tracing::info!(device = %a.device, "released from quarantine");
+                    s.recheck.send_modify(|n| *n += 1);
+                }
+                quarantined = now_quarantined;
                 s.metrics.attestations.fetch_add(1, Relaxed);
                 if let Ok(mut l) = s.metrics.attest_status.lock() {
                     *l = Some(status);

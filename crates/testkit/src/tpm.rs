@@ -139,13 +139,7 @@ impl Tpm {
     /// as at a reboot. Keys and NV survive; saved contexts of transient objects do not, so
     /// the AK is loaded again from `ak.priv`/`ak.pub` under the EK.
     pub fn reboot(&mut self) {
-        // An orderly shutdown first, as an operating system does.
-        self.run(&["tpm2_shutdown"]);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let (port, child) = start_swtpm(self.dir.path(), Some(self.port));
-        self.port = port;
-        self.child = child;
+        self.power_cycle();
         self.run(&["tpm2_createek", "-c", "ek.ctx", "-G", "rsa", "-u", "ek.pub"]);
         let o = self.with_ek_session("tpm2_load -C ek.ctx -u ak.pub -r ak.priv -c ak.ctx");
         assert!(
@@ -153,6 +147,20 @@ impl Tpm {
             "reloading the AK: {}",
             String::from_utf8_lossy(&o.stderr)
         );
+    }
+}
+
+impl Tpm {
+    /// Power-cycles the TPM on the same port (PCRs reset, keys and NV kept), loading nothing:
+    /// for a device whose own software (the agent) keeps its keys.
+    pub fn power_cycle(&mut self) {
+        // An orderly shutdown first, as an operating system does.
+        self.run(&["tpm2_shutdown"]);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (port, child) = start_swtpm(self.dir.path(), Some(self.port));
+        assert_eq!(port, self.port, "swtpm came back on another port");
+        self.child = child;
     }
 }
 
