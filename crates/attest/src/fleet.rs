@@ -251,7 +251,7 @@ impl Fleet {
                 continue;
             }
             if let Some(w) = f.expiring_within {
-                if !e.cert_not_after.is_some_and(|t| t <= now.saturating_add(w)) {
+                if e.cert_not_after.is_none_or(|t| t > now.saturating_add(w)) {
                     continue;
                 }
             }

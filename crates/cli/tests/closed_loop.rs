@@ -14,6 +14,7 @@ use common::{sign_args, CLASS};
 use custos_testkit::tpm::{boot, Manufacturer, Tpm};
 use custos_testkit::{config_server, ok, sba_pki, Api, SBA_DOMAIN as DOMAIN};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -351,6 +352,19 @@ async fn an_untrusted_element_is_cut_off_everywhere_within_a_second_and_released
         "provenance_mount": "provenance",
         "device_pki_mount": "pki",
     })).await;
+    // The orchestrator's webhook receiver is down for now.
+    let hook_port = free_port();
+    ok(
+        api,
+        root,
+        "POST",
+        "attest/config",
+        json!({
+            "webhook_url": format!("http://127.0.0.1:{hook_port}/custos"),
+            "webhook_secret": "an orchestrator's shared secret",
+        }),
+    )
+    .await;
 
     let good = start_element(dir, tg, api, root, "du-good", GOOD, "AMF", &image);
     let mut bad = start_element(dir, tb, api, root, "du-bad", BAD, "SMF", &image);
@@ -556,6 +570,107 @@ async fn an_untrusted_element_is_cut_off_everywhere_within_a_second_and_released
     assert!(bad.log().contains("QUARANTINED"), "{}", bad.log());
     let rec = device(api, root, "du-bad").await;
     assert_eq!(rec["quarantine"]["revoked"], json!([bad_serial]), "{rec}");
+    // Bad input: an unknown device; a recall naming both a list and a class.
+    let (st, _) = api
+        .call(
+            "POST",
+            "attest/devices/no-such-device/quarantine",
+            Some(root),
+            Some(json!({"reason": "x"})),
+        )
+        .await;
+    assert_eq!(st, 404);
+    let (st, v) = api
+        .call(
+            "POST",
+            "attest/recall",
+            Some(root),
+            Some(json!({"reason": "x", "devices": ["du-good"], "device_class": CLASS})),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = api
+        .call(
+            "POST",
+            "attest/devices/du-bad/quarantine",
+            Some(root),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    // The receiver is down: the outbox keeps the event, with why.
+    let t0 = Instant::now();
+    loop {
+        let w = ok(api, root, "GET", "attest/webhook", json!({})).await;
+        if w["data"]["pending"] == 1
+            && w["data"]["last_error"]
+                .as_str()
+                .is_some_and(|e| !e.is_empty())
+        {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{w}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // It comes up: the event arrives, signed; openssl checks the HMAC.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", hook_port)).unwrap();
+    let got = std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let (mut sock, _) = listener.accept().unwrap();
+        let mut r = BufReader::new(sock.try_clone().unwrap());
+        let mut headers = HashMap::new();
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        loop {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let (k, v) = l.split_once(':').unwrap();
+            headers.insert(k.to_ascii_lowercase(), v.trim().to_string());
+        }
+        let n: usize = headers["content-length"].parse().unwrap();
+        let mut body = vec![0; n];
+        r.read_exact(&mut body).unwrap();
+        sock.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        (headers, body)
+    });
+    let (headers, body) = tokio::task::spawn_blocking(move || got.join().unwrap())
+        .await
+        .unwrap();
+    let event: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(event["type"], "isolate", "{event}");
+    assert_eq!(event["data"]["device"], "du-bad");
+    let signed = format!(
+        "{}.{}",
+        headers["x-custos-timestamp"],
+        String::from_utf8_lossy(&body)
+    );
+    std::fs::write(dir.join("signed.txt"), signed).unwrap();
+    let (_, mac) = openssl(
+        dir,
+        &[
+            "dgst",
+            "-sha256",
+            "-hmac",
+            "an orchestrator's shared secret",
+            "-r",
+            "signed.txt",
+        ],
+    );
+    let mac = mac.split_whitespace().next().unwrap().to_string();
+    assert_eq!(headers["x-custos-signature"], format!("sha256={mac}"));
+    let t0 = Instant::now();
+    while ok(api, root, "GET", "attest/webhook", json!({})).await["data"]["pending"] != 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "delivered events stay in the outbox"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Idempotent: quarantining again changes nothing.
     let again = ok(
         api,

@@ -68,9 +68,9 @@ pub enum AttestCmd {
 pub struct Mount {
     /// The attestation mount.
     #[arg(long, default_value = "attest")]
-    mount: String,
+    pub(crate) mount: String,
     #[command(flatten)]
-    conn: super::Conn,
+    pub(crate) conn: super::Conn,
 }
 
 #[derive(Args)]
@@ -199,7 +199,7 @@ fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-fn path(m: &Mount, rest: &str) -> String {
+pub(crate) fn path(m: &Mount, rest: &str) -> String {
     format!("{}/{rest}", m.mount.trim_matches('/'))
 }
 

@@ -7,6 +7,7 @@ mod bench;
 mod bench_attest;
 mod bench_nrf;
 mod bench_tlog;
+mod fleet;
 mod fw;
 mod generic;
 mod log;
@@ -119,6 +120,10 @@ pub enum Command {
     /// quote offline.
     #[command(subcommand)]
     Attest(attest::AttestCmd),
+    /// The fleet's trust state and the closed loop: list, counts, outliers, quarantine,
+    /// release, recall, attestation on demand, signer alerts, the webhook outbox.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCmd),
     /// A transparency-log witness: cosign checkpoints, refuse split views.
     #[command(subcommand)]
     Witness(witness::WitnessCmd),
@@ -157,6 +162,7 @@ impl Cli {
             Command::Pki(c) => c.conn(),
             Command::Fw(c) => c.conn(),
             Command::Attest(c) => c.conn(),
+            Command::Fleet(c) => Some(c.conn()),
             Command::Monitor(a) => Some(&a.conn),
             Command::Bench(a) => Some(&a.conn),
             Command::Server(_) | Command::Agent(_) | Command::Witness(_) => None,
@@ -220,6 +226,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Delete(a) => generic::delete(&cli, a).await,
         Command::Fw(c) => fw::run(&cli, c).await,
         Command::Attest(c) => attest::run(&cli, c).await,
+        Command::Fleet(c) => fleet::run(&cli, c).await,
         Command::Log(g) => log::run(&cli, &g.cmd).await,
         Command::Monitor(a) => monitor::run(&cli, a).await,
         Command::Witness(c) => witness::run(c).await,
