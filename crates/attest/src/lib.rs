@@ -15,6 +15,7 @@ pub mod eventlog;
 pub mod fleet;
 pub mod policy;
 pub mod references;
+pub mod rollout;
 pub mod soft;
 pub mod tpm;
 pub mod verify;

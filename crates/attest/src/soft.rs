@@ -231,4 +231,24 @@ impl SoftTpm {
         };
         Ok((msg, t.to_bytes()))
     }
+
+    /// A quote of PCRs 0-7 (SHA-256 bank) as `log` leaves them, with `nonce`.
+    pub fn quote_log(
+        &mut self,
+        nonce: &[u8],
+        log: &crate::eventlog::EventLog,
+    ) -> Result<(Vec<u8>, Vec<u8>), Error> {
+        let p = log.replay();
+        let bank = p
+            .get(&HashAlg::Sha256)
+            .ok_or_else(|| err("the log has no SHA-256 bank"))?;
+        let values: Vec<&[u8]> = (0..8)
+            .filter_map(|i| bank.get(i).map(Vec::as_slice))
+            .collect();
+        let selection = [PcrSelection {
+            hash: HashAlg::Sha256,
+            pcrs: (0..8).collect(),
+        }];
+        self.quote(nonce, &selection, &values)
+    }
 }

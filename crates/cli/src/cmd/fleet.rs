@@ -109,6 +109,50 @@ pub enum FleetCmd {
         #[command(flatten)]
         m: Mount,
     },
+    /// Start a rollout of a signed image to a device class, in waves gated on installs and
+    /// TRUSTED verdicts; a failed gate halts it and rolls the failed devices back.
+    Rollout {
+        /// The device class.
+        class: String,
+        /// The image's SHA-256 (as its provenance names it).
+        image_sha256: String,
+        /// Devices in the first (canary) wave.
+        #[arg(long, default_value_t = 1)]
+        canary: usize,
+        /// A further wave, as the percentage of the class reached by its end (repeatable,
+        /// increasing; the last wave takes the rest).
+        #[arg(long = "wave")]
+        waves: Vec<u32>,
+        /// How long each wave has to pass its gate (e.g. 30m).
+        #[arg(long, default_value = "30m")]
+        deadline: String,
+        #[command(flatten)]
+        m: Mount,
+    },
+    /// A rollout's state (or every rollout's ID).
+    Rollouts {
+        /// One rollout.
+        id: Option<String>,
+        #[command(flatten)]
+        m: Mount,
+    },
+    /// Step a rollout now (idempotent): what the registry says is applied to its gate.
+    Advance {
+        /// The rollout.
+        id: String,
+        #[command(flatten)]
+        m: Mount,
+    },
+    /// Halt a rollout: no further wave starts; failed devices are rolled back.
+    Halt {
+        /// The rollout.
+        id: String,
+        /// Why (audited).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        m: Mount,
+    },
 }
 
 impl FleetCmd {
@@ -123,7 +167,11 @@ impl FleetCmd {
             | FleetCmd::Recall { m, .. }
             | FleetCmd::AttestNow { m, .. }
             | FleetCmd::SignerAlert { m, .. }
-            | FleetCmd::Webhook { m } => &m.conn,
+            | FleetCmd::Webhook { m }
+            | FleetCmd::Rollout { m, .. }
+            | FleetCmd::Rollouts { m, .. }
+            | FleetCmd::Advance { m, .. }
+            | FleetCmd::Halt { m, .. } => &m.conn,
         }
     }
 }
@@ -317,6 +365,59 @@ pub async fn run(cli: &Cli, c: &FleetCmd) -> CliResult<()> {
         }
         FleetCmd::Webhook { m } => {
             let v = client.call("GET", &path(m, "webhook"), None).await?;
+            print(cli, &v);
+            Ok(())
+        }
+        FleetCmd::Rollout {
+            class,
+            image_sha256,
+            canary,
+            waves,
+            deadline,
+            m,
+        } => {
+            let v = client
+                .call(
+                    "POST",
+                    &path(m, "rollouts"),
+                    Some(&json!({"device_class": class, "image_sha256": image_sha256,
+                        "canary": canary, "waves": waves, "deadline": deadline})),
+                )
+                .await?;
+            print(cli, &v);
+            Ok(())
+        }
+        FleetCmd::Rollouts { id: None, m } => {
+            let v = client.call("LIST", &path(m, "rollouts"), None).await?;
+            print(cli, &v);
+            Ok(())
+        }
+        FleetCmd::Rollouts { id: Some(id), m } => {
+            let v = client
+                .call("GET", &path(m, &format!("rollouts/{id}")), None)
+                .await?;
+            print(cli, &v);
+            Ok(())
+        }
+        FleetCmd::Advance { id, m } => {
+            let v = client
+                .call(
+                    "POST",
+                    &path(m, &format!("rollouts/{id}/advance")),
+                    Some(&json!({})),
+                )
+                .await?;
+            print(cli, &v);
+            Ok(())
+        }
+        FleetCmd::Halt { id, reason, m } => {
+            let v = client
+                .call(
+                    "POST",
+                    &path(m, &format!("rollouts/{id}/halt")),
+                    Some(&json!({"reason": reason})),
+                )
+                .await?;
             print(cli, &v);
             Ok(())
         }

@@ -425,6 +425,8 @@ pub async fn report_install(
         r.installs.drain(..n);
     }
     put(e, a, &r, vec![]).await?;
+    drop(_g);
+    super::rollout::on_device(e, ctx.mount, a, id).await;
     Ok(Response::data(json!({"device": id, "floor": r.floor})))
 }
 

@@ -251,7 +251,7 @@ pub async fn counts(e: &AttestEngine, ctx: &Ctx<'_>) -> ApiResult<Response> {
 /// `fleet/outliers`.
 pub async fn outliers(e: &AttestEngine, ctx: &Ctx<'_>) -> ApiResult<Response> {
     let cfg = e.config(&ctx.view).await?;
-    let kg: HashMap<String, String> = HashMap::new();
+    let kg = super::rollout::known_goods(&ctx.view).await?;
     let o = e
         .with_fleet(ctx.mount, &ctx.view, |f| f.outliers(&cfg.policy, &kg))
         .await?;

@@ -22,6 +22,8 @@
 //! | `fleet` | read: devices filtered (`class`, `state`, `version`, `expiring_within`, `signer`) and paged (`after`, `limit`) |
 //! | `fleet/counts`, `fleet/outliers` | read |
 //! | `webhook` | read: the outbox (pending events, last error) |
+//! | `rollouts` | list; write: an image (`image_sha256`) to a `device_class` in waves (`canary`, `waves` %, `deadline`) |
+//! | `rollouts/<id>` | read; `…/advance` and `…/halt` (`reason`) write |
 //!
 //! Statuses: PENDING (enrolled, not activated), UNATTESTED, TRUSTED, UNTRUSTED, STALE (the
 //! last TRUSTED verdict is older than the class's `interval`); the fleet view adds
@@ -32,6 +34,7 @@ mod devices;
 mod fleet;
 mod quarantine;
 mod quote;
+mod rollout;
 mod webhook;
 
 pub use quarantine::Holds;
@@ -175,6 +178,10 @@ pub struct AttestEngine {
     sender: std::sync::atomic::AtomicBool,
     /// Itself (the webhook sender holds it).
     me: std::sync::Weak<AttestEngine>,
+    /// The running rollout of each device, by `<mount uuid>/<device>`.
+    rollout_devices: std::sync::RwLock<HashMap<String, String>>,
+    /// Serialises rollout steps.
+    rollout_lock: tokio::sync::Mutex<()>,
 }
 
 impl AttestEngine {
@@ -188,6 +195,8 @@ impl AttestEngine {
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| AttestEngine {
             me: me.clone(),
+            rollout_devices: std::sync::RwLock::new(HashMap::new()),
+            rollout_lock: tokio::sync::Mutex::new(()),
             device_certs,
             holds: Arc::new(Holds::default()),
             fleets: std::sync::RwLock::new(HashMap::new()),
@@ -362,6 +371,11 @@ impl Engine for AttestEngine {
             ["devices", id, "requests"] if device_id(id) => PathSpec::new(&[Read]),
             ["recall" | "signer-alert"] => PathSpec::new(&[Create, Update]),
             ["fleet"] | ["fleet", "counts" | "outliers"] | ["webhook"] => PathSpec::new(&[Read]),
+            ["rollouts"] => PathSpec::new(&[List, Create, Update]),
+            ["rollouts", id] if device_id(id) => PathSpec::new(&[Read]),
+            ["rollouts", id, "advance" | "halt"] if device_id(id) => {
+                PathSpec::new(&[Create, Update])
+            }
             _ => return None,
         })
     }
@@ -439,6 +453,7 @@ impl Engine for AttestEngine {
             (["fleet", "counts"], _) => fleet::counts(self, ctx).await,
             (["fleet", "outliers"], _) => fleet::outliers(self, ctx).await,
             (["webhook"], _) => Ok(Response::data(webhook::status(&ctx.view).await?)),
+            (["rollouts", ..], _) => rollout::handle(self, ctx, &parts, req).await,
             _ => Err(ApiError::NoRoute(ctx.sub.to_string())),
         }
     }
@@ -458,6 +473,7 @@ impl Engine for AttestEngine {
                     self.holds.hold(&m.path, &r);
                 }
             }
+            self.load_rollouts(&m, &view).await?;
         }
         Ok(())
     }
@@ -473,6 +489,7 @@ impl Engine for AttestEngine {
             if view.get_json::<config::Stored>("config").await?.is_none() {
                 continue;
             }
+            rollout::tick(self, &m, &view).await?;
             let n = quarantine::sweep_stale(self, &m, &view).await?;
             if n > 0 {
                 tracing::warn!(mount = %m.path, devices = n, "stale devices quarantined");
@@ -483,6 +500,9 @@ impl Engine for AttestEngine {
 
     fn seal(&self) {
         self.holds.clear();
+        if let Ok(mut r) = self.rollout_devices.write() {
+            r.clear();
+        }
         if let Ok(mut m) = self.fleets.write() {
             m.clear();
         }
@@ -511,6 +531,9 @@ impl Engine for AttestEngine {
         }
         if let Ok(mut f) = self.fleets.write() {
             f.remove(&m.uuid);
+        }
+        if let Ok(mut r) = self.rollout_devices.write() {
+            r.retain(|k, _| !k.starts_with(&prefix));
         }
         Ok(())
     }

@@ -49,7 +49,7 @@ pub async fn nonce(e: &AttestEngine, ctx: &Ctx<'_>, id: &str) -> ApiResult<Respo
 }
 
 /// The provenance of each measured image, appraised by the firmware policy for `class`.
-async fn references(
+pub(super) async fn references(
     e: &AttestEngine,
     cfg: &Parsed,
     class: &str,
@@ -252,10 +252,11 @@ pub async fn quote(
     } else if let Some(h) = &r.quarantine {
         out["quarantine"] = json!({"quarantined": true, "reason": h.reason});
     }
+    super::rollout::on_device(e, ctx.mount, &ctx.view, id).await;
     Ok(Response::data(out))
 }
 
-fn seconds(req: &Request, k: &str, default: u64, max: u64) -> ApiResult<u64> {
+pub(super) fn seconds(req: &Request, k: &str, default: u64, max: u64) -> ApiResult<u64> {
     match req.data.get(k) {
         None | Some(Value::Null) => Ok(default),
         Some(v) => {
