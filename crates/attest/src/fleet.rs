@@ -283,19 +283,28 @@ impl Fleet {
         for s in State::ALL {
             c.by_state.insert(s, 0);
         }
+        // Tallied by borrowed keys (no allocation per device), then named.
+        let mut by_cs: HashMap<(&str, State), usize> = HashMap::new();
+        let mut by_cv: HashMap<(&str, &str), usize> = HashMap::new();
         for e in self.devices.values() {
             let st = e.state(now, intervals.get(&e.class));
             *c.by_state.entry(st).or_default() += 1;
-            *c.by_class_state
-                .entry(e.class.clone())
-                .or_default()
-                .entry(st)
+            *by_cs.entry((e.class.as_str(), st)).or_default() += 1;
+            *by_cv
+                .entry((e.class.as_str(), e.version().unwrap_or("unknown")))
                 .or_default() += 1;
-            *c.by_class_version
-                .entry(e.class.clone())
+        }
+        for ((class, st), n) in by_cs {
+            c.by_class_state
+                .entry(class.to_string())
                 .or_default()
-                .entry(e.version().unwrap_or("unknown").to_string())
-                .or_default() += 1;
+                .insert(st, n);
+        }
+        for ((class, v), n) in by_cv {
+            c.by_class_version
+                .entry(class.to_string())
+                .or_default()
+                .insert(v.to_string(), n);
         }
         c
     }

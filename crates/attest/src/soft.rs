@@ -16,9 +16,16 @@ fn err(s: &str) -> Error {
     Error::Credential(s.to_string())
 }
 
+/// The endorsement key: RSA-2048 (the default template) or ECC P-256 (fast to make, for
+/// fleets of thousands in benchmarks).
+enum Ek {
+    Rsa(rsa::PrivateDecryptingKey),
+    Ecc(aws_lc_rs::agreement::PrivateKey),
+}
+
 /// An in-memory TPM.
 pub struct SoftTpm {
-    ek: rsa::PrivateDecryptingKey,
+    ek: Ek,
     ek_public: Vec<u8>,
     ak: EcdsaKeyPair,
     ak_public: Vec<u8>,
@@ -53,6 +60,35 @@ pub fn ek_public_area(modulus: &[u8]) -> Vec<u8> {
     w.u16(2048);
     w.u32(0);
     w.tpm2b(modulus);
+    w.0
+}
+
+/// `TPMT_PUBLIC` of an ECC P-256 storage key (an EK of the ECC template's shape).
+pub fn ecc_ek_public_area(x: &[u8], y: &[u8]) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u16(0x0023);
+    w.u16(HashAlg::Sha256.id());
+    w.u32(
+        attrs::FIXED_TPM
+            | attrs::FIXED_PARENT
+            | attrs::SENSITIVE_DATA_ORIGIN
+            | 1 << 7
+            | attrs::RESTRICTED
+            | attrs::DECRYPT,
+    );
+    w.tpm2b(&[
+        0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc, 0x8d, 0x46, 0xa5, 0xd7,
+        0x24, 0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52, 0x0b, 0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14,
+        0x69, 0xaa,
+    ]);
+    w.u16(0x0006);
+    w.u16(128);
+    w.u16(0x0043);
+    w.u16(0x0010);
+    w.u16(0x0003);
+    w.u16(0x0010);
+    w.tpm2b(x);
+    w.tpm2b(y);
     w.0
 }
 
@@ -97,6 +133,21 @@ impl SoftTpm {
             }
             _ => return Err(err("RSA public key")),
         };
+        SoftTpm::with_ek(Ek::Rsa(ek), ek_public_area(&modulus))
+    }
+
+    /// Fresh keys, with an ECC P-256 EK.
+    pub fn new_ecc() -> Result<SoftTpm, Error> {
+        use aws_lc_rs::agreement;
+        let ek = agreement::PrivateKey::generate(&agreement::ECDH_P256)
+            .map_err(|_| err("ECC key generation"))?;
+        let q = ek.compute_public_key().map_err(|_| err("ECC public key"))?;
+        let q = q.as_ref();
+        let public = ecc_ek_public_area(&q[1..33], &q[33..65]);
+        SoftTpm::with_ek(Ek::Ecc(ek), public)
+    }
+
+    fn with_ek(ek: Ek, ek_public: Vec<u8>) -> Result<SoftTpm, Error> {
         let rng = rand::SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
             .map_err(|_| err("ECDSA key generation"))?;
@@ -105,7 +156,7 @@ impl SoftTpm {
         let point = ak.public_key().as_ref().to_vec();
         let ak_public = ak_public_area(&point[1..33], &point[33..65]);
         Ok(SoftTpm {
-            ek_public: ek_public_area(&modulus),
+            ek_public,
             ek,
             ak,
             ak_public,
@@ -131,7 +182,15 @@ impl SoftTpm {
             crate::tpm::PublicKey::Rsa {
                 modulus, exponent, ..
             } => Ok(rsa_public_key_der(&modulus, exponent)),
-            _ => Err(err("EK")),
+            crate::tpm::PublicKey::Ecc { x, y, .. } => {
+                // SubjectPublicKeyInfo { id-ecPublicKey, prime256v1 } with the point.
+                let mut d = hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200")
+                    .map_err(|_| err("EK"))?;
+                d.push(4);
+                d.extend_from_slice(&x);
+                d.extend_from_slice(&y);
+                Ok(d)
+            }
         }
     }
 
@@ -148,23 +207,50 @@ impl SoftTpm {
         let mut r = Reader::new(secret, "TPM2B_ENCRYPTED_SECRET");
         let ct = r.tpm2b(512, "secret")?;
         r.end()?;
-        let key = rsa::OaepPrivateDecryptingKey::new(
-            rsa::PrivateDecryptingKey::from_pkcs8(
-                self.ek.as_der().map_err(|_| err("EK"))?.as_ref(),
-            )
-            .map_err(|_| err("EK"))?,
-        )
-        .map_err(|_| err("EK"))?;
-        let mut seed = vec![0u8; key.min_output_size()];
-        let seed = key
-            .decrypt(
-                &rsa::OAEP_SHA256_MGF1SHA256,
-                ct,
-                &mut seed,
-                Some(b"IDENTITY\0"),
-            )
-            .map_err(|_| err("the secret does not decrypt with this EK"))?
-            .to_vec();
+        let seed = match &self.ek {
+            Ek::Rsa(ek) => {
+                let key = rsa::OaepPrivateDecryptingKey::new(
+                    rsa::PrivateDecryptingKey::from_pkcs8(
+                        ek.as_der().map_err(|_| err("EK"))?.as_ref(),
+                    )
+                    .map_err(|_| err("EK"))?,
+                )
+                .map_err(|_| err("EK"))?;
+                let mut seed = vec![0u8; key.min_output_size()];
+                key.decrypt(
+                    &rsa::OAEP_SHA256_MGF1SHA256,
+                    ct,
+                    &mut seed,
+                    Some(b"IDENTITY\0"),
+                )
+                .map_err(|_| err("the secret does not decrypt with this EK"))?
+                .to_vec()
+            }
+            Ek::Ecc(ek) => {
+                use aws_lc_rs::agreement;
+                // TPMS_ECC_POINT: the ephemeral key; Z = ECDH; seed = KDFe.
+                let mut p = Reader::new(ct, "TPMS_ECC_POINT");
+                let qx = p.tpm2b(32, "x")?.to_vec();
+                let qy = p.tpm2b(32, "y")?.to_vec();
+                p.end()?;
+                let mine = ek.compute_public_key().map_err(|_| err("EK"))?;
+                let ex = mine.as_ref()[1..33].to_vec();
+                let peer = agreement::UnparsedPublicKey::new(
+                    &agreement::ECDH_P256,
+                    [&[4u8][..], &qx, &qy].concat(),
+                );
+                agreement::agree(ek, &peer, err("ECDH with the secret failed"), |z| {
+                    Ok(crate::credential::kdfe(
+                        HashAlg::Sha256,
+                        z,
+                        "IDENTITY",
+                        &qx,
+                        &ex,
+                        256,
+                    ))
+                })?
+            }
+        };
         let hk = kdfa(HashAlg::Sha256, &seed, "INTEGRITY", &[], &[], 256)?;
         let tag = hmac::sign(
             &hmac::Key::new(hmac::HMAC_SHA256, &hk),

@@ -57,6 +57,14 @@ pub struct BenchArgs {
     /// --clients software-TPM devices, and the CPU cost of a 10,000-device fleet.
     #[arg(long)]
     pub attest: bool,
+    /// Fleet run instead: enrol and attest --devices software-TPM devices (ECC EKs), then
+    /// time fleet lists with filters and counts (p50/p99), the verdict-to-quarantine path
+    /// (certificates revoked) under attestation load, and a 1,000-device recall.
+    #[arg(long)]
+    pub fleet: bool,
+    /// Fleet run: devices in the fleet.
+    #[arg(long, default_value_t = 100_000)]
+    pub devices: usize,
     /// Scale run: certificates to issue.
     #[arg(long, default_value_t = 1_000_000)]
     pub certs: usize,
@@ -350,6 +358,9 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> CliResult<()> {
     }
     if a.attest {
         return super::bench_attest::run(a).await;
+    }
+    if a.fleet {
+        return super::bench_fleet::run(a).await;
     }
     if a.tlog {
         return super::bench_tlog::run(a).await;

@@ -26,14 +26,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn other(e: impl std::fmt::Display) -> CliError {
+pub(super) fn other(e: impl std::fmt::Display) -> CliError {
     CliError::Other(e.to_string())
 }
 
-const CLASS: &str = "gnb-du-x1";
+pub(super) const CLASS: &str = "gnb-du-x1";
 
 /// The boot every bench device reports: 100 events across PCRs 0-7, then the firmware.
-fn boot_log(image: &[u8]) -> EventLog {
+pub(super) fn boot_log(image: &[u8]) -> EventLog {
     let banks = [HashAlg::Sha256];
     let mut events: Vec<Event> = (0..92u32)
         .map(|i| {
@@ -143,13 +143,14 @@ fn in_process(secs: f64) -> CliResult<f64> {
 }
 
 /// A manufacturer CA and the EK certificate of each device.
-struct Manufacturer {
-    pem: String,
+pub(super) struct Manufacturer {
+    /// The CA certificate (PEM).
+    pub(super) pem: String,
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
 impl Manufacturer {
-    fn new() -> CliResult<Manufacturer> {
+    pub(super) fn new() -> CliResult<Manufacturer> {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(other)?;
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(other)?;
         p.distinguished_name
@@ -163,7 +164,7 @@ impl Manufacturer {
         })
     }
 
-    fn ek_certificate(&self, t: &SoftTpm) -> CliResult<Vec<u8>> {
+    pub(super) fn ek_certificate(&self, t: &SoftTpm) -> CliResult<Vec<u8>> {
         let spki =
             rcgen::SubjectPublicKeyInfo::from_der(&t.ek_spki().map_err(other)?).map_err(other)?;
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(other)?;
@@ -179,12 +180,12 @@ impl Manufacturer {
     }
 }
 
-fn b64(b: &[u8]) -> String {
+pub(super) fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
 /// This process's CPU seconds (user + system), from /proc.
-fn cpu_seconds() -> f64 {
+pub(super) fn cpu_seconds() -> f64 {
     let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
         return 0.0;
     };
@@ -236,7 +237,7 @@ async fn enrol(c: &Client, m: &Manufacturer, i: usize) -> CliResult<Device> {
 
 /// Registers a signed release of `image` in the provenance store; the firmware policy that
 /// trusts it.
-async fn release(c: &Client, image: &[u8]) -> CliResult<String> {
+pub(super) async fn release(c: &Client, image: &[u8]) -> CliResult<String> {
     let der =
         custos_provenance::keys::FileSigner::generate(custos_provenance::keys::KeyAlg::EcdsaP256)
             .map_err(other)?;

@@ -129,6 +129,19 @@ pub enum FleetCmd {
         #[command(flatten)]
         m: Mount,
     },
+    /// The supply-chain assessment: certificates expiring, weak keys and SHA-1 in the PKI,
+    /// signing keys past their rotation schedule, devices never attested, suppliers and
+    /// builders whose images failed attestation; each finding with its rule and object.
+    Posture {
+        /// Certificates expiring within this long (e.g. 30d).
+        #[arg(long, default_value = "30d")]
+        expiring_within: String,
+        /// Signing keys used for longer than this are past their rotation (e.g. 365d).
+        #[arg(long)]
+        key_max_age: Option<String>,
+        #[command(flatten)]
+        m: Mount,
+    },
     /// A rollout's state (or every rollout's ID).
     Rollouts {
         /// One rollout.
@@ -168,6 +181,7 @@ impl FleetCmd {
             | FleetCmd::AttestNow { m, .. }
             | FleetCmd::SignerAlert { m, .. }
             | FleetCmd::Webhook { m }
+            | FleetCmd::Posture { m, .. }
             | FleetCmd::Rollout { m, .. }
             | FleetCmd::Rollouts { m, .. }
             | FleetCmd::Advance { m, .. }
@@ -385,6 +399,42 @@ pub async fn run(cli: &Cli, c: &FleetCmd) -> CliResult<()> {
                 )
                 .await?;
             print(cli, &v);
+            Ok(())
+        }
+        FleetCmd::Posture {
+            expiring_within,
+            key_max_age,
+            m,
+        } => {
+            let mut q = format!("expiring_within={}", urlencoding(expiring_within));
+            if let Some(k) = key_max_age {
+                q.push_str(&format!("&key_max_age={}", urlencoding(k)));
+            }
+            let v = client
+                .call("GET", &format!("{}?{q}", path(m, "posture")), None)
+                .await?;
+            if cli.format == Format::Json {
+                print(cli, &v);
+                return Ok(());
+            }
+            let list = v["data"]["findings"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            outln!(
+                "{} findings ({})",
+                list.len(),
+                s(&v["data"]["generated_at"])
+            );
+            outln!("{:<26} {:<48} detail", "rule", "object");
+            for x in list {
+                outln!(
+                    "{:<26} {:<48} {}",
+                    s(&x["rule"]),
+                    s(&x["object"]),
+                    s(&x["detail"])
+                );
+            }
             Ok(())
         }
         FleetCmd::Rollouts { id: None, m } => {

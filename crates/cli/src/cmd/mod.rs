@@ -5,6 +5,7 @@ mod attest;
 mod audit;
 mod bench;
 mod bench_attest;
+mod bench_fleet;
 mod bench_nrf;
 mod bench_tlog;
 mod fleet;

@@ -10,6 +10,7 @@
 //! | [`CertIssuer`] | PKI | the NRF (its own SBI server certificate); attestation (the CRL of keyless signing certificates) |
 //! | [`ProvenanceStore`] | provenance | attestation (reference values for measured firmware) |
 //! | [`DeviceCerts`] | PKI | attestation (the certificates bound to a device: expiry, quarantine) |
+//! | [`PostureSource`] | PKI, provenance | attestation (the posture report) |
 //! | [`Quarantine`] | attestation | the core (logins), PKI (issuance), the NRF (tokens, discovery, connections) |
 
 use crate::error::ApiResult;
@@ -168,4 +169,28 @@ impl<T: ?Sized> Late<T> {
     pub fn get(&self) -> Option<&std::sync::Arc<T>> {
         self.0.get()
     }
+}
+
+/// One finding of the posture report: the rule, the object it names, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    /// The rule (`cert.expiring`, `ca.weak_key`, …).
+    pub rule: String,
+    /// What it names (`pki/ cert 3a:5f:…`, `provenance/ signer 9f86…`).
+    pub object: String,
+    /// Why.
+    pub detail: String,
+}
+
+/// What an engine contributes to the posture report ("regular supply chain assessment").
+#[async_trait::async_trait]
+pub trait PostureSource: Send + Sync {
+    /// Findings at `now`: certificates expiring within `expiring_within` seconds, keys older
+    /// than `key_max_age` seconds (when given), weak keys and algorithms.
+    async fn findings(
+        &self,
+        expiring_within: i64,
+        key_max_age: Option<i64>,
+        now: i64,
+    ) -> ApiResult<Vec<Finding>>;
 }

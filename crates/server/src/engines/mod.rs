@@ -19,7 +19,7 @@ pub mod tlog;
 use crate::config::{Config, SbiConfig, TlogWitness};
 use crate::core::engine::Registry;
 use crate::core::services::{
-    CertIssuer, DeviceCerts, ProvenanceStore, Quarantine, RevocationLookup, TrustLog,
+    CertIssuer, DeviceCerts, PostureSource, ProvenanceStore, Quarantine, RevocationLookup, TrustLog,
 };
 use std::sync::Arc;
 
@@ -95,10 +95,16 @@ pub fn engines(settings: &EngineSettings) -> (Registry, Engines) {
     r.secrets("pki", pki.clone());
     let provenance = Arc::new(provenance::Provenance::new(log.clone()));
     let provenance_store: Arc<dyn ProvenanceStore> = provenance.clone();
-    r.secrets("provenance", provenance);
+    r.secrets("provenance", provenance.clone());
     let device_certs: Arc<dyn DeviceCerts> = pki.clone();
-    let attest =
-        attest::AttestEngine::new(log.clone(), provenance_store, issuer.clone(), device_certs);
+    let posture: Vec<Arc<dyn PostureSource>> = vec![pki.clone(), provenance.clone()];
+    let attest = attest::AttestEngine::new(
+        log.clone(),
+        provenance_store,
+        issuer.clone(),
+        device_certs,
+        posture,
+    );
     // The closed loop: what the attestation engine quarantines, PKI, logins and the NRF refuse.
     let quarantine: Arc<dyn Quarantine> = attest.holds();
     pki.set_quarantine(quarantine.clone());

@@ -24,6 +24,7 @@
 //! | `webhook` | read: the outbox (pending events, last error) |
 //! | `rollouts` | list; write: an image (`image_sha256`) to a `device_class` in waves (`canary`, `waves` %, `deadline`) |
 //! | `rollouts/<id>` | read; `…/advance` and `…/halt` (`reason`) write |
+//! | `posture` | read: the supply-chain assessment (`expiring_within`, `key_max_age`) |
 //!
 //! Statuses: PENDING (enrolled, not activated), UNATTESTED, TRUSTED, UNTRUSTED, STALE (the
 //! last TRUSTED verdict is older than the class's `interval`); the fleet view adds
@@ -32,6 +33,7 @@
 mod config;
 mod devices;
 mod fleet;
+mod posture;
 mod quarantine;
 mod quote;
 mod rollout;
@@ -42,7 +44,7 @@ pub use quarantine::Holds;
 use crate::core::barrier::View;
 use crate::core::engine::Sys;
 use crate::core::engine::{Ctx, Engine, PathSpec};
-use crate::core::services::{CertIssuer, DeviceCerts, ProvenanceStore, TrustLog};
+use crate::core::services::{CertIssuer, DeviceCerts, PostureSource, ProvenanceStore, TrustLog};
 use crate::error::{ApiError, ApiResult};
 use crate::logical::{Request, Response};
 use custos_acl::Operation::*;
@@ -182,6 +184,8 @@ pub struct AttestEngine {
     rollout_devices: std::sync::RwLock<HashMap<String, String>>,
     /// Serialises rollout steps.
     rollout_lock: tokio::sync::Mutex<()>,
+    /// The other engines' parts of the posture report.
+    posture: Vec<Arc<dyn PostureSource>>,
 }
 
 impl AttestEngine {
@@ -192,8 +196,10 @@ impl AttestEngine {
         provenance: Arc<dyn ProvenanceStore>,
         certs: Arc<dyn CertIssuer>,
         device_certs: Arc<dyn DeviceCerts>,
+        posture: Vec<Arc<dyn PostureSource>>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| AttestEngine {
+            posture,
             me: me.clone(),
             rollout_devices: std::sync::RwLock::new(HashMap::new()),
             rollout_lock: tokio::sync::Mutex::new(()),
@@ -371,6 +377,7 @@ impl Engine for AttestEngine {
             ["devices", id, "requests"] if device_id(id) => PathSpec::new(&[Read]),
             ["recall" | "signer-alert"] => PathSpec::new(&[Create, Update]),
             ["fleet"] | ["fleet", "counts" | "outliers"] | ["webhook"] => PathSpec::new(&[Read]),
+            ["posture"] => PathSpec::new(&[Read]),
             ["rollouts"] => PathSpec::new(&[List, Create, Update]),
             ["rollouts", id] if device_id(id) => PathSpec::new(&[Read]),
             ["rollouts", id, "advance" | "halt"] if device_id(id) => {
@@ -454,6 +461,7 @@ impl Engine for AttestEngine {
             (["fleet", "outliers"], _) => fleet::outliers(self, ctx).await,
             (["webhook"], _) => Ok(Response::data(webhook::status(&ctx.view).await?)),
             (["rollouts", ..], _) => rollout::handle(self, ctx, &parts, req).await,
+            (["posture"], _) => posture::report(self, ctx, req).await,
             _ => Err(ApiError::NoRoute(ctx.sub.to_string())),
         }
     }

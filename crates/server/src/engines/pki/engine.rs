@@ -19,7 +19,7 @@ impl Pki {
         self.quarantine.set(q);
     }
 
-    fn sys(&self) -> ApiResult<&Sys> {
+    pub(super) fn sys(&self) -> ApiResult<&Sys> {
         self.sys.get().ok_or(ApiError::Sealed)
     }
 

@@ -12,6 +12,7 @@ mod import;
 mod issuance;
 mod issuers;
 mod keys;
+mod posture;
 mod revocation;
 mod tidy;
 

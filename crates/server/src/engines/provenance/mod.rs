@@ -46,6 +46,60 @@ impl Provenance {
     }
 }
 
+/// The provenance store's part of the posture report: signing keys in use longer than
+/// `key_max_age` (their first registered signature is older), and images whose bundles name
+/// no builder.
+#[async_trait::async_trait]
+impl crate::core::services::PostureSource for Provenance {
+    async fn findings(
+        &self,
+        _expiring_within: i64,
+        key_max_age: Option<i64>,
+        now: i64,
+    ) -> ApiResult<Vec<crate::core::services::Finding>> {
+        let sys = self.sys.get().ok_or(ApiError::Sealed)?;
+        let mut out = Vec::new();
+        let Some(max) = key_max_age else {
+            return Ok(out);
+        };
+        for m in sys.mounts().await? {
+            let a = sys.view(&m)?;
+            for k in a.list("signer/").await? {
+                let Some(v) = a.get_json::<Value>(&format!("signer/{k}")).await? else {
+                    continue;
+                };
+                let first = v["events"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e["registered_at"].as_str())
+                    .filter_map(|t| {
+                        time::OffsetDateTime::parse(
+                            t,
+                            &time::format_description::well_known::Rfc3339,
+                        )
+                        .ok()
+                    })
+                    .map(|t| t.unix_timestamp())
+                    .min();
+                if let Some(t) = first.filter(|t| now - t > max) {
+                    out.push(crate::core::services::Finding {
+                        rule: "signer.key_age".into(),
+                        object: format!("{} signer {}", m.path, v["id"].as_str().unwrap_or(&k)),
+                        detail: format!(
+                            "signing since {} ({} days), past the rotation schedule of {} days",
+                            crate::core::rfc3339(t),
+                            (now - t) / 86_400,
+                            max / 86_400
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[async_trait::async_trait]
 impl ProvenanceStore for Provenance {
     async fn bundles(&self, mount_path: &str, sha256: &str) -> ApiResult<Vec<Value>> {
