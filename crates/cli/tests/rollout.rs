@@ -14,6 +14,7 @@ mod common;
 use custos_attest::eventlog::{Event, EventLog, EV_POST_CODE, EV_SEPARATOR};
 use custos_attest::soft::SoftTpm;
 use custos_attest::tpm::HashAlg;
+use custos_testkit::soft::SoftManufacturer;
 use custos_testkit::Api;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -100,49 +101,9 @@ fn boot_log(image: &[u8]) -> EventLog {
     }
 }
 
-/// The TPM manufacturer: a CA that certifies each soft TPM's EK.
-struct Manufacturer {
-    pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-impl Manufacturer {
-    fn new() -> Manufacturer {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, "test TPM manufacturer");
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-        let cert = p.self_signed(&key).unwrap();
-        Manufacturer {
-            pem: cert.pem(),
-            issuer: rcgen::Issuer::new(p, key),
-        }
-    }
-
-    fn ek_certificate(&self, t: &SoftTpm) -> Vec<u8> {
-        let spki = rcgen::SubjectPublicKeyInfo::from_der(&t.ek_spki().unwrap()).unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = rcgen::IsCa::ExplicitNoCa;
-        p.key_usages = vec![rcgen::KeyUsagePurpose::KeyEncipherment];
-        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::Other(vec![
-            2, 23, 133, 8, 1,
-        ])];
-        p.signed_by(&spki, &self.issuer).unwrap().der().to_vec()
-    }
-}
-
 fn b64(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
-}
-
-fn unb64(v: &Value) -> Vec<u8> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD
-        .decode(v.as_str().unwrap())
-        .unwrap()
 }
 
 async fn call(api: &Api, root: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
@@ -162,35 +123,8 @@ struct Device {
 }
 
 impl Device {
-    async fn enrol(api: &Api, root: &str, m: &Manufacturer, id: &str) -> Device {
-        let tpm = SoftTpm::new().unwrap();
-        let v = ok(
-            api,
-            root,
-            "PUT",
-            &format!("attest/devices/{id}"),
-            json!({
-                "device_class": CLASS,
-                "ek_public": b64(tpm.ek_public()),
-                "ek_certificate": b64(&m.ek_certificate(&tpm)),
-                "ak_public": b64(tpm.ak_public()),
-            }),
-        )
-        .await;
-        let secret = tpm
-            .activate(
-                &unb64(&v["data"]["credential_blob"]),
-                &unb64(&v["data"]["encrypted_secret"]),
-            )
-            .unwrap();
-        ok(
-            api,
-            root,
-            "PUT",
-            &format!("attest/devices/{id}/activate"),
-            json!({"credential": b64(&secret)}),
-        )
-        .await;
+    async fn enrol(api: &Api, root: &str, m: &SoftManufacturer, id: &str) -> Device {
+        let tpm = m.enrol(api, root, id, CLASS, json!({})).await;
         Device { id: id.into(), tpm }
     }
 
@@ -383,7 +317,7 @@ async fn rollouts_go_in_gated_waves_survive_kill_9_and_a_bad_canary_is_rolled_ba
     sign(dir, api, root, "old.img", "4.0.0", "3");
     let hook_port = free_port();
     let got = receiver(hook_port);
-    let m = Manufacturer::new();
+    let m = SoftManufacturer::new();
     ok(api, root, "POST", "attest/config", json!({
         "manufacturer_ca_pem": m.pem,
         "policy": format!("[[device_classes]]\nname = \"{CLASS}\"\nknown_good = \"{}\"\n", sha(&images["a.img"])),

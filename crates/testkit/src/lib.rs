@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod soft;
 pub mod tpm;
 
 use serde_json::{json, Value};
