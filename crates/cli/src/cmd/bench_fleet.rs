@@ -18,6 +18,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 const DOMAIN: &str = "5gc.mnc001.mcc262.3gppnetwork.org";
+const NRF: &str = "11111111-1111-4111-8111-111111111111";
+const AMF: &str = "9e1f0b7a-6c2d-4b8e-a1f3-2d4c6e8f0a22";
+const SMF: &str = "5b0d6c53-2f39-4d4e-9d2c-1f0a6a9f3c11";
+/// Background access-token requests per second during the verdict-to-quarantine samples.
+const TOKEN_RATE: u64 = 1_000;
 /// Devices with a certificate: the recall and the verdict-to-quarantine samples.
 const WITH_CERTS: usize = 1_200;
 const RECALL: usize = 1_000;
@@ -87,6 +92,35 @@ async fn attest(
     .await
 }
 
+/// A client presenting an SBA certificate for `nf_type`/`id`, trusting `ca`.
+async fn nf_client(
+    c: &Client,
+    ca: &str,
+    sbi: std::net::SocketAddr,
+    nf_type: &str,
+    id: &str,
+) -> CliResult<reqwest::Client> {
+    let v = c
+        .call(
+            "POST",
+            "pki/issue/sba",
+            Some(&json!({"common_name": format!("{}1.{DOMAIN}", nf_type.to_lowercase()), "nf_instance_id": id, "nf_type": nf_type})),
+        )
+        .await?;
+    let pem = format!(
+        "{}\n{}\n",
+        v["data"]["certificate"].as_str().unwrap_or_default(),
+        v["data"]["private_key"].as_str().unwrap_or_default()
+    );
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).map_err(other)?])
+        .identity(reqwest::Identity::from_pem(pem.as_bytes()).map_err(other)?)
+        .resolve(&format!("nrf.{DOMAIN}"), sbi)
+        .http2_prior_knowledge()
+        .build()
+        .map_err(other)
+}
+
 fn pct(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -107,21 +141,25 @@ async fn timed(c: &Client, path: &str, n: usize) -> CliResult<(f64, f64)> {
 
 pub async fn run(a: &BenchArgs) -> CliResult<()> {
     let n = a.devices.max(WITH_CERTS + 100);
-    let dir = tempfile::tempdir().map_err(other)?;
-    let core_config = custos_server::CoreConfig {
-        limits: custos_server::config::Limits {
-            login_rate: 0.0,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().map_err(other)?;
-    let (server, root, _) =
-        custos_server::start_dev_with(dir.path(), addr, None, core_config, Default::default())
-            .await
-            .map_err(other)?;
+    // A server with the NRF's SBI listener: the background load is access-token requests.
+    let tmp = tempfile::tempdir().map_err(other)?;
+    let d = tmp.path().display();
+    std::fs::write(tmp.path().join("unseal.key"), "44".repeat(32)).map_err(other)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(other)?
+        .port();
+    let text = format!(
+        "[storage]\nbackend = \"sqlite\"\npath = \"{d}/custos.db\"\n[listener]\naddress = \"127.0.0.1:0\"\ntls_disable = true\n[seal]\ntype = \"keyfile\"\nkey_file = \"{d}/unseal.key\"\n[sbi]\naddress = \"127.0.0.1:{port}\"\npki_mount = \"pki\"\nrole = \"sba\"\nnf_instance_id = \"{NRF}\"\nfqdn = \"nrf.{DOMAIN}\"\nheartbeat = \"1h\"\n"
+    );
+    let cfg = custos_server::Config::parse(&text).map_err(other)?;
+    let server = custos_server::start(&cfg).await.map_err(other)?;
     let base = format!("http://{}", server.addr);
-    let c = Client::new(&base, Some(root.to_string()), None)?;
+    let init = Client::new(&base, None, None)?
+        .call("PUT", "sys/init", Some(&json!({})))
+        .await?;
+    let root = init["root_token"].as_str().unwrap_or_default().to_string();
+    let c = Client::new(&base, Some(root), None)?;
     for (p, t) in [
         ("provenance", "provenance"),
         ("attest", "attest"),
@@ -130,12 +168,16 @@ pub async fn run(a: &BenchArgs) -> CliResult<()> {
         c.call("PUT", &format!("sys/mounts/{p}"), Some(&json!({"type": t})))
             .await?;
     }
-    c.call(
-        "PUT",
-        "pki/root/generate/internal",
-        Some(&json!({"common_name": "NF CA", "key_type": "ec", "ttl": "8760h"})),
-    )
-    .await?;
+    let ca = c
+        .call(
+            "PUT",
+            "pki/root/generate/internal",
+            Some(&json!({"common_name": "NF CA", "key_type": "ec", "ttl": "8760h"})),
+        )
+        .await?["data"]["certificate"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     c.call(
         "PUT",
         "pki/config/urls",
@@ -237,28 +279,72 @@ pub async fn run(a: &BenchArgs) -> CliResult<()> {
         outln!("{what}: p50 {p50:.2} ms, p99 {p99:.2} ms (200 requests, {n} devices)");
     }
 
-    // The verdict-to-quarantine path under a background load of TRUSTED attestations.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load_done = Arc::new(AtomicU64::new(0));
-    let mut bg = Vec::new();
+    // The verdict-to-quarantine path under a background load of access-token requests.
     let samples: Vec<Device> = kept.drain(RECALL..).collect();
-    let mut loaders: Vec<Device> = Vec::new();
-    for i in 0..4 {
-        loaders.push(enrol(&c, &m, n + i).await?);
+    let sbi: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().map_err(other)?;
+    let url = |p: &str| format!("https://nrf.{DOMAIN}:{port}{p}");
+    let smf = nf_client(&c, &ca, sbi, "SMF", SMF).await?;
+    let smf_profile = json!({"nfInstanceId": SMF, "nfType": "SMF", "nfStatus": "REGISTERED", "fqdn": format!("smf1.{DOMAIN}"),
+        "nfServices": [{"serviceInstanceId": "1", "serviceName": "nsmf-pdusession", "versions": [{"apiVersionInUri": "v1", "apiFullVersion": "1.0.0"}], "scheme": "https", "nfServiceStatus": "REGISTERED"}]});
+    let mut up = false;
+    for _ in 0..100 {
+        if let Ok(r) = smf
+            .put(url(&format!("/nnrf-nfm/v1/nf-instances/{SMF}")))
+            .json(&smf_profile)
+            .send()
+            .await
+        {
+            up = r.status().is_success();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    if !up {
+        return Err(other("the SBI listener did not come up"));
+    }
+    let amf = nf_client(&c, &ca, sbi, "AMF", AMF).await?;
+    amf.put(url(&format!("/nnrf-nfm/v1/nf-instances/{AMF}")))
+        .json(&json!({"nfInstanceId": AMF, "nfType": "AMF", "nfStatus": "REGISTERED", "ipv4Addresses": ["10.0.0.1"]}))
+        .send()
+        .await
+        .map_err(other)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tok_ok, tok_fail) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let form = format!(
+        "grant_type=client_credentials&nfInstanceId={AMF}&nfType=AMF&targetNfType=SMF&scope=nsmf-pdusession"
+    );
     let t_load = Instant::now();
-    for mut d in loaders {
-        let (c, stop, done, good, good_b64) = (
-            c.clone(),
+    let mut bg = Vec::new();
+    for k in 0..4u32 {
+        let (amf, stop, okc, failc, form, u) = (
+            amf.clone(),
             stop.clone(),
-            load_done.clone(),
-            good.clone(),
-            good_b64.clone(),
+            tok_ok.clone(),
+            tok_fail.clone(),
+            form.clone(),
+            url("/oauth2/token"),
         );
         bg.push(tokio::spawn(async move {
+            // Paced: TOKEN_RATE / 4 per task, on a fixed schedule.
+            let every = std::time::Duration::from_micros(4_000_000 / TOKEN_RATE);
+            let mut next = tokio::time::Instant::now() + every * k / 4;
             while !stop.load(Ordering::Relaxed) {
-                if attest(&c, &mut d, &good_b64, &good).await.is_ok() {
-                    done.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep_until(next).await;
+                next += every;
+                let ok = match amf
+                    .post(&u)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(form.clone())
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.status().is_success(),
+                    Err(_) => false,
+                };
+                if ok {
+                    okc.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failc.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }));
@@ -277,12 +363,13 @@ pub async fn run(a: &BenchArgs) -> CliResult<()> {
     for t in bg {
         let _ = t.await;
     }
-    let load_rate = load_done.load(Ordering::Relaxed) as f64 / t_load.elapsed().as_secs_f64();
+    let load_rate = tok_ok.load(Ordering::Relaxed) as f64 / t_load.elapsed().as_secs_f64();
     outln!(
-        "verdict to quarantine (hold in place, {revoked} certificates revoked, answered after both): p50 {:.1} ms, p99 {:.1} ms over {} devices, under {load_rate:.0} TRUSTED attestations/s of background load",
+        "verdict to quarantine (hold in place, so the NRF refuses; {revoked} certificates revoked; answered after both): p50 {:.1} ms, p99 {:.1} ms over {} devices, under {load_rate:.0} access-token requests/s of background load ({} failed)",
         pct(&mut ms, 0.5),
         pct(&mut ms, 0.99),
-        ms.len()
+        ms.len(),
+        tok_fail.load(Ordering::Relaxed)
     );
 
     // A recall.
@@ -313,6 +400,6 @@ pub async fn run(a: &BenchArgs) -> CliResult<()> {
         crl.len(),
         crl_t.elapsed().as_secs_f64() * 1000.0
     );
-    drop(server);
+    server.task.abort();
     Ok(())
 }
