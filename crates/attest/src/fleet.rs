@@ -187,10 +187,58 @@ pub mod rule {
     pub const NO_PROVENANCE: &str = "image.no_provenance";
 }
 
-/// The fleet: every device's summary, by ID.
+/// The fleet: every device's summary, by ID, and running tallies for counts.
 #[derive(Debug, Default)]
 pub struct Fleet {
     devices: BTreeMap<String, Entry>,
+    tally: Tally,
+}
+
+/// Counts kept up to date by every change, so that counting does not scan the fleet. Only
+/// STALE depends on the clock: TRUSTED devices are tallied by when they last attested
+/// TRUSTED, and those older than the class's interval are counted STALE at read time.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Devices by (class, state) for the states that do not depend on the clock.
+    fixed: HashMap<(String, State), usize>,
+    /// TRUSTED-verdict devices by class, then last TRUSTED time (`i64::MAX`: unknown).
+    trusted: HashMap<String, BTreeMap<i64, usize>>,
+    /// Devices by (class, version).
+    versions: HashMap<(String, String), usize>,
+}
+
+fn bump<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: K, add: bool) {
+    if add {
+        *m.entry(k).or_default() += 1;
+    } else if let std::collections::hash_map::Entry::Occupied(mut o) = m.entry(k) {
+        *o.get_mut() -= 1;
+        if *o.get() == 0 {
+            o.remove();
+        }
+    }
+}
+
+impl Tally {
+    fn apply(&mut self, e: &Entry, add: bool) {
+        // The state with no clock: TRUSTED here may be STALE at read time.
+        let st = e.state(i64::MIN / 2, None);
+        if st == State::Trusted {
+            let m = self.trusted.entry(e.class.clone()).or_default();
+            let k = e.last_trusted_at.unwrap_or(i64::MAX);
+            if add {
+                *m.entry(k).or_default() += 1;
+            } else if let Some(n) = m.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&k);
+                }
+            }
+        } else {
+            bump(&mut self.fixed, (e.class.clone(), st), add);
+        }
+        let v = e.version().unwrap_or("unknown").to_string();
+        bump(&mut self.versions, (e.class.clone(), v), add);
+    }
 }
 
 impl Fleet {
@@ -201,12 +249,17 @@ impl Fleet {
 
     /// Adds or replaces a device.
     pub fn upsert(&mut self, e: Entry) {
-        self.devices.insert(e.id.clone(), e);
+        self.tally.apply(&e, true);
+        if let Some(old) = self.devices.insert(e.id.clone(), e) {
+            self.tally.apply(&old, false);
+        }
     }
 
     /// Removes a device.
     pub fn remove(&mut self, id: &str) {
-        self.devices.remove(id);
+        if let Some(old) = self.devices.remove(id) {
+            self.tally.apply(&old, false);
+        }
     }
 
     /// A device.
@@ -273,7 +326,8 @@ impl Fleet {
         Page { devices: out, next }
     }
 
-    /// Counts by state and by (class, version) at `now`.
+    /// Counts by state and by (class, version) at `now`, from the running tallies: the
+    /// cost grows with the classes and versions, not the devices.
     pub fn counts(&self, policy: &Policy, now: i64) -> Counts {
         let intervals = Intervals::of(policy);
         let mut c = Counts {
@@ -283,28 +337,37 @@ impl Fleet {
         for s in State::ALL {
             c.by_state.insert(s, 0);
         }
-        // Tallied by borrowed keys (no allocation per device), then named.
-        let mut by_cs: HashMap<(&str, State), usize> = HashMap::new();
-        let mut by_cv: HashMap<(&str, &str), usize> = HashMap::new();
-        for e in self.devices.values() {
-            let st = e.state(now, intervals.get(&e.class));
-            *c.by_state.entry(st).or_default() += 1;
-            *by_cs.entry((e.class.as_str(), st)).or_default() += 1;
-            *by_cv
-                .entry((e.class.as_str(), e.version().unwrap_or("unknown")))
-                .or_default() += 1;
-        }
-        for ((class, st), n) in by_cs {
-            c.by_class_state
+        let mut add = |class: &str, st: State, n: usize| {
+            if n == 0 {
+                return;
+            }
+            *c.by_state.entry(st).or_default() += n;
+            *c.by_class_state
                 .entry(class.to_string())
                 .or_default()
-                .insert(st, n);
+                .entry(st)
+                .or_default() += n;
+        };
+        for ((class, st), n) in &self.tally.fixed {
+            add(class, *st, *n);
         }
-        for ((class, v), n) in by_cv {
+        for (class, times) in &self.tally.trusted {
+            let all: usize = times.values().sum();
+            let stale: usize = match intervals.get(class) {
+                Some(i) => times
+                    .range(..now.saturating_sub(i as i64))
+                    .map(|(_, n)| n)
+                    .sum(),
+                None => 0,
+            };
+            add(class, State::Stale, stale);
+            add(class, State::Trusted, all - stale);
+        }
+        for ((class, v), n) in &self.tally.versions {
             c.by_class_version
-                .entry(class.to_string())
+                .entry(class.clone())
                 .or_default()
-                .insert(v.to_string(), n);
+                .insert(v.clone(), *n);
         }
         c
     }
@@ -508,5 +571,46 @@ known_good = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
         assert_eq!(c.by_state[&State::Trusted], 20);
         // Ten minutes and a second later every TRUSTED device is STALE.
         assert_eq!(f.counts(&p, 1000 + 601).by_state[&State::Stale], 20);
+    }
+
+    /// The running tallies agree with a scan of the devices after replacements and
+    /// removals, at any time.
+    #[test]
+    fn counts_from_tallies_equal_a_full_scan() {
+        let p = policy();
+        let mut f = Fleet::new();
+        for i in 0..300i64 {
+            let mut d = dev(&format!("d{:03}", i % 120), &"a".repeat(64), "provenance");
+            d.last_trusted_at = Some(i * 10);
+            d.verdict = match i % 7 {
+                0 => Some(false),
+                1 => None,
+                _ => Some(true),
+            };
+            if i % 11 == 0 {
+                d.quarantine = Some("x".into());
+            }
+            if i % 13 == 0 {
+                d.measured.as_mut().unwrap().version = Some("2".into());
+            }
+            f.upsert(d);
+            if i % 17 == 0 {
+                f.remove(&format!("d{:03}", (i * 7) % 120));
+            }
+        }
+        for now in [0, 1000, 2500, 3100, 10_000] {
+            let c = f.counts(&p, now);
+            let mut want: BTreeMap<State, usize> = State::ALL.iter().map(|s| (*s, 0)).collect();
+            let mut versions: BTreeMap<String, usize> = BTreeMap::new();
+            for e in f.iter() {
+                *want.entry(e.state(now, Some(600))).or_default() += 1;
+                *versions
+                    .entry(e.version().unwrap_or("unknown").into())
+                    .or_default() += 1;
+            }
+            assert_eq!(c.by_state, want, "at {now}");
+            assert_eq!(c.by_class_version["du"], versions);
+            assert_eq!(c.total, f.len());
+        }
     }
 }

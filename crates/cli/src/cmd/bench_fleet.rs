@@ -252,6 +252,14 @@ pub async fn run(a: &BenchArgs) -> CliResult<()> {
         n as f64 / setup
     );
 
+    // The machine's limits, in the same run: an empty request (sys/health) over the same
+    // client, and the fsync rate of the storage directory (what recalls and quarantines wait on).
+    let (h50, h99) = timed(&c, "sys/health", 200).await?;
+    let tmp_path = tmp.path().to_path_buf();
+    let fsync = tokio::task::spawn_blocking(move || super::bench::fsync_rate(&tmp_path, 2.0))
+        .await
+        .map_err(other)??;
+    outln!("machine: sys/health p50 {h50:.2} ms, p99 {h99:.2} ms (one client); fsync {fsync:.0}/s in the storage directory");
     // Fleet reads.
     for (what, path) in [
         (

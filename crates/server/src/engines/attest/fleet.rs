@@ -106,6 +106,12 @@ impl AttestEngine {
         view: &View,
         f: impl FnOnce(&Fleet) -> T,
     ) -> ApiResult<T> {
+        // Readers share the lock; only a load or a change takes it alone.
+        if let Ok(m) = self.fleets.read() {
+            if let Some(Slot::Ready(fl)) = m.get(&mount.uuid) {
+                return Ok(f(fl));
+            }
+        }
         loop {
             let start = {
                 let mut m = self
