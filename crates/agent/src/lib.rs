@@ -25,6 +25,7 @@ pub mod attest;
 #[cfg(feature = "tpm")]
 mod attestation;
 pub mod config;
+mod metrics;
 pub mod render;
 mod revocation;
 mod runtime;

@@ -1,12 +1,13 @@
 //! The running agent: one login task, one task per certificate block, a health endpoint.
 
 use crate::config::{AgentConfig, AuthMethod, CertConfig, Operation};
+use crate::metrics::BlockMetrics;
+pub use crate::metrics::Metrics;
 use crate::render::{self, Material};
 use crate::schedule::{random_unit, stagger_slot, Backoff, Plan};
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -25,124 +26,6 @@ pub enum AgentError {
     /// `exit_after_render`: a certificate could not be rendered.
     #[error("{0}")]
     NotRendered(String),
-}
-
-/// Counters and gauges, exported at `/metrics`.
-#[derive(Default)]
-pub struct Metrics {
-    /// Per block: (expiry unix time, renewals, failures, reload failures).
-    blocks: BTreeMap<String, BlockMetrics>,
-    logins: AtomicU64,
-    login_failures: AtomicU64,
-    /// `[attest]` is configured.
-    attest_enabled: bool,
-    /// Attestation rounds that got a verdict.
-    pub(crate) attestations: AtomicU64,
-    /// Attestation rounds that failed (Custos unreachable, the TPM, a refusal).
-    pub(crate) attestation_failures: AtomicU64,
-    /// The last verdict's status, or the last round's error.
-    pub(crate) attest_status: std::sync::Mutex<Option<String>>,
-}
-
-#[derive(Default)]
-struct BlockMetrics {
-    not_after: AtomicI64,
-    renewals: AtomicU64,
-    failures: AtomicU64,
-    reload_failures: AtomicU64,
-    /// Why the last attempt failed (`None` after a success), for `/healthz`.
-    last_error: std::sync::Mutex<Option<String>>,
-}
-
-impl Metrics {
-    fn block(&self, name: &str) -> &BlockMetrics {
-        static EMPTY: std::sync::OnceLock<BlockMetrics> = std::sync::OnceLock::new();
-        self.blocks
-            .get(name)
-            .unwrap_or_else(|| EMPTY.get_or_init(BlockMetrics::default))
-    }
-
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        let mut family = |name: &str, kind: &str, help: &str, f: &dyn Fn(&BlockMetrics) -> i64| {
-            s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-            for (b, m) in &self.blocks {
-                s.push_str(&format!("{name}{{certificate=\"{b}\"}} {}\n", f(m)));
-            }
-        };
-        family(
-            "custos_agent_certificate_expiry_timestamp_seconds",
-            "gauge",
-            "NotAfter of the certificate in place (0: none yet).",
-            &|m| m.not_after.load(Relaxed),
-        );
-        family(
-            "custos_agent_renewals_total",
-            "counter",
-            "Certificates obtained and rendered.",
-            &|m| m.renewals.load(Relaxed) as i64,
-        );
-        family(
-            "custos_agent_renewal_failures_total",
-            "counter",
-            "Failed attempts to obtain a certificate.",
-            &|m| m.failures.load(Relaxed) as i64,
-        );
-        family(
-            "custos_agent_reload_failures_total",
-            "counter",
-            "Reload commands that failed or timed out.",
-            &|m| m.reload_failures.load(Relaxed) as i64,
-        );
-        s.push_str(&format!(
-            "# TYPE custos_agent_logins_total counter\ncustos_agent_logins_total {}\n# TYPE custos_agent_login_failures_total counter\ncustos_agent_login_failures_total {}\n",
-            self.logins.load(Relaxed),
-            self.login_failures.load(Relaxed)
-        ));
-        if self.attest_enabled {
-            let trusted = self
-                .attest_status
-                .lock()
-                .ok()
-                .and_then(|s| s.clone())
-                .is_some_and(|s| s == "TRUSTED");
-            s.push_str(&format!(
-                "# TYPE custos_agent_attestations_total counter\ncustos_agent_attestations_total {}\n# TYPE custos_agent_attestation_failures_total counter\ncustos_agent_attestation_failures_total {}\n# HELP custos_agent_attested_trusted 1 when the last verdict was TRUSTED.\n# TYPE custos_agent_attested_trusted gauge\ncustos_agent_attested_trusted {}\n",
-                self.attestations.load(Relaxed),
-                self.attestation_failures.load(Relaxed),
-                u8::from(trusted)
-            ));
-        }
-        s
-    }
-
-    /// True when every block has a certificate that has not expired.
-    fn healthy(&self, now: i64) -> bool {
-        self.blocks
-            .values()
-            .all(|m| m.not_after.load(Relaxed) > now)
-    }
-
-    /// One line per block that is missing its certificate or failing to renew, with why.
-    fn problems(&self, now: i64) -> Vec<String> {
-        let mut out = Vec::new();
-        for (name, m) in &self.blocks {
-            let err = m.last_error.lock().ok().and_then(|e| e.clone());
-            let state = match m.not_after.load(Relaxed) {
-                0 => "missing",
-                t if t <= now => "expired",
-                _ if err.is_some() => "renewal failing",
-                _ => continue,
-            };
-            out.push(match err {
-                Some(e) => format!("certificate {name}: {state}: {e}"),
-                None => format!("certificate {name}: {state}"),
-            });
-        }
-        out.sort();
-        out
-    }
 }
 
 fn now_unix() -> i64 {

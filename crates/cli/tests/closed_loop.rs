@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::free_port;
+
 use common::{sign_args, CLASS};
 use custos_testkit::tpm::{boot, Manufacturer, Tpm};
 use custos_testkit::{config_server, ok, sba_pki, Api, SBA_DOMAIN as DOMAIN};
@@ -27,28 +29,8 @@ const GOOD: &str = "9e1f0b7a-6c2d-4b8e-a1f3-2d4c6e8f0a22"; // an AMF on du-good
 const BAD: &str = "5b0d6c53-2f39-4d4e-9d2c-1f0a6a9f3c11"; // an SMF on du-bad
 const UDM: &str = "0f7c6b9e-1d2a-4e3b-8c4d-5e6f7a8b9c0d"; // a producer on no device
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn custos(dir: &Path, api: &Api, token: &str, args: &[&str]) -> String {
-    let o = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env("CUSTOS_ADDR", &api.base)
-        .env("CUSTOS_TOKEN", token)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).to_string()
+    common::custos_ok(BIN, dir, &api.base, token, args)
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {

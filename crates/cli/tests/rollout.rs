@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::free_port;
+
 use custos_attest::eventlog::{Event, EventLog, EV_POST_CODE, EV_SEPARATOR};
 use custos_attest::soft::SoftTpm;
 use custos_attest::tpm::HashAlg;
@@ -25,14 +27,6 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_custos");
 const CLASS: &str = common::CLASS;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Srv(Child);
 
@@ -63,19 +57,7 @@ async fn start(cfg: &Path, api: &Api) -> Srv {
 }
 
 fn custos(dir: &Path, api: &Api, token: &str, args: &[&str]) -> String {
-    let o = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env("CUSTOS_ADDR", &api.base)
-        .env("CUSTOS_TOKEN", token)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).to_string()
+    common::custos_ok(BIN, dir, &api.base, token, args)
 }
 
 fn sha(b: &[u8]) -> String {

@@ -107,3 +107,30 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `custos args…` in `dir` against `base` with `token`; panics with its stderr on
+/// failure; answers its stdout.
+pub fn custos_ok(bin: &str, dir: &Path, base: &str, token: &str, args: &[&str]) -> String {
+    let o = std::process::Command::new(bin)
+        .args(args)
+        .current_dir(dir)
+        .env("CUSTOS_ADDR", base)
+        .env("CUSTOS_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
