@@ -10,6 +10,7 @@
 
 use super::bench::BenchArgs;
 use super::bench_attest::{b64, boot_log, other, release, Manufacturer, CLASS};
+use super::bench_nrf::{nf_client, AMF, DOMAIN, NRF, SMF};
 use crate::client::{CliResult, Client};
 use custos_attest::soft::SoftTpm;
 use serde_json::{json, Value};
@@ -17,10 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-const DOMAIN: &str = "5gc.mnc001.mcc262.3gppnetwork.org";
-const NRF: &str = "11111111-1111-4111-8111-111111111111";
-const AMF: &str = "9e1f0b7a-6c2d-4b8e-a1f3-2d4c6e8f0a22";
-const SMF: &str = "5b0d6c53-2f39-4d4e-9d2c-1f0a6a9f3c11";
 /// Background access-token requests per second during the verdict-to-quarantine samples.
 const TOKEN_RATE: u64 = 1_000;
 /// Devices with a certificate: the recall and the verdict-to-quarantine samples.
@@ -90,35 +87,6 @@ async fn attest(
         Some(&json!({"quote": b64(&q), "signature": b64(&s), "event_log": log_b64})),
     )
     .await
-}
-
-/// A client presenting an SBA certificate for `nf_type`/`id`, trusting `ca`.
-async fn nf_client(
-    c: &Client,
-    ca: &str,
-    sbi: std::net::SocketAddr,
-    nf_type: &str,
-    id: &str,
-) -> CliResult<reqwest::Client> {
-    let v = c
-        .call(
-            "POST",
-            "pki/issue/sba",
-            Some(&json!({"common_name": format!("{}1.{DOMAIN}", nf_type.to_lowercase()), "nf_instance_id": id, "nf_type": nf_type})),
-        )
-        .await?;
-    let pem = format!(
-        "{}\n{}\n",
-        v["data"]["certificate"].as_str().unwrap_or_default(),
-        v["data"]["private_key"].as_str().unwrap_or_default()
-    );
-    reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).map_err(other)?])
-        .identity(reqwest::Identity::from_pem(pem.as_bytes()).map_err(other)?)
-        .resolve(&format!("nrf.{DOMAIN}"), sbi)
-        .http2_prior_knowledge()
-        .build()
-        .map_err(other)
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {

@@ -8,10 +8,10 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const DOMAIN: &str = "5gc.mnc001.mcc262.3gppnetwork.org";
-const NRF: &str = "11111111-1111-4111-8111-111111111111";
-const AMF: &str = "9e1f0b7a-6c2d-4b8e-a1f3-2d4c6e8f0a22";
-const SMF: &str = "5b0d6c53-2f39-4d4e-9d2c-1f0a6a9f3c11";
+pub(super) const DOMAIN: &str = "5gc.mnc001.mcc262.3gppnetwork.org";
+pub(super) const NRF: &str = "11111111-1111-4111-8111-111111111111";
+pub(super) const AMF: &str = "9e1f0b7a-6c2d-4b8e-a1f3-2d4c6e8f0a22";
+pub(super) const SMF: &str = "5b0d6c53-2f39-4d4e-9d2c-1f0a6a9f3c11";
 
 fn other(e: impl std::fmt::Display) -> CliError {
     CliError::Other(e.to_string())
@@ -25,7 +25,7 @@ fn free_port() -> CliResult<u16> {
 }
 
 /// A client presenting an SBA certificate for `nf_type`/`id`, trusting `ca`.
-async fn nf_client(
+pub(super) async fn nf_client(
     mgmt: &Client,
     ca: &str,
     sbi: std::net::SocketAddr,
