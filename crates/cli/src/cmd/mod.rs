@@ -122,7 +122,8 @@ pub enum Command {
     #[command(subcommand)]
     Attest(attest::AttestCmd),
     /// The fleet's trust state and the closed loop: list, counts, outliers, quarantine,
-    /// release, recall, attestation on demand, signer alerts, the webhook outbox.
+    /// release, recall, attestation on demand, signer alerts, the webhook outbox, rollouts
+    /// and the posture report.
     #[command(subcommand)]
     Fleet(fleet::FleetCmd),
     /// A transparency-log witness: cosign checkpoints, refuse split views.
