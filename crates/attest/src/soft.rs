@@ -35,10 +35,11 @@ pub struct SoftTpm {
     pub reset_count: u32,
 }
 
-/// `TPMT_PUBLIC` of an RSA-2048 storage key (an EK from the default template's shape).
-pub fn ek_public_area(modulus: &[u8]) -> Vec<u8> {
+/// The part of an EK's `TPMT_PUBLIC` both templates share: the type, SHA-256 names, the
+/// attributes and auth policy of the TCG EK templates, and AES-128-CFB as its symmetric.
+fn ek_head(key_type: u16) -> Writer {
     let mut w = Writer::default();
-    w.u16(0x0001);
+    w.u16(key_type);
     w.u16(HashAlg::Sha256.id());
     w.u32(
         attrs::FIXED_TPM
@@ -56,6 +57,12 @@ pub fn ek_public_area(modulus: &[u8]) -> Vec<u8> {
     w.u16(0x0006);
     w.u16(128);
     w.u16(0x0043);
+    w
+}
+
+/// `TPMT_PUBLIC` of an RSA-2048 storage key (an EK from the default template's shape).
+pub fn ek_public_area(modulus: &[u8]) -> Vec<u8> {
+    let mut w = ek_head(0x0001);
     w.u16(0x0010);
     w.u16(2048);
     w.u32(0);
@@ -65,25 +72,7 @@ pub fn ek_public_area(modulus: &[u8]) -> Vec<u8> {
 
 /// `TPMT_PUBLIC` of an ECC P-256 storage key (an EK of the ECC template's shape).
 pub fn ecc_ek_public_area(x: &[u8], y: &[u8]) -> Vec<u8> {
-    let mut w = Writer::default();
-    w.u16(0x0023);
-    w.u16(HashAlg::Sha256.id());
-    w.u32(
-        attrs::FIXED_TPM
-            | attrs::FIXED_PARENT
-            | attrs::SENSITIVE_DATA_ORIGIN
-            | 1 << 7
-            | attrs::RESTRICTED
-            | attrs::DECRYPT,
-    );
-    w.tpm2b(&[
-        0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc, 0x8d, 0x46, 0xa5, 0xd7,
-        0x24, 0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52, 0x0b, 0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14,
-        0x69, 0xaa,
-    ]);
-    w.u16(0x0006);
-    w.u16(128);
-    w.u16(0x0043);
+    let mut w = ek_head(0x0023);
     w.u16(0x0010);
     w.u16(0x0003);
     w.u16(0x0010);

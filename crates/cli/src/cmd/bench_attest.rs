@@ -195,9 +195,10 @@ pub(super) fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-struct Device {
-    id: String,
-    tpm: SoftTpm,
+/// A benchmark device: an in-memory TPM enrolled in the attestation mount.
+pub(super) struct Device {
+    pub(super) id: String,
+    pub(super) tpm: SoftTpm,
 }
 
 async fn enrol(c: &Client, m: &Manufacturer, i: usize) -> CliResult<Device> {
@@ -205,18 +206,29 @@ async fn enrol(c: &Client, m: &Manufacturer, i: usize) -> CliResult<Device> {
         .await
         .map_err(other)?
         .map_err(other)?;
-    let id = format!("bench-{i:05}");
+    enrol_tpm(c, m, tpm, format!("bench-{i:05}"), json!({})).await
+}
+
+/// Enrols `tpm` as device `id` of the bench class (with `extra` enrolment fields) and
+/// activates it.
+pub(super) async fn enrol_tpm(
+    c: &Client,
+    m: &Manufacturer,
+    tpm: SoftTpm,
+    id: String,
+    extra: Value,
+) -> CliResult<Device> {
+    let mut body = json!({
+        "device_class": CLASS,
+        "ek_public": b64(tpm.ek_public()),
+        "ek_certificate": b64(&m.ek_certificate(&tpm)?),
+        "ak_public": b64(tpm.ak_public()),
+    });
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        body[k] = v;
+    }
     let v = c
-        .call(
-            "PUT",
-            &format!("attest/devices/{id}"),
-            Some(&json!({
-                "device_class": CLASS,
-                "ek_public": b64(tpm.ek_public()),
-                "ek_certificate": b64(&m.ek_certificate(&tpm)?),
-                "ak_public": b64(tpm.ak_public()),
-            })),
-        )
+        .call("PUT", &format!("attest/devices/{id}"), Some(&body))
         .await?;
     let field = |k: &str| {
         base64::engine::general_purpose::STANDARD

@@ -9,7 +9,7 @@
 //! * a recall of 1,000 devices, each with a certificate to revoke.
 
 use super::bench::BenchArgs;
-use super::bench_attest::{b64, boot_log, other, release, Manufacturer, CLASS};
+use super::bench_attest::{b64, boot_log, enrol_tpm, other, release, Device, Manufacturer, CLASS};
 use super::bench_nrf::{nf_client, AMF, DOMAIN, NRF, SMF};
 use crate::client::{CliResult, Client};
 use custos_attest::soft::SoftTpm;
@@ -24,46 +24,19 @@ const TOKEN_RATE: u64 = 1_000;
 const WITH_CERTS: usize = 1_200;
 const RECALL: usize = 1_000;
 
-struct Device {
-    id: String,
-    tpm: SoftTpm,
-}
-
 fn nf_id(i: usize) -> String {
     format!("00000000-0000-4000-8000-{i:012}")
 }
 
+/// Enrols device `i` with a fresh ECC-EK soft TPM (the first WITH_CERTS with an NF ID).
 async fn enrol(c: &Client, m: &Manufacturer, i: usize) -> CliResult<Device> {
     let tpm = SoftTpm::new_ecc().map_err(other)?;
-    let id = format!("du-{i:06}");
-    let mut body = json!({
-        "device_class": CLASS,
-        "ek_public": b64(tpm.ek_public()),
-        "ek_certificate": b64(&m.ek_certificate(&tpm)?),
-        "ak_public": b64(tpm.ak_public()),
-    });
-    if i < WITH_CERTS {
-        body["nf_instance_ids"] = json!([nf_id(i)]);
-    }
-    let v = c
-        .call("PUT", &format!("attest/devices/{id}"), Some(&body))
-        .await?;
-    let field = |k: &str| {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .decode(v["data"][k].as_str().unwrap_or_default())
-            .map_err(other)
+    let extra = if i < WITH_CERTS {
+        json!({"nf_instance_ids": [nf_id(i)]})
+    } else {
+        json!({})
     };
-    let secret = tpm
-        .activate(&field("credential_blob")?, &field("encrypted_secret")?)
-        .map_err(other)?;
-    c.call(
-        "PUT",
-        &format!("attest/devices/{id}/activate"),
-        Some(&json!({"credential": b64(&secret)})),
-    )
-    .await?;
-    Ok(Device { id, tpm })
+    enrol_tpm(c, m, tpm, format!("du-{i:06}"), extra).await
 }
 
 async fn attest(
