@@ -5,6 +5,8 @@
 //!   2.1.3.2 and 2.1.4.2).
 //! - [`tile`]: C2SP tlog-tiles: the `x001/x234/067` index encoding, tile and entry-bundle
 //!   paths, tile contents, and entry bundles.
+//! - [`edge`]: the tree as C2SP hash tiles: the right edge in memory (what appending and
+//!   the root need), full tiles in storage, and which tiles a proof needs.
 //! - [`note`]: C2SP signed-note: parsing, Ed25519 signing and verification, key IDs, and
 //!   verifier keys (`name+hash+base64`).
 //! - [`checkpoint`]: C2SP tlog-checkpoint bodies.
@@ -19,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
+pub mod edge;
 pub mod entry;
 pub mod merkle;
 pub mod monitor;
