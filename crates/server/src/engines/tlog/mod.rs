@@ -6,7 +6,9 @@
 //! The log is part of the trusted base: its storage view is the barrier's root (it keeps its
 //! key at `core/tlog-key` and its tiles under `sys/tlog/`). See [`log`] for sequencing.
 
+mod cosign;
 mod log;
+mod store;
 
 use crate::config::TlogWitness;
 use crate::core::engine::{Ctx, Engine, PathSpec, Sys};
@@ -19,7 +21,7 @@ use custos_tlog::merkle::Hash;
 use custos_tlog::receipt::{encode_hashes, Receipt};
 use custos_tlog::tile::{TileId, WIDTH};
 use log::Log;
-pub use log::MAX_BATCH;
+pub use log::{OpenStats, MAX_BATCH};
 use serde_json::json;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -83,8 +85,19 @@ impl TlogEngine {
     }
 
     /// An inclusion proof from the published tree (in-process harnesses).
-    pub fn inclusion(&self, index: u64, size: u64) -> ApiResult<Vec<Hash>> {
-        self.log()?.inclusion(index, size)
+    pub async fn inclusion(&self, index: u64, size: u64) -> ApiResult<Vec<Hash>> {
+        self.log()?.inclusion(index, size).await
+    }
+
+    /// A consistency proof between published sizes (in-process harnesses).
+    pub async fn consistency(&self, old: u64, new: u64) -> ApiResult<Vec<Hash>> {
+        self.log()?.consistency(old, new).await
+    }
+
+    /// Storage reads by the log since it was opened (at the last unseal), and what opening
+    /// it cost.
+    pub fn reads(&self) -> ApiResult<(u64, OpenStats)> {
+        Ok(self.log()?.reads())
     }
 }
 
@@ -151,6 +164,28 @@ impl Engine for TlogEngine {
         Ok(())
     }
 
+    /// The log's size and what opening it cost (start-up must not grow with the log).
+    fn metrics(&self) -> String {
+        let Ok(log) = self.log() else {
+            return String::new();
+        };
+        let (reads, o) = log.reads();
+        let size = log.head().map(|h| h.size).unwrap_or(0);
+        format!(
+            "# HELP custos_tlog_size Entries in the transparency log (published checkpoint).\n\
+             # TYPE custos_tlog_size gauge\ncustos_tlog_size {size}\n\
+             # HELP custos_tlog_open_reads Storage reads the log made when it was last opened.\n\
+             # TYPE custos_tlog_open_reads gauge\ncustos_tlog_open_reads {}\n\
+             # HELP custos_tlog_open_seconds Time the log took to open at the last unseal.\n\
+             # TYPE custos_tlog_open_seconds gauge\ncustos_tlog_open_seconds {:.6}\n\
+             # HELP custos_tlog_open_converted_leaves Leaves rehashed at the last unseal to store an older log's tiles.\n\
+             # TYPE custos_tlog_open_converted_leaves gauge\ncustos_tlog_open_converted_leaves {}\n\
+             # HELP custos_tlog_storage_reads_total Storage reads by the log (tiles and bundles beyond its caches) since it opened.\n\
+             # TYPE custos_tlog_storage_reads_total counter\ncustos_tlog_storage_reads_total {reads}\n",
+            o.reads, o.seconds, o.converted
+        )
+    }
+
     /// Logs the chain head of every audit device that wrote since the last tick.
     async fn periodic(&self, sys: &Sys) -> ApiResult<()> {
         self.log()?.log_audit_heads(sys).await?;
@@ -213,7 +248,7 @@ async fn handle(log: &Log, sub: &str, req: &Request) -> ApiResult<Response> {
             let head = log.head()?;
             let index = u64_field(req, "index")?.ok_or_else(|| ApiError::bad("index: required"))?;
             let size = u64_field(req, "size")?.unwrap_or(head.size);
-            let proof = log.inclusion(index, size)?;
+            let proof = log.inclusion(index, size).await?;
             Ok(Response::data(json!({
                 "index": index,
                 "size": size,
@@ -224,7 +259,7 @@ async fn handle(log: &Log, sub: &str, req: &Request) -> ApiResult<Response> {
             let head = log.head()?;
             let old = u64_field(req, "old")?.ok_or_else(|| ApiError::bad("old: required"))?;
             let new = u64_field(req, "new")?.unwrap_or(head.size);
-            let proof = log.consistency(old, new)?;
+            let proof = log.consistency(old, new).await?;
             Ok(Response::data(json!({
                 "old": old,
                 "new": new,
