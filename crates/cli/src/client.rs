@@ -154,15 +154,14 @@ impl Client {
     /// GETs a raw body (tiles, checkpoints) of at most `limit` bytes; `None` for 404.
     pub async fn get_bytes(&self, path: &str, limit: usize) -> CliResult<Option<Vec<u8>>> {
         let url = format!("{}/v1/{}", self.addr, path.trim_start_matches('/'));
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| CliError::Transport {
-                url: url.clone(),
-                source,
-            })?;
+        let mut rb = self.http.get(&url);
+        if let Some(t) = &self.token {
+            rb = rb.header("X-Vault-Token", t);
+        }
+        let resp = rb.send().await.map_err(|source| CliError::Transport {
+            url: url.clone(),
+            source,
+        })?;
         let status = resp.status().as_u16();
         if status == 404 {
             return Ok(None);

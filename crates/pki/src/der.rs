@@ -2,7 +2,7 @@
 //! (critical SAN with a non-empty subject, nfTypes, AIA), and a reader for nfTypes.
 
 /// Encodes a length.
-fn len(n: usize, out: &mut Vec<u8>) {
+pub(crate) fn len(n: usize, out: &mut Vec<u8>) {
     if n < 0x80 {
         out.push(n as u8);
     } else {

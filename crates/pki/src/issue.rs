@@ -6,9 +6,9 @@ use crate::role::{KeyType, Profile};
 use crate::sba::NF_TYPES_OID;
 use crate::PkiError;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint,
-    CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyIdMethod,
-    KeyPair, KeyUsagePurpose, PublicKeyData, RevokedCertParams, SerialNumber,
+    BasicConstraints, CertificateParams, CrlDistributionPoint, CustomExtension, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData,
+    SerialNumber,
 };
 
 fn ts(unix: i64) -> Result<time::OffsetDateTime, PkiError> {
@@ -240,44 +240,6 @@ pub fn self_signed_root(
     ca_params(c, urls, serial)?.self_signed(key).map_err(rc)
 }
 
-/// One revoked entry for a CRL.
-#[derive(Debug, Clone)]
-pub struct Revoked {
-    /// Serial bytes.
-    pub serial: Vec<u8>,
-    /// Revocation time (unix).
-    pub revoked_at: i64,
-}
-
-/// Builds and signs a CRL.
-pub fn sign_crl(
-    revoked: &[Revoked],
-    this_update: i64,
-    next_update: i64,
-    crl_number: u64,
-    issuer: &rcgen::Issuer<'_, KeyPair>,
-) -> Result<rcgen::CertificateRevocationList, PkiError> {
-    let params = CertificateRevocationListParams {
-        this_update: ts(this_update)?,
-        next_update: ts(next_update)?,
-        crl_number: SerialNumber::from_slice(&crl_number.to_be_bytes()),
-        issuing_distribution_point: None,
-        revoked_certs: revoked
-            .iter()
-            .map(|r| {
-                Ok(RevokedCertParams {
-                    serial_number: SerialNumber::from_slice(&r.serial),
-                    revocation_time: ts(r.revoked_at)?,
-                    reason_code: None,
-                    invalidity_date: None,
-                })
-            })
-            .collect::<Result<_, PkiError>>()?,
-        key_identifier_method: KeyIdMethod::Sha256,
-    };
-    params.signed_by(issuer).map_err(rc)
-}
-
 /// A CSR for a new intermediate CA key (`intermediate/generate`).
 pub fn intermediate_csr(
     common_name: &str,
@@ -309,89 +271,4 @@ pub fn leaf_csr(common_name: &str, key: &KeyPair) -> Result<String, PkiError> {
     p.distinguished_name = DistinguishedName::new();
     p.distinguished_name.push(DnType::CommonName, common_name);
     p.serialize_request(key).and_then(|r| r.pem()).map_err(rc)
-}
-
-fn der_integer(bytes: &[u8]) -> Vec<u8> {
-    let mut b: Vec<u8> = bytes.iter().copied().skip_while(|x| *x == 0).collect();
-    if b.is_empty() {
-        b.push(0);
-    }
-    if b[0] & 0x80 != 0 {
-        b.insert(0, 0);
-    }
-    der::tlv(0x02, &b)
-}
-
-fn extension(oid: &[u64], critical: bool, value: Vec<u8>) -> Vec<u8> {
-    let mut parts = vec![der::oid(oid)];
-    if critical {
-        parts.push(vec![0x01, 0x01, 0xff]);
-    }
-    parts.push(der::tlv(0x04, &value));
-    der::seq(&parts)
-}
-
-/// Builds and signs a **delta CRL** (RFC 5280 5.2.4): the revocations since the base CRL
-/// `base_number`, with a critical deltaCRLIndicator. rcgen cannot emit that extension, so the
-/// DER is written here and signed with the issuer's key.
-pub fn sign_delta_crl(
-    revoked: &[Revoked],
-    this_update: i64,
-    next_update: i64,
-    crl_number: u64,
-    base_number: u64,
-    issuer_der: &[u8],
-    key: &KeyPair,
-) -> Result<Vec<u8>, PkiError> {
-    use rcgen::SigningKey as _;
-    use x509_parser::prelude::*;
-    let (_, ix) = X509Certificate::from_der(issuer_der)
-        .map_err(|e| PkiError::Crypto(format!("issuer certificate: {e}")))?;
-    let sig_alg = crate::ocsp::signature_algorithm(crate::csr::key_info(ix.public_key()))?;
-    let key_id = ix
-        .extensions()
-        .iter()
-        .find_map(|e| match e.parsed_extension() {
-            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
-            _ => None,
-        })
-        .unwrap_or_else(|| {
-            crate::ocsp::HashAlg::Sha1.digest(&ix.public_key().subject_public_key.data)
-        });
-    let mut tbs = vec![
-        der_integer(&[1]),
-        sig_alg.clone(),
-        ix.subject().as_raw().to_vec(),
-        der::time(this_update),
-        der::time(next_update),
-    ];
-    if !revoked.is_empty() {
-        tbs.push(der::seq(
-            &revoked
-                .iter()
-                .map(|r| der::seq(&[der_integer(&r.serial), der::time(r.revoked_at)]))
-                .collect::<Vec<_>>(),
-        ));
-    }
-    let exts = der::seq(&[
-        extension(&[2, 5, 29, 35], false, der::seq(&[der::tlv(0x80, &key_id)])),
-        extension(
-            &[2, 5, 29, 20],
-            false,
-            der_integer(&crl_number.to_be_bytes()),
-        ),
-        extension(
-            &[2, 5, 29, 27],
-            true,
-            der_integer(&base_number.to_be_bytes()),
-        ),
-    ]);
-    tbs.push(der::tlv(0xa0, &exts));
-    let tbs = der::seq(&tbs);
-    let sig = key
-        .sign(&tbs)
-        .map_err(|e| PkiError::Crypto(e.to_string()))?;
-    let mut bits = vec![0u8];
-    bits.extend_from_slice(&sig);
-    Ok(der::seq(&[tbs, sig_alg, der::tlv(0x03, &bits)]))
 }

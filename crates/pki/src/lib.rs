@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![allow(missing_docs)]
 
+pub mod crl;
 pub mod csr;
 pub mod der;
 pub mod fields;

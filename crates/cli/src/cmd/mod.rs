@@ -7,6 +7,7 @@ mod bench;
 mod bench_attest;
 mod bench_fleet;
 mod bench_nrf;
+mod bench_scale;
 mod bench_tlog;
 mod fleet;
 mod fw;

@@ -240,6 +240,7 @@ impl Engine for Pki {
         for m in sys.mounts().await? {
             let a = self.pk(sys, &m)?;
             tidy::auto_tick(&a, &m).await?;
+            super::crl::refresh(&a, &m).await?;
         }
         Ok(())
     }

@@ -3,10 +3,11 @@
 //! Storage (all encrypted): `pki/<mount uuid>/issuer/<id>`, `…/key/<id>` (the private key),
 //! `…/role/<name>`, `…/config/urls`, `…/config/issuers`, `…/crl-number/<issuer>`; issued
 //! certificates are rows of the indexed `certs` table (serial, issuer, expiry, revocation).
-//! Revocation updates one row (O(log n)); the CRL is rebuilt lazily from the revocation
-//! index, a page at a time, the next time it is fetched.
+//! Revocation updates one row (O(log n)) and logs it; CRLs are rebuilt off that path (see
+//! [`crl`]).
 
 mod config;
+mod crl;
 mod engine;
 mod import;
 mod issuance;
@@ -27,7 +28,7 @@ use crate::logical::{Request, Response};
 use crate::mounts::MountEntry;
 use base64::Engine as _;
 use custos_acl::Operation::{self, *};
-use custos_pki::issue::{self, CaParams, Revoked, Urls};
+use custos_pki::issue::{self, CaParams, Urls};
 use custos_pki::policy::{Context, SubjectFields};
 use custos_pki::role::{KeyType, Role};
 use custos_pki::{csr, fields, PkiError};
@@ -40,6 +41,7 @@ use std::sync::{Arc, RwLock};
 use zeroize::Zeroizing;
 
 use config::*;
+use crl::*;
 use import::*;
 use issuance::*;
 use issuers::*;
@@ -65,6 +67,7 @@ struct CachedCrl {
     generation: u64,
     der: Vec<u8>,
     next_update: i64,
+    built_at: i64,
 }
 
 /// The PKI engine: every mount of type `pki`.
@@ -105,6 +108,8 @@ impl Pk<'_> {
 pub(crate) struct IssuerCache {
     issuers: RwLock<HashMap<String, Arc<Loaded>>>,
     crls: RwLock<HashMap<String, CachedCrl>>,
+    /// One CRL build at a time per `<mount uuid>/<issuer id>`.
+    crl_builds: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     generation: RwLock<HashMap<String, u64>>,
     /// Parsed roles and URL settings, per `<mount uuid>/...`.
     parsed: RwLock<HashMap<String, Parsed>>,

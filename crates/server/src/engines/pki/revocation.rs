@@ -1,5 +1,4 @@
-//! Revocation and status: `revoke`, certificate reads and lists, CRLs (full and delta),
-//! OCSP.
+//! Revocation and status: `revoke`, certificate reads and lists, OCSP (CRLs: [`super::crl`]).
 
 use super::*;
 
@@ -235,91 +234,6 @@ pub(super) async fn list_issuers(a: &Pk<'_>) -> ApiResult<Response> {
     Ok(Response::data(json!({"keys": keys, "key_info": info})))
 }
 
-pub(super) async fn raw_crl(
-    a: &Pk<'_>,
-    m: &MountEntry,
-    iref: Option<&str>,
-    as_pem: bool,
-) -> ApiResult<Response> {
-    let iref = iref
-        .filter(|r| *r != "pem" && *r != "der")
-        .unwrap_or("default");
-    let der = crl(a, m, iref, false).await?;
-    Ok(if as_pem {
-        raw((
-            "application/pem-certificate-chain",
-            pem("X509 CRL", &der).into_bytes(),
-        ))
-    } else {
-        raw(("application/pkix-crl", der))
-    })
-}
-
-/// Returns the current CRL of an issuer, rebuilding it if revocations happened since it was
-/// built, if it is close to expiry, or if `force`.
-pub(super) async fn crl(a: &Pk<'_>, m: &MountEntry, iref: &str, force: bool) -> ApiResult<Vec<u8>> {
-    let issuer = load_issuer(a, m, iref).await?;
-    require_usage(&issuer, "crl-signing")?;
-    let key = format!("{}/{}", m.uuid, issuer.entry.issuer_id);
-    let gen = generation(a, m);
-    let now = now_unix();
-    if !force {
-        if let Some(c) = a.issuers.crls.read().ok().and_then(|c| {
-            c.get(&key)
-                .map(|c| (c.generation, c.der.clone(), c.next_update))
-        }) {
-            if c.0 == gen && c.2 - now > 3600 {
-                return Ok(c.1);
-            }
-        }
-    }
-    let cfg = crl_config(a).await?;
-    let expiry = fields::parse_duration(cfg.get("expiry").and_then(Value::as_str).unwrap_or("72h"))
-        .unwrap_or(72 * 3600);
-    // Stream the revocation index a page at a time.
-    let mut revoked = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = a.revoked_certs(after.as_deref(), 10_000).await?;
-        if page.is_empty() {
-            break;
-        }
-        after = page.last().map(|p| p.0.clone());
-        for (s, t) in page {
-            revoked.push(Revoked {
-                serial: serial_bytes(&s)?,
-                revoked_at: t,
-            });
-        }
-    }
-    let num_key = format!("crl-number/{}", issuer.entry.issuer_id);
-    let number: u64 = a.get_json::<u64>(&num_key).await?.unwrap_or(0) + 1;
-    a.put_json(&num_key, &number).await?;
-    let iss = issuer.clone();
-    let next = now + expiry as i64;
-    let der = tokio::task::spawn_blocking(move || {
-        issue::sign_crl(&revoked, now - 30, next, number, &iss.signer).map(|c| c.der().to_vec())
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    a.put_json(
-        &format!("crl-base/{}", issuer.entry.issuer_id),
-        &json!({"number": number, "built_at": now}),
-    )
-    .await?;
-    if let Ok(mut c) = a.issuers.crls.write() {
-        c.insert(
-            key,
-            CachedCrl {
-                generation: gen,
-                der: der.clone(),
-                next_update: next,
-            },
-        );
-    }
-    Ok(der)
-}
-
 pub(super) fn ocsp_bytes(b: Vec<u8>) -> Response {
     raw(("application/ocsp-response", b))
 }
@@ -392,68 +306,4 @@ pub(super) async fn ocsp(a: &Pk<'_>, m: &MountEntry, der: &[u8]) -> ApiResult<Re
         &r,
     )?;
     Ok(ocsp_bytes(body))
-}
-
-/// The delta CRL of an issuer: revocations since the last full CRL (its base), from the
-/// `(mount, revoked_at)` index. Needs `enable_delta` in `config/crl`, as in Vault.
-pub(super) async fn delta_crl(
-    a: &Pk<'_>,
-    m: &MountEntry,
-    iref: &str,
-    as_pem: bool,
-) -> ApiResult<Response> {
-    let cfg = crl_config(a).await?;
-    if cfg.get("enable_delta") != Some(&json!(true)) {
-        return Err(ApiError::bad(
-            "delta CRLs are disabled: set enable_delta=true in config/crl",
-        ));
-    }
-    let issuer = load_issuer(a, m, iref).await?;
-    require_usage(&issuer, "crl-signing")?;
-    let base_key = format!("crl-base/{}", issuer.entry.issuer_id);
-    if a.get_json::<Value>(&base_key).await?.is_none() {
-        crl(a, m, iref, true).await?;
-    }
-    let b: Value = a
-        .get_json(&base_key)
-        .await?
-        .unwrap_or_else(|| json!({"number": 0, "built_at": 0}));
-    let base_number = b["number"].as_u64().unwrap_or(0);
-    // Revocations from the base's build second on: the same second may repeat an entry the
-    // base already has, which RFC 5280 allows; nothing later can be missed.
-    let since = b["built_at"].as_i64().unwrap_or(0) - 1;
-    let mut revoked = Vec::new();
-    for (s, t) in a.revoked_since(since, 1_000_000).await? {
-        revoked.push(Revoked {
-            serial: serial_bytes(&s)?,
-            revoked_at: t,
-        });
-    }
-    let num_key = format!("crl-number/{}", issuer.entry.issuer_id);
-    let number: u64 = a.get_json::<u64>(&num_key).await?.unwrap_or(0) + 1;
-    a.put_json(&num_key, &number).await?;
-    let now = now_unix();
-    let interval = fields::parse_duration(
-        cfg.get("delta_rebuild_interval")
-            .and_then(Value::as_str)
-            .unwrap_or("15m"),
-    )
-    .unwrap_or(900);
-    let der = issue::sign_delta_crl(
-        &revoked,
-        now - 30,
-        now + interval as i64 + 3600,
-        number,
-        base_number,
-        &issuer.der,
-        issuer.signer.key(),
-    )?;
-    Ok(if as_pem {
-        raw((
-            "application/pem-certificate-chain",
-            pem("X509 CRL", &der).into_bytes(),
-        ))
-    } else {
-        raw(("application/pkix-crl", der))
-    })
 }
