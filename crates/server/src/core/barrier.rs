@@ -315,6 +315,12 @@ fn single_writer(store: &dyn Storage) -> bool {
     store.backend() == "sqlite"
 }
 
+/// Writes already scoped by a view ([`View::scope`]): what an engine hands the transparency
+/// log to commit in the same transaction as the entry that records them, so the state
+/// change and its log entry are durable together or not at all. The log cannot name keys
+/// outside the view that scoped them.
+pub struct Scoped(Vec<Plain>);
+
 /// Storage as one engine mount sees it: keys are relative to the view's prefix, and
 /// certificate rows belong to the view's mount. An engine cannot name a key outside it.
 #[derive(Clone)]
@@ -418,6 +424,22 @@ impl View {
     /// as log bundles); the cache forgets these keys.
     pub async fn write_uncached(&self, ops: Vec<Plain>) -> ApiResult<()> {
         self.barrier.write_uncached(self.absolute(ops)?).await
+    }
+
+    /// Scopes writes to this view, to be committed by another engine's transaction (see
+    /// [`Scoped`]).
+    pub fn scope(&self, ops: Vec<Plain>) -> ApiResult<Scoped> {
+        Ok(Scoped(self.absolute(ops)?))
+    }
+
+    /// Like [`View::write_uncached`], with other views' scoped writes in the same
+    /// transaction (the entry cache forgets their keys too).
+    pub async fn write_uncached_with(&self, ops: Vec<Plain>, with: Vec<Scoped>) -> ApiResult<()> {
+        let mut all = self.absolute(ops)?;
+        for s in with {
+            all.extend(s.0);
+        }
+        self.barrier.write_uncached(all).await
     }
 
     /// Reads one entry without the entry cache.

@@ -13,6 +13,7 @@
 //! | [`PostureSource`] | PKI, provenance | attestation (the posture report) |
 //! | [`Quarantine`] | attestation | the core (logins), PKI (issuance), the NRF (tokens, discovery, connections) |
 
+use crate::core::barrier::Scoped;
 use crate::error::ApiResult;
 use custos_tlog::entry::Event;
 use custos_tlog::receipt::Receipt;
@@ -25,6 +26,10 @@ use std::time::Duration;
 pub trait TrustLog: Send + Sync {
     /// Appends `event`; returns its index once durable.
     async fn append(&self, event: Event) -> ApiResult<u64>;
+
+    /// Appends `event` and commits `with` (the state change it records) in the same
+    /// transaction: both are durable, or neither is. One commit where two would be.
+    async fn append_with(&self, event: Event, with: Scoped) -> ApiResult<u64>;
 
     /// An inclusion receipt for `index`; with witnesses configured, waits up to `wait` for a
     /// cosigned checkpoint that covers it.

@@ -199,6 +199,9 @@ pub(super) async fn issue_with(
     let cert_pem = pem("CERTIFICATE", &cert_der);
     // The policy decided the validity; the certificate carries exactly these seconds.
     let (not_before, not_after) = validity;
+    // Stored and logged in one transaction; handed out only once both are durable: no
+    // certificate reaches anyone unlogged, and no stored certificate lacks its entry.
+    let mut ops = Vec::new();
     if !role.no_store {
         let row = CertRow {
             mount: m.uuid.clone(),
@@ -208,27 +211,28 @@ pub(super) async fn issue_with(
             revoked_at: None,
             value: cert_der.clone(),
         };
-        let mut ops = vec![Plain::Cert(row)];
+        ops.push(Plain::Cert(row));
         for id in &nf_ids {
             ops.push(Plain::Put(
                 nf_index_key(id, &serial_hex),
                 serde_json::to_vec(&not_after)?,
             ));
         }
-        a.write(ops).await?;
     }
-    // Handed out only once its log entry is durable: no certificate reaches anyone unlogged.
     a.log()?
-        .append(Event::CertIssued {
-            mount: m.path.clone(),
-            issuer: issuer.entry.issuer_id.clone(),
-            role: role_name.to_string(),
-            serial: serial_hex.clone(),
-            not_after,
-            cert_sha256: sha256_hex(&cert_der),
-            nf_types,
-            requester: who.requester.clone(),
-        })
+        .append_with(
+            Event::CertIssued {
+                mount: m.path.clone(),
+                issuer: issuer.entry.issuer_id.clone(),
+                role: role_name.to_string(),
+                serial: serial_hex.clone(),
+                not_after,
+                cert_sha256: sha256_hex(&cert_der),
+                nf_types,
+                requester: who.requester.clone(),
+            },
+            a.scope(ops)?,
+        )
         .await?;
     let ca_pem = issuer.entry.certificate.clone();
     let (certificate, issuing_ca) = match format.as_str() {

@@ -78,21 +78,32 @@ pub(super) async fn revoke(
     ))
 }
 
-/// Marks `row` revoked, invalidates the mount's CRL, logs the revocation; answers its time.
-async fn revoke_row(a: &Pk<'_>, m: &MountEntry, row: CertRow, who: &str) -> ApiResult<i64> {
+/// Marks `row` revoked and logs the revocation in one transaction, then marks the mount's
+/// CRLs stale (they are rebuilt off this path); answers the revocation time.
+pub(super) async fn revoke_row(
+    a: &Pk<'_>,
+    m: &MountEntry,
+    row: CertRow,
+    who: &str,
+) -> ApiResult<i64> {
     let now = now_unix();
     let serial = row.serial.clone();
     let mut new_row = row;
     new_row.revoked_at = Some(now);
-    a.write(vec![Plain::Cert(new_row)]).await?;
+    let logged = a
+        .log()?
+        .append_with(
+            Event::CertRevoked {
+                mount: m.path.clone(),
+                serial,
+                requester: who.to_string(),
+            },
+            a.scope(vec![Plain::Cert(new_row)])?,
+        )
+        .await;
+    // Bumped whatever the outcome: an unknown outcome may have committed.
     bump_generation(&a.issuers, m);
-    a.log()?
-        .append(Event::CertRevoked {
-            mount: m.path.clone(),
-            serial,
-            requester: who.to_string(),
-        })
-        .await?;
+    logged?;
     Ok(now)
 }
 

@@ -19,7 +19,7 @@
 use super::store::{
     self, hashes_bytes, poisoned, unavailable, Reader, Seq, CHECKPOINT_PATH, KEY_PATH, TILED_PATH,
 };
-use crate::core::barrier::{Plain, View};
+use crate::core::barrier::{Plain, Scoped, View};
 use crate::core::engine::Sys;
 use crate::error::{ApiError, ApiResult};
 use custos_tlog::edge::{self, Edge, FullTile, ProofKind, Tiles, TwoGen};
@@ -68,6 +68,8 @@ pub(crate) struct Head {
 
 pub(super) struct Pending {
     pub event: Event,
+    /// The state change the entry records, committed with it.
+    pub with: Option<Scoped>,
     pub reply: oneshot::Sender<Result<u64, String>>,
 }
 
@@ -305,10 +307,16 @@ impl Log {
     /// Appends an event; returns its index once it is durable and covered by the published
     /// checkpoint.
     pub(crate) async fn append(&self, event: Event) -> ApiResult<u64> {
+        self.append_with(event, None).await
+    }
+
+    /// Appends an event and commits `with` in the same transaction; returns the entry's index
+    /// once both are durable.
+    pub(crate) async fn append_with(&self, event: Event, with: Option<Scoped>) -> ApiResult<u64> {
         self.check_running()?;
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Pending { event, reply })
+            .send(Pending { event, with, reply })
             .await
             .map_err(|_| unavailable("the sequencer stopped"))?;
         match rx.await {

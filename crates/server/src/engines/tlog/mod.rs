@@ -11,6 +11,7 @@ mod log;
 mod store;
 
 use crate::config::TlogWitness;
+use crate::core::barrier::Scoped;
 use crate::core::engine::{Ctx, Engine, PathSpec, Sys};
 use crate::core::services::TrustLog;
 use crate::error::{ApiError, ApiResult};
@@ -105,6 +106,10 @@ impl TlogEngine {
 impl TrustLog for TlogEngine {
     async fn append(&self, event: Event) -> ApiResult<u64> {
         self.log()?.append(event).await
+    }
+
+    async fn append_with(&self, event: Event, with: Scoped) -> ApiResult<u64> {
+        self.log()?.append_with(event, Some(with)).await
     }
 
     async fn receipt(&self, index: u64, wait: Duration) -> ApiResult<Receipt> {

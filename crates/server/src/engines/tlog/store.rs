@@ -19,7 +19,7 @@
 //! level) must hash to the checkpoint's root, or the log refuses to run.
 
 use super::log::{Head, Log, Pending, Tail};
-use crate::core::barrier::{Plain, View};
+use crate::core::barrier::{Plain, Scoped, View};
 use crate::core::now_unix;
 use crate::error::{ApiError, ApiResult};
 use custos_tlog::checkpoint::Checkpoint;
@@ -293,11 +293,13 @@ async fn commit(log: &Log, seq: &mut Seq, batch: Vec<Pending>) {
     let time = u64::try_from(now_unix()).unwrap_or(0);
     let mut replies = Vec::with_capacity(batch.len());
     let mut fresh: Vec<Arc<[u8]>> = Vec::with_capacity(batch.len());
+    let mut with = Vec::new();
     for p in batch {
         match Entry::new(time, p.event).encode() {
             Ok(b) => {
                 fresh.push(Arc::from(b));
                 replies.push(p.reply);
+                with.extend(p.with);
             }
             Err(e) => {
                 let _ = p.reply.send(Err(e.to_string()));
@@ -308,7 +310,7 @@ async fn commit(log: &Log, seq: &mut Seq, batch: Vec<Pending>) {
         return;
     }
     let old = seq.edge.size();
-    match write_batch(log, seq, &fresh).await {
+    match write_batch(log, seq, &fresh, with).await {
         Ok(()) => {
             for (i, r) in replies.into_iter().enumerate() {
                 let _ = r.send(Ok(old + i as u64));
@@ -324,9 +326,15 @@ async fn commit(log: &Log, seq: &mut Seq, batch: Vec<Pending>) {
     }
 }
 
-/// Writes one batch: its bundles, the tiles it filled or grew, and the new checkpoint, in one
-/// transaction; publishes them once durable. The sequencer's state changes only then.
-async fn write_batch(log: &Log, seq: &mut Seq, fresh: &[Arc<[u8]>]) -> ApiResult<()> {
+/// Writes one batch: its bundles, the tiles it filled or grew, the new checkpoint and the
+/// state changes the entries record, in one transaction; publishes them once durable. The
+/// sequencer's state changes only then.
+async fn write_batch(
+    log: &Log,
+    seq: &mut Seq,
+    fresh: &[Arc<[u8]>],
+    with: Vec<Scoped>,
+) -> ApiResult<()> {
     let mut e = seq.edge.clone();
     let mut filled = Vec::new();
     for x in fresh {
@@ -357,7 +365,7 @@ async fn write_batch(log: &Log, seq: &mut Seq, fresh: &[Arc<[u8]>]) -> ApiResult
     ops.extend(tile_ops(filled));
     ops.extend(tile_ops(grown));
     ops.push(Plain::Put(CHECKPOINT_PATH.into(), note.as_bytes().to_vec()));
-    log.view.write_uncached(ops).await?;
+    log.view.write_uncached_with(ops, with).await?;
     // Durable: publish.
     let done = full_bundles.len() * WIDTH as usize;
     seq.tail = all.split_off(done);
