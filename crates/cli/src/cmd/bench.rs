@@ -38,8 +38,10 @@ pub struct BenchArgs {
     /// Directory for the in-process server's database and the fsync probe.
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
-    /// Scale run instead: load --certs certificates, revoke --revoke of them (p50/p99), time a
-    /// full CRL build, and restart the server (time to serving, RSS).
+    /// Scale run instead: a server in its own process loaded with --certs certificates,
+    /// --revoke of them revoked (p50/p99), a full CRL build, a kill -9 restart (time to
+    /// serving, anonymous and file-backed RSS) and the database bytes per certificate.
+    /// Prints a run-time estimate after its first 1%; scripts/bench-scale.sh runs 10M.
     #[arg(long)]
     pub scale: bool,
     /// NRF run instead: an in-process server with its SBI listener; --clients AMF stand-ins
