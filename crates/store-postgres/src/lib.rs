@@ -66,8 +66,9 @@ fn schema_sql(schema: &str) -> String {
              value      BYTEA NOT NULL,
              PRIMARY KEY (mount, serial));
          CREATE INDEX IF NOT EXISTS certs_by_expiry ON {schema}.certs (mount, not_after);
-         CREATE INDEX IF NOT EXISTS certs_revoked ON {schema}.certs (mount, serial)
-             WHERE revoked_at IS NOT NULL;
+         DROP INDEX IF EXISTS {schema}.certs_revoked;
+         CREATE INDEX IF NOT EXISTS certs_revoked_by_serial ON {schema}.certs (mount, serial)
+             INCLUDE (revoked_at) WHERE revoked_at IS NOT NULL;
          CREATE INDEX IF NOT EXISTS certs_revoked_at ON {schema}.certs (mount, revoked_at)
              WHERE revoked_at IS NOT NULL;"
     )

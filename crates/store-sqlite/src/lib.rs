@@ -49,7 +49,11 @@ CREATE TABLE IF NOT EXISTS certs (
 -- the writer spent most of its time splitting and rewriting pages.
 CREATE UNIQUE INDEX IF NOT EXISTS certs_by_serial ON certs (mount, serial);
 CREATE INDEX IF NOT EXISTS certs_by_expiry ON certs (mount, not_after);
-CREATE INDEX IF NOT EXISTS certs_revoked ON certs (mount, serial) WHERE revoked_at IS NOT NULL;
+-- Covering: a CRL build reads (serial, revoked_at) in serial order from the index alone. The
+-- first version indexed (mount, serial) only, and each row then cost a random lookup in
+-- the table (about 2 us each: 2 s for a million-entry CRL).
+DROP INDEX IF EXISTS certs_revoked;
+CREATE INDEX IF NOT EXISTS certs_revoked_by_serial ON certs (mount, serial, revoked_at) WHERE revoked_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS certs_revoked_at ON certs (mount, revoked_at) WHERE revoked_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 ";
