@@ -1598,3 +1598,69 @@ async fn revoked_issuer_stops_issuing_and_is_listed_on_its_signers_crl() {
     assert!(!verified, "{out}");
     assert!(out.contains("revoked"), "{out}");
 }
+
+/// Revocation writes the certificate row and its log entry and nothing else: a CRL is built
+/// when it is fetched stale (or by the minute tick), once per change however many fetch it
+/// at the same moment, and served from the cache until the next revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crls_are_built_off_the_revocation_path_once_per_change_however_many_fetch() {
+    use x509_parser::prelude::*;
+    let s = dev_server().await;
+    setup(&s).await;
+    let mut serials = Vec::new();
+    for i in 0..3 {
+        let v = ok(
+            &s,
+            "POST",
+            "pki/issue/sba-amf",
+            json!({"common_name": format!("amf{i}.{DOMAIN}"), "nf_instance_id": NF_ID, "nf_type": "AMF"}),
+        )
+        .await;
+        serials.push(v["data"]["serial_number"].as_str().unwrap().to_string());
+    }
+    let base = s.api.base.clone();
+    let fetch = move || {
+        let base = base.clone();
+        async move {
+            let r = reqwest::get(format!("{base}/v1/pki/crl")).await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap().to_vec()
+        }
+    };
+    let number_and_len = |der: &[u8]| {
+        let (_, crl) = CertificateRevocationList::from_der(der).unwrap();
+        (
+            crl.crl_number().unwrap().to_u64_digits()[0],
+            crl.iter_revoked_certificates().count(),
+        )
+    };
+    let (n0, len0) = number_and_len(&fetch().await);
+    assert_eq!(len0, 0);
+    for serial in &serials[..2] {
+        ok(&s, "POST", "pki/revoke", json!({"serial_number": serial})).await;
+    }
+    // Two revocations built nothing: the next fetch builds one CRL (number + 1) with both.
+    assert_eq!(number_and_len(&fetch().await), (n0 + 1, 2));
+    ok(
+        &s,
+        "POST",
+        "pki/revoke",
+        json!({"serial_number": serials[2]}),
+    )
+    .await;
+    let mut fetches = Vec::new();
+    for _ in 0..16 {
+        fetches.push(tokio::spawn(fetch()));
+    }
+    let mut bodies = Vec::new();
+    for f in fetches {
+        bodies.push(f.await.unwrap());
+    }
+    assert!(bodies.iter().all(|b| b == &bodies[0]), "one build, shared");
+    assert_eq!(number_and_len(&bodies[0]), (n0 + 2, 3));
+    assert_eq!(
+        fetch().await,
+        bodies[0],
+        "served from the cache until a change"
+    );
+}
