@@ -246,6 +246,7 @@ impl Log {
                             note: Arc::from(""),
                         },
                         tail: Tail::default(),
+                        parts: Vec::new(),
                         converted: 0,
                     },
                     Some(e.to_string()),
@@ -268,6 +269,7 @@ impl Log {
             edge: loaded.edge.clone(),
             tail: loaded.tail.entries.clone(),
             tail_start: loaded.tail.start,
+            parts: loaded.parts.clone(),
             reload: false,
         };
         let log = Arc::new(Log {

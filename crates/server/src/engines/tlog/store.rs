@@ -5,8 +5,12 @@
 //! **Keys** (all values through the barrier):
 //! - `core/tlog-key`: origin and Ed25519 seed;
 //! - `sys/tlog/checkpoint`: the newest signed note;
-//! - `sys/tlog/bundle/<N, 20 digits>`: C2SP entry bundles (the last one partial, rewritten as
-//!   it grows);
+//! - `sys/tlog/bundle/<N, 20 digits>`: full C2SP entry bundles (a log written before parts
+//!   were kept may also hold its partial bundle here);
+//! - `sys/tlog/part/<N, 20 digits>/<first index, 20 digits>`: the partial bundle N, as the
+//!   pieces the batches since it began appended (bundle-encoded). A batch writes only its new
+//!   entries, not the whole partial bundle again; every [`MAX_PARTS`]th piece rewrites the
+//!   pieces as one, so a reader joins at most that many; the full bundle replaces them;
 //! - `sys/tlog/tile/<L>/<N, 20 digits>`: C2SP hash tiles, written when they fill; the
 //!   partial tile of each tile level ≥ 1 is rewritten when it grows (once per 256^L leaves).
 //!   The level-0 partial tile is never stored: it is the leaf hashes of the partial bundle;
@@ -39,9 +43,19 @@ pub(super) const CHECKPOINT_PATH: &str = "sys/tlog/checkpoint";
 pub(super) const TILED_PATH: &str = "sys/tlog/tiled";
 /// Full tiles written per transaction while converting an old log.
 const CONVERT_TILES_PER_TX: usize = 512;
+/// Pieces the partial bundle is kept in before they are rewritten as one.
+pub(super) const MAX_PARTS: usize = 16;
 
 pub(super) fn bundle_path(n: u64) -> String {
     format!("sys/tlog/bundle/{n:020}")
+}
+
+fn parts_prefix(n: u64) -> String {
+    format!("sys/tlog/part/{n:020}/")
+}
+
+fn part_path(n: u64, first: u64) -> String {
+    format!("{}{first:020}", parts_prefix(n))
 }
 
 pub(super) fn tile_path(level: u8, n: u64) -> String {
@@ -76,6 +90,65 @@ impl Reader<'_> {
         self.view.get_uncached(key).await
     }
 
+    async fn list(&self, prefix: &str) -> ApiResult<Vec<String>> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.view.list(prefix).await
+    }
+
+    /// The first `want` entries of bundle `n`, the one a tree of `n·256 + want` leaves ends
+    /// in: joined from its stored pieces (or an older log's partial bundle), with the first
+    /// index of each piece.
+    pub async fn partial_bundle(
+        &self,
+        n: u64,
+        want: usize,
+    ) -> ApiResult<(Vec<Arc<[u8]>>, Vec<u64>)> {
+        let start = n * WIDTH;
+        let mut firsts: Vec<u64> = Vec::new();
+        for k in self.list(&parts_prefix(n)).await? {
+            firsts.push(
+                k.parse()
+                    .map_err(|_| unavailable(format!("entry bundle {n}: bad piece {k:?}")))?,
+            );
+        }
+        firsts.sort_unstable();
+        let mut entries: Vec<Arc<[u8]>> = Vec::with_capacity(want);
+        if firsts.first() != Some(&start) {
+            // Written before pieces were kept: the partial bundle itself.
+            if let Some(plain) = self.get(&bundle_path(n)).await? {
+                let e = tile::parse_bundle(&plain)
+                    .ok_or_else(|| unavailable(format!("entry bundle {n} is malformed")))?;
+                entries.extend(e.into_iter().map(Arc::from));
+            }
+        }
+        for &f in &firsts {
+            if entries.len() >= want {
+                break;
+            }
+            if f != start + entries.len() as u64 {
+                return Err(unavailable(format!(
+                    "entry bundle {n}: piece at {f} does not follow entry {}",
+                    start + entries.len() as u64
+                )));
+            }
+            let plain = self
+                .get(&part_path(n, f))
+                .await?
+                .ok_or_else(|| unavailable(format!("entry bundle {n}: piece {f} is missing")))?;
+            let e = tile::parse_bundle(&plain)
+                .ok_or_else(|| unavailable(format!("entry bundle {n}: piece {f} is malformed")))?;
+            entries.extend(e.into_iter().map(Arc::from));
+        }
+        if entries.len() < want {
+            return Err(unavailable(format!(
+                "entry bundle {n} holds {} entries, the checkpoint needs {want}",
+                entries.len()
+            )));
+        }
+        entries.truncate(want);
+        Ok((entries, firsts))
+    }
+
     /// The stored hashes of tile `(level, n)`, if any.
     pub async fn tile(&self, level: u8, n: u64) -> ApiResult<Option<Vec<Hash>>> {
         match self.get(&tile_path(level, n)).await? {
@@ -92,6 +165,8 @@ pub(super) struct Loaded {
     pub edge: Edge,
     pub head: Head,
     pub tail: Tail,
+    /// First indexes of the stored pieces of the partial bundle.
+    pub parts: Vec<u64>,
     /// Leaves hashed to convert a log stored before tiles (0 once converted).
     pub converted: u64,
 }
@@ -123,22 +198,12 @@ pub(super) async fn load(r: &Reader<'_>, origin: &str, signer: &Signer) -> ApiRe
         entries: Vec::new(),
     };
     let mut partials: Vec<Vec<Hash>> = vec![Vec::new()];
+    let mut parts = Vec::new();
     if w0 > 0 {
-        let n = tail_start / WIDTH;
-        let plain = r
-            .get(&bundle_path(n))
-            .await?
-            .ok_or_else(|| unavailable(format!("entry bundle {n} is missing")))?;
-        let entries = tile::parse_bundle(&plain)
-            .ok_or_else(|| unavailable(format!("entry bundle {n} is malformed")))?;
-        if entries.len() < w0 {
-            return Err(unavailable(format!(
-                "entry bundle {n} holds {} entries, the checkpoint needs {w0}",
-                entries.len()
-            )));
-        }
-        partials[0] = entries[..w0].iter().map(|e| leaf_hash(e)).collect();
-        tail.entries = entries[..w0].iter().map(|e| Arc::from(*e)).collect();
+        let (entries, firsts) = r.partial_bundle(tail_start / WIDTH, w0).await?;
+        partials[0] = entries.iter().map(|e| leaf_hash(e)).collect();
+        tail.entries = entries;
+        parts = firsts;
     }
     for level in 1..edge::tile_levels(cp.size) {
         let w = edge::partial_width(cp.size, level);
@@ -172,6 +237,7 @@ pub(super) async fn load(r: &Reader<'_>, origin: &str, signer: &Signer) -> ApiRe
             note: Arc::from(note_text),
         },
         tail,
+        parts,
         converted,
     })
 }
@@ -184,13 +250,19 @@ async fn convert(r: &Reader<'_>, size: u64) -> ApiResult<()> {
     let mut e = Edge::new();
     let mut done: Vec<TileWrite> = Vec::new();
     for n in 0..size.div_ceil(WIDTH) {
+        let want = usize::try_from((size - n * WIDTH).min(WIDTH)).unwrap_or(0);
+        if want < WIDTH as usize {
+            for x in r.partial_bundle(n, want).await?.0 {
+                e.push(leaf_hash(&x), &mut done);
+            }
+            continue;
+        }
         let plain = r
             .get(&bundle_path(n))
             .await?
             .ok_or_else(|| unavailable(format!("entry bundle {n} is missing")))?;
         let entries = tile::parse_bundle(&plain)
             .ok_or_else(|| unavailable(format!("entry bundle {n} is malformed")))?;
-        let want = usize::try_from((size - n * WIDTH).min(WIDTH)).unwrap_or(0);
         for x in entries.get(..want).ok_or_else(|| {
             unavailable(format!(
                 "entry bundle {n} holds {} entries, the checkpoint needs {want}",
@@ -226,6 +298,8 @@ pub(super) struct Seq {
     pub edge: Edge,
     pub tail: Vec<Arc<[u8]>>,
     pub tail_start: u64,
+    /// First indexes of the stored pieces of the partial bundle.
+    pub parts: Vec<u64>,
     pub reload: bool,
 }
 
@@ -285,6 +359,7 @@ async fn reload(log: &Log, seq: &mut Seq) -> ApiResult<()> {
     seq.edge = l.edge.clone();
     seq.tail = l.tail.entries.clone();
     seq.tail_start = l.tail.start;
+    seq.parts = l.parts.clone();
     log.publish(l.edge, l.tail, l.head)?;
     Ok(())
 }
@@ -346,16 +421,41 @@ async fn write_batch(
     all.extend(seq.tail.iter().cloned());
     all.extend(fresh.iter().cloned());
     let first = seq.tail_start / WIDTH;
-    let mut ops = Vec::with_capacity(all.len() / WIDTH as usize + filled.len() + 4);
+    let mut ops = Vec::with_capacity(all.len() / WIDTH as usize + filled.len() + MAX_PARTS + 4);
     let mut full_bundles = Vec::new();
+    let mut parts = seq.parts.clone();
+    let encode = |entries: &[Arc<[u8]>]| {
+        tile::encode_bundle(entries.iter().map(|e| &e[..]))
+            .ok_or_else(|| ApiError::internal(std::io::Error::other("entry too large")))
+    };
     for (i, chunk) in all.chunks(WIDTH as usize).enumerate() {
         let n = first + i as u64;
-        let bytes = tile::encode_bundle(chunk.iter().map(|e| &e[..]))
-            .ok_or_else(|| ApiError::internal(std::io::Error::other("entry too large")))?;
         if chunk.len() == WIDTH as usize {
+            let bytes = encode(chunk)?;
             full_bundles.push((n, bytes.clone()));
+            ops.push(Plain::Put(bundle_path(n), bytes));
+            if n == first {
+                // The full bundle replaces the pieces.
+                ops.extend(parts.drain(..).map(|f| Plain::Delete(part_path(n, f))));
+            }
+            continue;
         }
-        ops.push(Plain::Put(bundle_path(n), bytes));
+        // The new partial bundle: only the entries this batch added to it, as one more
+        // piece, unless that makes too many.
+        let start = n * WIDTH;
+        let old = if n == first { seq.tail.len() } else { 0 };
+        if parts.len() + 1 > MAX_PARTS || (old > 0 && parts.is_empty()) {
+            // Rewritten as one piece (also an older log's partial bundle, stored whole).
+            ops.extend(parts.drain(..).map(|f| Plain::Delete(part_path(n, f))));
+            ops.push(Plain::Put(part_path(n, start), encode(chunk)?));
+            parts.push(start);
+        } else {
+            ops.push(Plain::Put(
+                part_path(n, start + old as u64),
+                encode(&chunk[old..])?,
+            ));
+            parts.push(start + old as u64);
+        }
     }
     let grown = e.changed_partials(&seq.edge);
     let full_tiles: Vec<(u8, u64, Arc<Vec<Hash>>)> = filled
@@ -370,6 +470,7 @@ async fn write_batch(
     let done = full_bundles.len() * WIDTH as usize;
     seq.tail = all.split_off(done);
     seq.tail_start += done as u64;
+    seq.parts = parts;
     seq.edge = e.clone();
     log.cache_filled(full_bundles, full_tiles);
     log.publish(
