@@ -45,6 +45,26 @@ async fn put(base: &str, path: &str, token: Option<&str>, body: Value) -> (u16, 
     (st, r.json().await.unwrap_or(Value::Null))
 }
 
+/// An in-process server on SQLite in a fresh directory, root token `root`.
+async fn start() -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let (running, _root, share) = custos_server::start_dev_with(
+        dir.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        Some("root"),
+        custos_server::CoreConfig::default(),
+        custos_server::engines::EngineSettings::default(),
+    )
+    .await
+    .unwrap();
+    let s = Server {
+        base: format!("http://{}", running.addr),
+        running,
+        share,
+    };
+    (dir, s)
+}
+
 async fn restart(s: &Server) {
     let (st, v) = put(&s.base, "sys/seal", Some("root"), json!({})).await;
     assert!(st == 200 || st == 204, "{st} {v}");
@@ -152,21 +172,7 @@ async fn metrics(s: &Server) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_reads_o_log_n_tree_nodes_and_serves_byte_identical_proofs_after_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let (running, _root, share) = custos_server::start_dev_with(
-        dir.path(),
-        "127.0.0.1:0".parse().unwrap(),
-        Some("root"),
-        custos_server::CoreConfig::default(),
-        custos_server::engines::EngineSettings::default(),
-    )
-    .await
-    .unwrap();
-    let s = Server {
-        base: format!("http://{}", running.addr),
-        running,
-        share,
-    };
+    let (dir, s) = start().await;
     let log = s.running.engines.tlog.clone();
 
     // 200,000 durable appends, generated in process.
@@ -336,21 +342,7 @@ async fn startup_reads_o_log_n_tree_nodes_and_serves_byte_identical_proofs_after
 /// a restart joins the pieces back into exactly the entries the checkpoint covers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partial_bundle_kept_in_pieces_reopens_exactly_and_in_bounded_reads() {
-    let dir = tempfile::tempdir().unwrap();
-    let (running, _root, share) = custos_server::start_dev_with(
-        dir.path(),
-        "127.0.0.1:0".parse().unwrap(),
-        Some("root"),
-        custos_server::CoreConfig::default(),
-        custos_server::engines::EngineSettings::default(),
-    )
-    .await
-    .unwrap();
-    let s = Server {
-        base: format!("http://{}", running.addr),
-        running,
-        share,
-    };
+    let (dir, s) = start().await;
     let log = s.running.engines.tlog.clone();
     let pieces = |db: &rusqlite::Connection| -> i64 {
         db.query_row(

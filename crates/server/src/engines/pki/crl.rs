@@ -33,14 +33,19 @@ pub(super) async fn raw_crl(
         .filter(|r| *r != "pem" && *r != "der")
         .unwrap_or("default");
     let der = crl(a, m, iref, false).await?;
-    Ok(if as_pem {
+    Ok(crl_response(der, as_pem))
+}
+
+/// A CRL as its raw body: PEM or DER.
+fn crl_response(der: Vec<u8>, as_pem: bool) -> Response {
+    if as_pem {
         raw((
             "application/pem-certificate-chain",
             pem("X509 CRL", &der).into_bytes(),
         ))
     } else {
         raw(("application/pkix-crl", der))
-    })
+    }
 }
 
 /// The cached CRL of `key` if it is current: built at generation `gen` and not yet due.
@@ -210,12 +215,5 @@ pub(super) async fn delta_crl(
         &issuer.der,
         issuer.signer.key(),
     )?;
-    Ok(if as_pem {
-        raw((
-            "application/pem-certificate-chain",
-            pem("X509 CRL", &der).into_bytes(),
-        ))
-    } else {
-        raw(("application/pkix-crl", der))
-    })
+    Ok(crl_response(der, as_pem))
 }
