@@ -42,14 +42,15 @@ fn error_response(e: &ApiError, head: bool) -> axum::response::Response {
 fn success_response(id: &str, r: Response, head: bool) -> axum::response::Response {
     let status = StatusCode::from_u16(r.status.unwrap_or(200)).unwrap_or(StatusCode::OK);
     let cache_control = r.cache_control;
-    let (ctype, body): (&str, Vec<u8>) = if let Some((ct, raw)) = r.raw {
+    let (ctype, body): (&str, bytes::Bytes) = if let Some((ct, raw)) = r.raw {
         (ct, raw)
     } else if r.bare {
         (
             "application/json",
             Value::Object(r.data.unwrap_or_default())
                 .to_string()
-                .into_bytes(),
+                .into_bytes()
+                .into(),
         )
     } else if r.data.is_none() && r.auth.is_none() && r.warnings.is_empty() {
         let mut resp = axum::response::Response::new(Body::empty());
@@ -74,7 +75,7 @@ fn success_response(id: &str, r: Response, head: bool) -> axum::response::Respon
                 }
             }
         }
-        ("application/json", env.to_string().into_bytes())
+        ("application/json", env.to_string().into_bytes().into())
     };
     let mut resp = axum::response::Response::new(if head {
         Body::empty()

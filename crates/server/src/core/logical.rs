@@ -80,8 +80,9 @@ pub struct Response {
     pub auth: Option<AuthBlock>,
     /// `warnings`.
     pub warnings: Vec<String>,
-    /// A non-JSON body with its content type (Prometheus metrics).
-    pub raw: Option<(&'static str, Vec<u8>)>,
+    /// A non-JSON body with its content type (metrics, tiles, CRLs): shared bytes, so a
+    /// cached body (a CRL of a million entries) is sent without a copy.
+    pub raw: Option<(&'static str, bytes::Bytes)>,
     /// A `Cache-Control` header (transparency-log tiles and checkpoints).
     pub cache_control: Option<&'static str>,
     /// Send the JSON body without Vault's envelope (sys/health, sys/seal-status, sys/init…).

@@ -189,7 +189,7 @@ async fn metrics(core: &Core, req: &Request) -> ApiResult<Response> {
         text.push_str(&r.engine.metrics());
     }
     Ok(Response {
-        raw: Some(("text/plain; version=0.0.4", text.into_bytes())),
+        raw: Some(("text/plain; version=0.0.4", text.into_bytes().into())),
         ..Default::default()
     })
 }

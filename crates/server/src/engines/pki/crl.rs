@@ -37,7 +37,7 @@ pub(super) async fn raw_crl(
 }
 
 /// A CRL as its raw body: PEM or DER.
-fn crl_response(der: Vec<u8>, as_pem: bool) -> Response {
+fn crl_response(der: bytes::Bytes, as_pem: bool) -> Response {
     if as_pem {
         raw((
             "application/pem-certificate-chain",
@@ -49,7 +49,7 @@ fn crl_response(der: Vec<u8>, as_pem: bool) -> Response {
 }
 
 /// The cached CRL of `key` if it is current: built at generation `gen` and not yet due.
-fn cached(a: &Pk<'_>, key: &str, gen: u64, now: i64) -> Option<Vec<u8>> {
+fn cached(a: &Pk<'_>, key: &str, gen: u64, now: i64) -> Option<bytes::Bytes> {
     let c = a.issuers.crls.read().ok()?;
     let c = c.get(key)?;
     (c.generation == gen && c.next_update - now > refresh_window(c.next_update - c.built_at))
@@ -70,7 +70,12 @@ fn build_lock(a: &Pk<'_>, key: &str) -> Arc<tokio::sync::Mutex<()>> {
 
 /// The current CRL of an issuer: the cached one if no revocation happened since it was built
 /// and it is not due, else a new one (`force`: always a new one).
-pub(super) async fn crl(a: &Pk<'_>, m: &MountEntry, iref: &str, force: bool) -> ApiResult<Vec<u8>> {
+pub(super) async fn crl(
+    a: &Pk<'_>,
+    m: &MountEntry,
+    iref: &str,
+    force: bool,
+) -> ApiResult<bytes::Bytes> {
     let issuer = load_issuer(a, m, iref).await?;
     require_usage(&issuer, "crl-signing")?;
     let key = format!("{}/{}", m.uuid, issuer.entry.issuer_id);
@@ -92,7 +97,7 @@ pub(super) async fn crl(a: &Pk<'_>, m: &MountEntry, iref: &str, force: bool) -> 
 }
 
 /// Builds, signs and caches a full CRL (its number stored first, so numbers never repeat).
-async fn build(a: &Pk<'_>, issuer: &Arc<Loaded>, key: &str, gen: u64) -> ApiResult<Vec<u8>> {
+async fn build(a: &Pk<'_>, issuer: &Arc<Loaded>, key: &str, gen: u64) -> ApiResult<bytes::Bytes> {
     let cfg = crl_config(a).await?;
     let expiry = fields::parse_duration(cfg.get("expiry").and_then(Value::as_str).unwrap_or("72h"))
         .unwrap_or(72 * 3600) as i64;
@@ -121,6 +126,7 @@ async fn build(a: &Pk<'_>, issuer: &Arc<Loaded>, key: &str, gen: u64) -> ApiResu
     })
     .await
     .map_err(ApiError::internal)??;
+    let der = bytes::Bytes::from(der);
     a.put_json(
         &format!("crl-base/{}", issuer.entry.issuer_id),
         &json!({"number": number, "built_at": now}),
@@ -215,5 +221,5 @@ pub(super) async fn delta_crl(
         &issuer.der,
         issuer.signer.key(),
     )?;
-    Ok(crl_response(der, as_pem))
+    Ok(crl_response(der.into(), as_pem))
 }

@@ -89,7 +89,7 @@ impl CertIssuer for Pki {
     /// Built lazily and cached until a revocation bumps the mount's generation.
     async fn crl(&self, mount_path: &str) -> ApiResult<Vec<u8>> {
         let (m, a) = self.named_mount(mount_path).await?;
-        crl(&a, &m, "default", false).await
+        Ok(crl(&a, &m, "default", false).await?.to_vec())
     }
 }
 

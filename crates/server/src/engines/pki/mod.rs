@@ -65,7 +65,7 @@ pub(crate) struct Loaded {
 
 struct CachedCrl {
     generation: u64,
-    der: Vec<u8>,
+    der: bytes::Bytes,
     next_update: i64,
     built_at: i64,
 }
@@ -508,9 +508,9 @@ async fn handle(a: &Pk<'_>, ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response>
     }
 }
 
-fn raw(r: (&'static str, Vec<u8>)) -> Response {
+fn raw(r: (&'static str, impl Into<bytes::Bytes>)) -> Response {
     Response {
-        raw: Some(r),
+        raw: Some((r.0, r.1.into())),
         ..Default::default()
     }
 }

@@ -232,7 +232,7 @@ async fn handle(log: &Log, sub: &str, req: &Request) -> ApiResult<Response> {
         "checkpoint" => {
             let note = log.served_checkpoint()?;
             Ok(Response {
-                raw: Some(("text/plain; charset=utf-8", note.as_bytes().to_vec())),
+                raw: Some(("text/plain; charset=utf-8", note.as_bytes().to_vec().into())),
                 cache_control: Some(REVALIDATE),
                 ..Default::default()
             })
@@ -240,7 +240,7 @@ async fn handle(log: &Log, sub: &str, req: &Request) -> ApiResult<Response> {
         "head" => {
             let note = log.head()?.note.clone();
             Ok(Response {
-                raw: Some(("text/plain; charset=utf-8", note.as_bytes().to_vec())),
+                raw: Some(("text/plain; charset=utf-8", note.as_bytes().to_vec().into())),
                 cache_control: Some(REVALIDATE),
                 ..Default::default()
             })
@@ -282,7 +282,7 @@ async fn handle(log: &Log, sub: &str, req: &Request) -> ApiResult<Response> {
             let id = TileId::parse(sub).map_err(|e| ApiError::bad(format!("tile path: {e}")))?;
             let bytes = log.tile(&id).await?.ok_or(ApiError::NotFound)?;
             Ok(Response {
-                raw: Some(("application/octet-stream", bytes)),
+                raw: Some(("application/octet-stream", bytes.into())),
                 cache_control: Some(if u64::from(id.width) == WIDTH {
                     IMMUTABLE
                 } else {
