@@ -85,14 +85,15 @@ impl CrlBuilder {
                 "serial of {significant} bytes is longer than RFC 5280 allows"
             )));
         }
-        let mut item = [0u8; 48];
-        let mut v = Vec::with_capacity(48);
-        push_uint(serial, &mut v);
-        push_time(revoked_at, &mut v);
-        item[..v.len()].copy_from_slice(&v);
-        self.entries.push(0x30);
-        push_len(v.len(), &mut self.entries);
-        self.entries.extend_from_slice(&item[..v.len()]);
+        // Written in place: the SEQUENCE's content (an INTEGER of at most 21 bytes and a time
+        // of at most 17) is under 128 bytes, so its length is one byte, patched at the end.
+        self.entries.extend_from_slice(&[0x30, 0]);
+        let at = self.entries.len();
+        push_uint(serial, &mut self.entries);
+        push_time(revoked_at, &mut self.entries);
+        let n = self.entries.len() - at;
+        debug_assert!(n < 0x80);
+        self.entries[at - 1] = n as u8;
         self.count += 1;
         Ok(())
     }

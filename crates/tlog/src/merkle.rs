@@ -310,13 +310,6 @@ impl MemoryTree {
             .get(usize::from(level))
             .map_or(&[][..], |v| v.as_slice())
     }
-
-    /// Drops every leaf from `size` on (to undo a batch that was not made durable).
-    pub fn truncate(&mut self, size: u64) {
-        for (l, v) in self.levels.iter_mut().enumerate() {
-            v.truncate((size >> l) as usize);
-        }
-    }
 }
 
 impl HashSource for MemoryTree {

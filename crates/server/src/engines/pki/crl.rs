@@ -155,7 +155,8 @@ pub(super) async fn refresh(a: &Pk<'_>, m: &MountEntry) -> ApiResult<()> {
         let Ok(issuer) = load_issuer(a, m, &id).await else {
             continue;
         };
-        if require_usage(&issuer, "crl-signing").is_err() || issuer.entry.revoked {
+        // A revoked issuer keeps signing its CRL (see `issuer/:ref/revoke`).
+        if require_usage(&issuer, "crl-signing").is_err() {
             continue;
         }
         let key = format!("{}/{}", m.uuid, issuer.entry.issuer_id);

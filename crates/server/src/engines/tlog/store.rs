@@ -459,10 +459,14 @@ async fn write_batch(
     }
     let grown = e.changed_partials(&seq.edge);
     let full_tiles: Vec<(u8, u64, Arc<Vec<Hash>>)> = filled
-        .iter()
-        .map(|t| (t.level, t.index, Arc::new(t.hashes.clone())))
+        .into_iter()
+        .map(|t| (t.level, t.index, Arc::new(t.hashes)))
         .collect();
-    ops.extend(tile_ops(filled));
+    ops.extend(
+        full_tiles
+            .iter()
+            .map(|(l, n, h)| Plain::Put(tile_path(*l, *n), hashes_bytes(h))),
+    );
     ops.extend(tile_ops(grown));
     ops.push(Plain::Put(CHECKPOINT_PATH.into(), note.as_bytes().to_vec()));
     log.view.write_uncached_with(ops, with).await?;
